@@ -1,0 +1,82 @@
+/*
+ * dist: everything that crosses between MPI ranks. The gradient of a whole
+ * network is one flat float buffer; dist averages it over the ranks by
+ * allreduce in buckets of bucket_mb, each started by a communication thread as
+ * soon as backward has finished it (last layers first), so that communication
+ * overlaps the rest of backward. Also: broadcast of the initial weights,
+ * reductions of metrics, agreement on errors, and a watchdog that aborts the
+ * job when a collective does not complete within timeout_s.
+ *
+ * Errors in MPI calls are fatal: dist prints the call, the rank and MPI's
+ * message, then aborts the whole job (MPI_Abort), so nothing hangs.
+ */
+#ifndef DIST_DIST_H
+#define DIST_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Initializes MPI (MPI_Init_thread, MPI_THREAD_MULTIPLE) and this module.
+ * Works without mpirun (a singleton, 1 rank). */
+void dist_init(int *argc, char ***argv);
+/* Finalizes MPI; stops the watchdog and any communication thread. */
+void dist_finalize(void);
+
+int dist_rank(void);
+int dist_size(void);
+/* Ranks on this node (MPI_COMM_TYPE_SHARED) and this rank's index among them. */
+int dist_local_size(void);
+int dist_local_rank(void);
+/* Threads this rank should use: cores of the node / ranks on the node, >= 1. */
+int dist_default_threads(void);
+
+/* Collectives on the world communicator, under the watchdog. */
+void dist_bcast_floats(float *buf, size_t n, int root);
+void dist_bcast_bytes(void *buf, size_t n, int root);
+void dist_allreduce_sum_doubles(double *buf, int n);
+void dist_allreduce_sum_int64(int64_t *buf, int n);
+void dist_barrier(void);
+
+/* Agreement on failure: every rank passes its local error (0 = fine) and a
+ * message; returns 0 on every rank if all were fine, else the lowest failing
+ * rank + 1 on every rank, and copies that rank's message into msg (msglen). */
+int dist_agree(int local_error, char *msg, size_t msglen);
+
+/* Prints "[rank R] message" to stderr and aborts every rank with code. */
+void dist_abort(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+/* Watchdog: a collective started under dist that does not complete within
+ * seconds aborts the job naming the collective and the ranks that did not
+ * answer (0 = no limit). */
+void dist_set_timeout(double seconds);
+
+/* ------------------------------------------------------------------------ */
+/* Bucketed, overlapped gradient averaging                                   */
+
+typedef enum { DIST_COMPRESS_NONE, DIST_COMPRESS_BF16, DIST_COMPRESS_FP16 } dist_compress;
+
+typedef struct {
+  double bucket_mb;        /* bucket size; 0 = 25 */
+  int overlap;             /* 1: a communication thread reduces buckets during backward */
+  dist_compress compress;  /* 16-bit wire format for slow networks */
+} dist_reducer_opts;
+
+typedef struct dist_reducer dist_reducer;
+
+/* Prepares to average grads[0, n) in place. Buckets are aligned to the
+ * boundaries reported by dist_reducer_ready where possible. Allocates once. */
+dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opts *o);
+void dist_reducer_free(dist_reducer *r);
+/* Marks the start of a backward pass. */
+void dist_reducer_begin(dist_reducer *r);
+/* grads[offset, offset+count) are final (called by nn_backward's callback,
+ * offsets falling). Full buckets are handed to the communication thread. */
+void dist_reducer_ready(dist_reducer *r, size_t offset, size_t count);
+/* Reduces what is left, waits for every bucket and divides by the rank
+ * count. Returns the exposed wait in ms (time this call blocked). */
+double dist_reducer_finish(dist_reducer *r);
+/* The same average without buckets or threads, for tests and the baseline:
+ * one MPI_Allreduce over the whole buffer. Returns its time in ms. */
+double dist_allreduce_average_plain(float *grads, size_t n);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * nn/layers.h: the layer kernels, private to nn/ (and its tests). Each layer is
+ * a pair of plain functions, *_forward and *_backward, over contiguous NCHW
+ * float buffers. They never allocate: scratch memory comes from the caller's
+ * workspace, sized by the matching *_workspace_floats function.
+ *
+ * Conventions: n = batch; shapes per the letters in nn.h. Backward functions
+ * OVERWRITE dx, dweight and dbias (no accumulation); dx may be NULL when the
+ * input gradient is not needed (first layer).
+ */
+#ifndef NN_LAYERS_H
+#define NN_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- convolution --------------------------------------------------------- */
+
+typedef struct {
+  int in_c, in_h, in_w;    /* C, H, W */
+  int out_c, out_h, out_w; /* O, OH, OW */
+  int kernel_h, kernel_w;
+  int stride_h, stride_w;
+  int pad_top, pad_left;   /* bottom/right padding only shapes out_h/out_w */
+  int groups;              /* G >= 1, divides C and O */
+} nn_conv_geom;
+
+/* Floats of workspace the conv needs for a batch of n, at most cap_floats
+ * (the kernel folds as many images into one GEMM as fit, at least one). */
+size_t nn_conv_workspace_floats(const nn_conv_geom *g, int n, size_t cap_floats);
+
+/* x: (n, C, H, W); w: (O, C/G, KH, KW); b: (O) or NULL; y: (n, O, OH, OW).
+ * relu != 0 applies max(0, .) in the same pass as the bias. */
+void nn_conv_forward(const nn_conv_geom *g, int n, const float *x, const float *w, const float *b,
+                     int relu, float *y, float *ws, size_t ws_floats);
+
+/* dy: (n, O, OH, OW), modified in place when relu != 0 (masked by y > 0, y
+ * being this layer's fused output). dx: (n, C, H, W) or NULL; dw like w; db
+ * (O) or NULL. */
+void nn_conv_backward(const nn_conv_geom *g, int n, const float *x, const float *w, const float *y,
+                      int relu, float *dy, float *dx, float *dw, float *db, float *ws,
+                      size_t ws_floats);
+
+/* ---- fully connected ----------------------------------------------------- */
+
+/* x: (n, in); w: (out, in); b: (out) or NULL; y: (n, out). */
+void nn_linear_forward(int n, int in, int out, const float *x, const float *w, const float *b,
+                       int relu, float *y);
+/* dy masked in place by y > 0 when relu; dx (n, in) or NULL; dw (out, in); db (out) or NULL. */
+void nn_linear_backward(int n, int in, int out, const float *x, const float *w, const float *y,
+                        int relu, float *dy, float *dx, float *dw, float *db);
+
+/* ---- pointwise ----------------------------------------------------------- */
+
+/* y may equal x (in place). count = n * per-sample size. */
+void nn_relu_forward(size_t count, const float *x, float *y);
+/* dx = dy * (y > 0); dx may equal dy. */
+void nn_relu_backward(size_t count, const float *y, const float *dy, float *dx);
+void nn_tanh_forward(size_t count, const float *x, float *y);
+/* dx = dy * (1 - y^2); dx may equal dy. */
+void nn_tanh_backward(size_t count, const float *y, const float *dy, float *dx);
+
+/* Inverted dropout: y = x * keep / (1 - p), keep drawn from (seed, element
+ * index) so it is reproducible and needs no stored mask. y may equal x. */
+void nn_dropout_forward(size_t count, float p, uint64_t seed, const float *x, float *y);
+void nn_dropout_backward(size_t count, float p, uint64_t seed, const float *dy, float *dx);
+
+/* ---- local response normalization ---------------------------------------- */
+
+/* PyTorch's LocalResponseNorm: y = x / (k + alpha/size * sum_{window} x^2)^beta,
+ * the window being channels [c - size/2, c + (size-1)/2] clipped to [0, C).
+ * x, y: (n, C, H, W). scale: (n, C, H, W), saved for backward (the k + ... term). */
+void nn_lrn_forward(int n, int c, int h, int w, int size, float alpha, float beta, float k,
+                    const float *x, float *scale, float *y);
+void nn_lrn_backward(int n, int c, int h, int w, int size, float alpha, float beta, float k,
+                     const float *x, const float *scale, const float *y, const float *dy, float *dx);
+
+/* ---- pooling ------------------------------------------------------------- */
+
+typedef struct {
+  int c, in_h, in_w, out_h, out_w;
+  int kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left;
+} nn_pool_geom;
+
+/* Max pooling; padded cells are -inf. x: (n, C, H, W); y: (n, C, OH, OW). */
+void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y);
+/* Routes dy to the first maximum of each window (PyTorch's tie rule), found
+ * again from x and y; dx is overwritten. */
+void nn_maxpool_backward(const nn_pool_geom *g, int n, const float *x, const float *y,
+                         const float *dy, float *dx);
+
+/* Adaptive average pooling with PyTorch's bins: start = floor(i*H/OH),
+ * end = ceil((i+1)*H/OH). */
+void nn_avgpool_forward(int n, int c, int h, int w, int out_h, int out_w, const float *x, float *y);
+void nn_avgpool_backward(int n, int c, int h, int w, int out_h, int out_w, const float *dy,
+                         float *dx);
+
+/* ---- loss ---------------------------------------------------------------- */
+
+/* Softmax cross-entropy, mean over n. logits (n, classes); dlogits may be NULL.
+ * Returns the mean loss; top-1/top-5 hits into *c1/*c5 when not NULL. */
+float nn_softmax_xent(int n, int classes, const float *logits, const int *labels, float *dlogits,
+                      int *c1, int *c5);
+
+#endif

@@ -1,0 +1,213 @@
+/*
+ * nn: the AlexNet engine. Tensors are float32 in NCHW; a network is a list of
+ * layers in torchvision's shape (features, optional avgpool, classifier).
+ * All parameters of a network live in ONE flat buffer (net->params) and all
+ * gradients in a second buffer of the same layout (net->grads); each layer's
+ * weight and bias are views into them, ordered as PyTorch's state_dict.
+ * The optimizer, the allreduce and the checkpoint each see one array.
+ *
+ * Dimension letters, used in every shape comment of nn/:
+ *   N = batch size, C = channels, H, W = height, width,
+ *   O = output channels / features, G = groups, KH, KW = kernel size.
+ *
+ * nn knows nothing of MPI, HDF5 or YAML. Errors in descriptions (a layer list
+ * whose shapes do not fit, an unknown preset) are returned as messages; the
+ * compute functions cannot fail once a network is allocated.
+ */
+#ifndef NN_NN_H
+#define NN_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------ */
+/* Layer descriptions                                                       */
+
+typedef enum {
+  NN_CONV,      /* 2-D convolution, optional groups and asymmetric padding */
+  NN_LINEAR,    /* fully connected, y = x W^T + b */
+  NN_RELU,      /* max(x, 0) */
+  NN_TANH,      /* tanh(x) */
+  NN_LRN,       /* local response normalization across channels (PyTorch) */
+  NN_MAXPOOL,   /* max pooling, kernel/stride/padding, floor mode */
+  NN_AVGPOOL,   /* adaptive average pooling to (out_h, out_w), PyTorch bins */
+  NN_FLATTEN,   /* (N, C, H, W) -> (N, C*H*W); implicit before the classifier */
+  NN_DROPOUT,   /* inverted dropout with probability p; identity in eval */
+  NN_KIND_COUNT
+} nn_kind;
+
+/* Which torchvision Sequential a layer belongs to; gives its name prefix. */
+typedef enum { NN_FEATURES, NN_AVGPOOL_SECTION, NN_CLASSIFIER } nn_section;
+
+/* One layer as a config or a preset describes it. Unused fields are 0. */
+typedef struct {
+  nn_kind kind;
+  nn_section section;
+  int out;                          /* conv: out channels; linear: out features */
+  int kernel_h, kernel_w;           /* conv, maxpool */
+  int stride_h, stride_w;           /* conv, maxpool (0 = 1 for conv, = kernel for pool) */
+  int pad_top, pad_bottom;          /* conv, maxpool: zeros (or -inf) before/after rows */
+  int pad_left, pad_right;          /* conv, maxpool: before/after columns */
+  int groups;                       /* conv: 0 or 1 = dense */
+  int no_bias;                      /* conv, linear: 1 = no bias parameter */
+  int lrn_size;                     /* lrn: window across channels */
+  float lrn_alpha, lrn_beta, lrn_k; /* lrn: PyTorch's definition, alpha / size */
+  int out_h, out_w;                 /* avgpool: output size */
+  float dropout_p;                  /* dropout: probability of zeroing */
+} nn_layer_spec;
+
+/* A per-sample shape (C, H, W); a flat vector is (F, 1, 1). */
+typedef struct {
+  int c, h, w;
+} nn_shape;
+
+static inline size_t nn_shape_size(nn_shape s) { return (size_t)s.c * (size_t)s.h * (size_t)s.w; }
+
+/* A layer of a built network: its description, shapes and views. */
+typedef struct {
+  nn_layer_spec spec;
+  char name[32];           /* PyTorch module name, e.g. "features.3" */
+  nn_shape in, out;        /* per-sample shapes */
+  size_t weight_offset;    /* into net->params / net->grads, in floats */
+  size_t weight_count;     /* conv: O*(C/G)*KH*KW; linear: O*C */
+  size_t bias_offset;      /* into net->params / net->grads */
+  size_t bias_count;       /* O, or 0 */
+  float *weight, *bias;    /* views into net->params: conv (O, C/G, KH, KW); linear (O, C) */
+  float *dweight, *dbias;  /* views into net->grads, same layouts */
+  double flops;            /* forward multiply-adds x 2 per sample */
+  /* Execution plan, set by nn_net_alloc: */
+  int fused_relu;          /* conv/linear: the following ReLU is applied here */
+  int in_place;            /* relu/dropout/flatten: output aliases input */
+  float *output;           /* (N, out) activations, valid after forward */
+} nn_layer;
+
+typedef struct nn_net {
+  int num_layers;
+  nn_layer *layers;        /* owned */
+  nn_shape input;          /* per-sample input shape */
+  int num_classes;         /* out features of the last layer */
+  size_t num_params;       /* floats in params and in grads */
+  float *params;           /* owned, 64-byte aligned */
+  float *grads;            /* owned, same layout as params */
+  /* Execution state, owned; see nn_net_alloc. */
+  int batch;               /* batch size the buffers are sized for; 0 = none */
+  int training;            /* 1: dropout active; 0: evaluation */
+  uint64_t dropout_seed;   /* set by the caller each step for reproducible masks */
+  float *arena;            /* activations */
+  float *grad_a, *grad_b;  /* ping-pong activation gradients, max layer size each */
+  float *workspace;        /* im2col / col2im / transposes */
+  size_t workspace_floats;
+  float *dlogits;          /* (N, num_classes) gradient of the loss */
+} nn_net;
+
+/* ------------------------------------------------------------------------ */
+/* Building                                                                  */
+
+/* Options for a preset; zero-initialize and set what you need. */
+typedef struct {
+  int num_classes;   /* 0 = 1000 (alexnet, alexnet_owt) or 10 (alexnet_cifar) */
+  int in_channels;   /* 0 = 3 */
+  int groups;        /* alexnet only: 0 = 2 (the paper's two-GPU split), or 1 */
+  float dropout;     /* < 0: no dropout layers; 0 = the default 0.5 */
+  int input_size;    /* 0 = the preset's (227, 224, 32) */
+} nn_preset_opts;
+
+/* Writes the layer list of preset `arch` ("alexnet", "alexnet_owt",
+ * "alexnet_cifar") into *specs (malloc'd, caller frees) and its count and input
+ * shape. Returns 0, or -1 with a message in err for an unknown name. */
+int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **specs, int *count,
+              nn_shape *input, char *err, size_t errlen);
+
+/* Builds a network from a layer list: checks that every shape fits, names the
+ * layers as PyTorch does and carves the parameter and gradient buffers (zeros).
+ * Returns 0, or -1 with a message naming the layer and the shapes in err and
+ * *net left empty. */
+int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape input, char *err,
+                 size_t errlen);
+
+/* Frees everything a network owns; the struct is left zeroed. Safe on zeroed. */
+void nn_net_free(nn_net *net);
+
+/* Initializations. Both are deterministic functions of the seed. */
+/* The 2012 paper: weights N(0, 0.01), biases 1 in conv2, conv4, conv5 and the
+ * hidden fc layers, 0 elsewhere. */
+void nn_init_paper(nn_net *net, uint64_t seed);
+/* PyTorch's defaults for Conv2d/Linear (kaiming_uniform a=sqrt(5): U(+-1/sqrt(fan_in))
+ * for weights and biases), which torchvision's AlexNet keeps. */
+void nn_init_torch_default(nn_net *net, uint64_t seed);
+
+/* Allocates activations, activation gradients and workspace for up to `batch`
+ * samples, and plans fusions. Everything a step needs is allocated here, none
+ * during forward/backward. workspace_cap_mib bounds the im2col workspace
+ * (0 = 64 MiB). Returns 0, or -1 with a message on allocation failure. */
+int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, size_t errlen);
+
+/* Finds a parameter by PyTorch name ("features.0.weight"); returns its view
+ * into net->params and sets *count, or NULL. */
+float *nn_param_by_name(nn_net *net, const char *name, size_t *count, size_t *offset);
+
+/* Visits every parameter tensor in state_dict order: name, offset, count and
+ * its shape (dims[0..ndim-1]). */
+typedef void (*nn_param_visitor)(void *ctx, const char *name, size_t offset, size_t count, int ndim,
+                                 const int *dims);
+void nn_visit_params(const nn_net *net, nn_param_visitor fn, void *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Running                                                                   */
+
+/* Forward pass of n <= net->batch samples. x: (n, input). Returns the logits
+ * (n, num_classes), owned by the network, valid until the next forward. */
+const float *nn_forward(nn_net *net, const float *x, int n);
+
+/* Softmax cross-entropy, mean over the n samples of the last forward. labels
+ * in [0, num_classes). Writes net->dlogits (the gradient of the mean loss) and
+ * returns the loss. If correct1/correct5 are not NULL they receive the number
+ * of top-1 and top-5 hits. */
+float nn_loss(nn_net *net, const int *labels, int n, int *correct1, int *correct5);
+
+/* Called by nn_backward when the gradients of params [offset, offset+count)
+ * are final; layers finish from the last to the first, so the offsets fall. */
+typedef void (*nn_grad_ready_fn)(void *ctx, size_t offset, size_t count);
+
+/* Backward pass from net->dlogits for the last forward of n samples, x being
+ * that forward's input. Overwrites (does not accumulate) net->grads. */
+void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, void *ctx);
+
+/* Per-layer wall time of the last forward/backward, in seconds, for the bench
+ * and the metrics; arrays of net->num_layers, owned by the network. */
+const double *nn_layer_forward_seconds(const nn_net *net);
+const double *nn_layer_backward_seconds(const nn_net *net);
+
+/* ------------------------------------------------------------------------ */
+/* Optimizer                                                                 */
+
+typedef struct {
+  float lr, momentum, weight_decay;
+  int nesterov;
+  int decay_bias;      /* 0: no weight decay on biases */
+} nn_sgd_opts;
+
+/* PyTorch's SGD over the flat buffers: g' = g + wd*w; v = m*v + g';
+ * w -= lr * (nesterov ? g' + m*v : v). momentum has num_params floats. */
+void nn_sgd_step(nn_net *net, float *momentum, const nn_sgd_opts *opts);
+
+/* ------------------------------------------------------------------------ */
+/* Summary and utilities                                                     */
+
+/* Writes the per-layer table (output shape, parameters, forward MFLOPs) and
+ * totals to f (a FILE *, void to keep stdio out of this header). */
+void nn_summary(const nn_net *net, void *f);
+double nn_total_flops(const nn_net *net); /* forward FLOPs per sample */
+
+/* Sets the threads used by OpenBLAS and by nn's own loops. */
+void nn_set_threads(int threads);
+
+/* Counter-based random numbers: the same (seed, index) gives the same value
+ * whatever the thread or order; used for init, dropout and augmentation. */
+uint64_t nn_hash64(uint64_t seed, uint64_t index);
+float nn_uniform(uint64_t seed, uint64_t index);  /* [0, 1) */
+float nn_normal(uint64_t seed, uint64_t index);   /* N(0, 1) */
+
+const char *nn_kind_name(nn_kind kind);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * testutil: what every CUnit test executable shares: running the registered
+ * suites, scratch directories, running a command and capturing its output,
+ * and comparing float arrays.
+ */
+#ifndef TESTUTIL_H
+#define TESTUTIL_H
+
+#include <CUnit/Basic.h>
+#include <stdio.h>
+#include <string.h>
+#include <stddef.h>
+
+/* Runs every registered suite (basic mode, verbose) and returns the process
+ * exit status: 0 if all passed, 1 otherwise. Call from main after adding suites. */
+int tu_run_all(void);
+
+/* Adds a suite with the given tests (NULL-terminated name/function pairs). */
+typedef struct {
+  const char *name;
+  void (*fn)(void);
+} tu_test;
+void tu_add_suite(const char *name, const tu_test *tests);
+
+/* A fresh, empty directory under the build's test-tmp named after `name`;
+ * returns a static buffer path (valid until the next call). */
+const char *tu_scratch_dir(const char *name);
+
+/* Runs a shell command, captures stdout+stderr (up to outlen bytes) and
+ * returns its exit status (or 128+signal). */
+int tu_run_cmd(const char *cmd, char *out, size_t outlen);
+
+/* Path of an executable built by this project: ALEXNET_BIN_DIR/<name>. */
+const char *tu_bin(const char *name);
+
+/* Largest |a-b| / max(|b|, floor) over n elements; *where receives its index. */
+double tu_max_rel_err(const float *a, const float *b, size_t n, double floor, size_t *where);
+
+/* Asserts that haystack contains needle; prints both when it does not. */
+#define TU_ASSERT_CONTAINS(haystack, needle)                                              \
+  do {                                                                                    \
+    int tu_found_ = strstr((haystack), (needle)) != NULL;                                 \
+    if (!tu_found_)                                                                       \
+      fprintf(stderr, "\n  expected to find \"%s\" in:\n%s\n", (needle), (haystack));     \
+    CU_ASSERT(tu_found_);                                                                 \
+  } while (0)
+
+#endif
