@@ -98,7 +98,7 @@ void nn_avgpool_backward(int n, int c, int h, int w, int out_h, int out_w, const
 /* ---- loss ---------------------------------------------------------------- */
 
 /* Softmax cross-entropy, mean over n. logits (n, classes); dlogits may be NULL.
- * Returns the mean loss; top-1/top-5 hits into *c1/*c5 when not NULL. */
+ * Returns the mean loss; top-1 and top-5 hits into *c1 and *c5 when not NULL. */
 float nn_softmax_xent(int n, int classes, const float *logits, const int *labels, float *dlogits,
                       int *c1, int *c5);
 

@@ -78,7 +78,11 @@ typedef struct {
   /* Execution plan, set by nn_net_alloc: */
   int fused_relu;          /* conv/linear: the following ReLU is applied here */
   int in_place;            /* relu/dropout/flatten: output aliases input */
-  float *output;           /* (N, out) activations, valid after forward */
+  int needs_output;        /* backward reads this layer's own output */
+  float *buffer;           /* (N, out) own activation storage, or NULL when in_place */
+  float *output;           /* (N, out) activations of the last forward (buffer, or the
+                              input when in place or an identity in evaluation) */
+  float *aux;              /* lrn: (N, C, H, W) scale saved for backward */
 } nn_layer;
 
 typedef struct nn_net {
@@ -98,6 +102,8 @@ typedef struct nn_net {
   float *workspace;        /* im2col / col2im / transposes */
   size_t workspace_floats;
   float *dlogits;          /* (N, num_classes) gradient of the loss */
+  double *forward_seconds; /* (num_layers) wall time of the last forward, per layer */
+  double *backward_seconds;/* (num_layers) wall time of the last backward, per layer */
 } nn_net;
 
 /* ------------------------------------------------------------------------ */
@@ -108,7 +114,8 @@ typedef struct {
   int num_classes;   /* 0 = 1000 (alexnet, alexnet_owt) or 10 (alexnet_cifar) */
   int in_channels;   /* 0 = 3 */
   int groups;        /* alexnet only: 0 = 2 (the paper's two-GPU split), or 1 */
-  float dropout;     /* < 0: no dropout layers; 0 = the default 0.5 */
+  float dropout;     /* 0 = the default 0.5; < 0 = p 0 (the layers stay, as identities,
+                        so module indices keep PyTorch's numbering) */
   int input_size;    /* 0 = the preset's (227, 224, 32) */
 } nn_preset_opts;
 

@@ -17,6 +17,21 @@ int tu_run_all(void) {
   return (failed || failed_suites) ? 1 : 0;
 }
 
+int tu_run_all_ranks(int rank) {
+  if (rank == 0) return tu_run_all();
+  CU_basic_set_mode(CU_BRM_SILENT);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+  unsigned failed_suites = CU_get_number_of_suites_failed();
+  if (failed || failed_suites) {
+    printf("\n[rank %d] failures:\n", rank);
+    CU_basic_show_failures(CU_get_failure_list());
+    printf("\n");
+  }
+  CU_cleanup_registry();
+  return (failed || failed_suites) ? 1 : 0;
+}
+
 void tu_add_suite(const char *name, const tu_test *tests) {
   if (CU_get_registry() == NULL && CU_initialize_registry() != CUE_SUCCESS) {
     fprintf(stderr, "CUnit: cannot initialize the registry\n");
@@ -38,7 +53,7 @@ void tu_add_suite(const char *name, const tu_test *tests) {
 const char *tu_scratch_dir(const char *name) {
   static char path[4096];
   snprintf(path, sizeof path, "%s/%s", ALEXNET_TEST_TMP, name);
-  char cmd[4200];
+  char cmd[8300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", path, path);
   if (system(cmd) != 0) {
     fprintf(stderr, "cannot create scratch dir %s\n", path);

@@ -15,6 +15,11 @@
  * exit status: 0 if all passed, 1 otherwise. Call from main after adding suites. */
 int tu_run_all(void);
 
+/* For MPI tests, where every rank runs the same suites: rank 0 runs them as
+ * tu_run_all does, the other ranks print only their failures, under a
+ * "[rank R]" line. Returns this rank's exit status (mpiexec fails if any does). */
+int tu_run_all_ranks(int rank);
+
 /* Adds a suite with the given tests (NULL-terminated name/function pairs). */
 typedef struct {
   const char *name;

@@ -1,0 +1,216 @@
+/*
+ * alexnet-bench: where the time of a training step goes. Builds a preset,
+ * runs warm-up steps, then times forward, backward and the SGD update per
+ * layer; prints images/s for training and inference, GFLOP/s per layer beside
+ * the sgemm GFLOP/s of the same GEMM shape on this machine, and the process's
+ * peak RSS. A benchmark prints figures; it asserts nothing.
+ *
+ *   alexnet-bench [--arch alexnet] [--batch 64] [--threads 2] [--steps 5]
+ *                 [--warmup 2] [--classes N] [--workspace-mib 64] [--json]
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "nn.h"
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double peak_rss_mib(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_maxrss / 1024.0;
+}
+
+/* GFLOP/s of C(M,N) = A(M,K) B(K,N), best of a few runs. */
+static double sgemm_gflops(int m, int n, int k) {
+  float *a = calloc((size_t)m * k, sizeof(float));
+  float *b = calloc((size_t)k * n, sizeof(float));
+  float *c = calloc((size_t)m * n, sizeof(float));
+  if (!a || !b || !c) {
+    free(a), free(b), free(c);
+    return 0;
+  }
+  for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)(i % 7) * 0.1f;
+  for (size_t i = 0; i < (size_t)k * n; i++) b[i] = (float)(i % 5) * 0.1f;
+  double best = 1e30;
+  int reps = 0;
+  double start = now();
+  while (reps < 3 || (reps < 20 && now() - start < 0.3)) {
+    double t0 = now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
+    double t = now() - t0;
+    if (t < best) best = t;
+    reps++;
+  }
+  free(a), free(b), free(c);
+  return 2.0 * m * n * (double)k / best / 1e9;
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: alexnet-bench [--arch alexnet|alexnet_owt|alexnet_cifar] [--batch N]\n"
+          "                     [--threads N] [--steps N] [--warmup N] [--classes N]\n"
+          "                     [--workspace-mib N] [--json]\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  const char *arch = "alexnet";
+  int batch = 64, threads = 2, steps = 5, warmup = 2, classes = 0, json = 0;
+  size_t workspace_mib = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--json") == 0) json = 1;
+    else if (!v) usage();
+    else if (strcmp(a, "--arch") == 0) arch = v, i++;
+    else if (strcmp(a, "--batch") == 0) batch = atoi(v), i++;
+    else if (strcmp(a, "--threads") == 0) threads = atoi(v), i++;
+    else if (strcmp(a, "--steps") == 0) steps = atoi(v), i++;
+    else if (strcmp(a, "--warmup") == 0) warmup = atoi(v), i++;
+    else if (strcmp(a, "--classes") == 0) classes = atoi(v), i++;
+    else if (strcmp(a, "--workspace-mib") == 0) workspace_mib = (size_t)atol(v), i++;
+    else usage();
+  }
+  if (batch <= 0 || threads <= 0 || steps <= 0 || warmup < 0) usage();
+  nn_set_threads(threads);
+
+  char err[512];
+  nn_layer_spec *specs;
+  int count;
+  nn_shape input;
+  nn_preset_opts opts = {.num_classes = classes};
+  nn_net net;
+  if (nn_preset(arch, &opts, &specs, &count, &input, err, sizeof err) != 0 ||
+      nn_net_build(&net, specs, count, input, err, sizeof err) != 0 ||
+      nn_net_alloc(&net, batch, workspace_mib, err, sizeof err) != 0) {
+    fprintf(stderr, "alexnet-bench: %s\n", err);
+    return 1;
+  }
+  free(specs);
+  nn_init_torch_default(&net, 1);
+  size_t in_count = nn_shape_size(input) * (size_t)batch;
+  float *x = malloc(in_count * sizeof(float));
+  int *labels = malloc((size_t)batch * sizeof(int));
+  float *momentum = calloc(net.num_params, sizeof(float));
+  if (!x || !labels || !momentum) {
+    fprintf(stderr, "alexnet-bench: out of memory\n");
+    return 1;
+  }
+  for (size_t i = 0; i < in_count; i++) x[i] = nn_normal(7, i);
+  for (int i = 0; i < batch; i++) labels[i] = i % net.num_classes;
+  nn_sgd_opts sgd = {.lr = 0.001f, .momentum = 0.9f, .weight_decay = 5e-4f};
+
+  int L = net.num_layers;
+  double *fwd = calloc((size_t)(L * steps), sizeof(double));
+  double *bwd = calloc((size_t)(L * steps), sizeof(double));
+  double *t_step = calloc((size_t)steps, sizeof(double));
+  double *t_fwd = calloc((size_t)steps, sizeof(double));
+  double *t_bwd = calloc((size_t)steps, sizeof(double));
+  double *t_upd = calloc((size_t)steps, sizeof(double));
+  double *t_inf = calloc((size_t)steps, sizeof(double));
+  /* Training steps. */
+  net.training = 1;
+  for (int s = -warmup; s < steps; s++) {
+    net.dropout_seed = (uint64_t)(s + warmup);
+    double t0 = now();
+    nn_forward(&net, x, batch);
+    nn_loss(&net, labels, batch, NULL, NULL);
+    double t1 = now();
+    nn_backward(&net, x, batch, NULL, NULL);
+    double t2 = now();
+    nn_sgd_step(&net, momentum, &sgd);
+    double t3 = now();
+    if (s < 0) continue;
+    t_step[s] = t3 - t0, t_fwd[s] = t1 - t0, t_bwd[s] = t2 - t1, t_upd[s] = t3 - t2;
+    for (int l = 0; l < L; l++) {
+      fwd[l * steps + s] = net.forward_seconds[l];
+      bwd[l * steps + s] = net.backward_seconds[l];
+    }
+  }
+  /* Inference (evaluation mode). */
+  net.training = 0;
+  for (int s = -1; s < steps; s++) {
+    double t0 = now();
+    nn_forward(&net, x, batch);
+    if (s >= 0) t_inf[s] = now() - t0;
+  }
+  double step = median(t_step, steps), inf = median(t_inf, steps);
+  double train_ips = batch / step, fwd_ips = batch / inf;
+  double flops = nn_total_flops(&net);
+  double big = sgemm_gflops(2048, 2048, 2048);
+
+  if (!json) {
+    printf("alexnet-bench: %s, batch %d, %d threads, %zu parameters, %.2f GFLOPs/sample forward\n",
+           arch, batch, threads, net.num_params, flops / 1e9);
+    printf("%-14s %-8s %10s %10s %10s %10s %12s\n", "layer", "kind", "fwd ms", "bwd ms",
+           "fwd GF/s", "bwd GF/s", "sgemm GF/s");
+  }
+  char *layers_json = calloc((size_t)L, 256);
+  size_t jlen = 0;
+  for (int l = 0; l < L; l++) {
+    const nn_layer *ly = &net.layers[l];
+    double f = median(fwd + l * steps, steps), b = median(bwd + l * steps, steps);
+    double lf = ly->flops * batch;
+    double roof = 0;
+    if (ly->spec.kind == NN_CONV) {
+      int g = ly->spec.groups;
+      int k = ly->in.c / g * ly->spec.kernel_h * ly->spec.kernel_w;
+      roof = sgemm_gflops(ly->out.c / g, ly->out.h * ly->out.w * (batch < 8 ? batch : 8), k);
+    } else if (ly->spec.kind == NN_LINEAR) {
+      roof = sgemm_gflops(batch, ly->out.c, (int)nn_shape_size(ly->in));
+    }
+    if (!json) {
+      printf("%-14s %-8s %10.2f %10.2f %10.1f %10.1f", ly->name, nn_kind_name(ly->spec.kind),
+             f * 1e3, b * 1e3, ly->weight_count ? lf / f / 1e9 : 0.0,
+             ly->weight_count ? 2 * lf / b / 1e9 : 0.0);
+      if (roof > 0) printf(" %12.1f", roof);
+      printf("\n");
+    }
+    jlen += (size_t)snprintf(layers_json + jlen, 256, "%s{\"name\":\"%s\",\"kind\":\"%s\","
+                             "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"sgemm_gflops\":%.1f}",
+                             l ? "," : "", ly->name, nn_kind_name(ly->spec.kind), f * 1e3,
+                             b * 1e3, roof);
+  }
+  double train_gflops = 3 * flops * batch / step / 1e9;
+  if (!json) {
+    printf("step: forward %.1f ms, backward %.1f ms, update %.1f ms, total %.1f ms\n",
+           median(t_fwd, steps) * 1e3, median(t_bwd, steps) * 1e3, median(t_upd, steps) * 1e3,
+           step * 1e3);
+    printf("train: %.1f images/s (%.1f GFLOP/s achieved); inference: %.1f images/s "
+           "(%.1f GFLOP/s); sgemm 2048^3: %.1f GFLOP/s; peak RSS %.0f MiB\n",
+           train_ips, train_gflops, fwd_ips, flops * batch / inf / 1e9, big, peak_rss_mib());
+  } else {
+    printf("{\"arch\":\"%s\",\"batch\":%d,\"threads\":%d,\"train_images_per_sec\":%.2f,"
+           "\"forward_images_per_sec\":%.2f,\"step_ms\":%.2f,\"forward_ms\":%.2f,"
+           "\"backward_ms\":%.2f,\"update_ms\":%.2f,\"train_gflops\":%.1f,"
+           "\"sgemm_2048_gflops\":%.1f,\"peak_rss_mib\":%.0f,\"layers\":[%s]}\n",
+           arch, batch, threads, train_ips, fwd_ips, step * 1e3, median(t_fwd, steps) * 1e3,
+           median(t_bwd, steps) * 1e3, median(t_upd, steps) * 1e3, train_gflops, big,
+           peak_rss_mib(), layers_json);
+  }
+  free(layers_json);
+  free(fwd), free(bwd), free(t_step), free(t_fwd), free(t_bwd), free(t_upd), free(t_inf);
+  free(x), free(labels), free(momentum);
+  nn_net_free(&net);
+  return 0;
+}

@@ -1,0 +1,70 @@
+/*
+ * checkpoint: a network's parameters, its optimizer state and where the run
+ * stands, in one HDF5 file a user can read with h5py (docs/checkpoint-format.md).
+ *   /model/<name>                 float32, PyTorch layout and name
+ *   /optimizer/momentum/<name>    float32, same (absent for weight-only files)
+ *   /classes                      class names (optional)
+ *   root attributes: format = "alexnet-checkpoint", version, step, epoch,
+ *   step_in_epoch, seed, arch, config (YAML), num_classes, input (C,H,W),
+ *   mean, std, checksum (FNV-1a 64 of every tensor's bytes in order), and
+ *   complete = 1, written last: a file without it is never taken for whole.
+ * Files are written under "<path>.tmp", fsync'd, then renamed.
+ */
+#ifndef LAUNCH_CHECKPOINT_H
+#define LAUNCH_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn.h"
+
+#define CKPT_FORMAT_NAME "alexnet-checkpoint"
+#define CKPT_FORMAT_VERSION 1
+
+typedef struct {
+  int64_t step;           /* optimizer steps taken (global) */
+  int64_t epoch;          /* epoch the next step belongs to */
+  int64_t step_in_epoch;  /* the next step's index inside that epoch */
+  uint64_t seed;          /* run.seed: every random stream derives from it and the step */
+  char arch[64];          /* preset name, or "custom" for a layer list */
+  char *config_yaml;      /* effective config, owned (may be NULL) */
+  int num_classes;
+  nn_shape input;
+  float mean[3], std[3];  /* normalization the model was trained with */
+  char **class_names;     /* num_classes strings or NULL, owned */
+  int has_momentum;       /* set by ckpt_read_meta */
+} ckpt_meta;
+
+/* Writes net's parameters (and momentum, when not NULL) with meta to path,
+ * atomically. Returns 0, or -1 with a message naming the file; the previous
+ * file at path, if any, is untouched on failure. */
+int ckpt_save(const char *path, const nn_net *net, const float *momentum, const ckpt_meta *meta,
+              char *err, size_t errlen);
+
+/* Reads the attributes and class names only (to build the right network).
+ * Refuses another format, a future version or an incomplete file. */
+int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen);
+
+/* Loads parameters into net (every tensor must be present with net's shape)
+ * and momentum when not NULL (then it must be in the file); verifies the
+ * checksum. On failure net's parameters may be partly written: callers load
+ * before training starts and exit on failure. meta may be NULL. */
+int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, char *err,
+              size_t errlen);
+
+void ckpt_meta_free(ckpt_meta *meta);
+
+/* Loads the newest checkpoint of dir ("step-<N>.h5", highest N) that loads
+ * completely (format, completeness marker, shapes, checksum), skipping broken
+ * ones with a line on stderr each. Returns 1 with its path, 0 when there is
+ * none (net untouched only if no file was tried), -1 on error. */
+int ckpt_load_latest(const char *dir, nn_net *net, float *momentum, ckpt_meta *meta, char *path,
+                     size_t pathlen, char *err, size_t errlen);
+
+/* Deletes all but the newest `keep` step-<N>.h5 files of dir (keep <= 0: none). */
+void ckpt_prune(const char *dir, int keep);
+
+/* Path of the checkpoint of a step: "<dir>/step-<N>.h5" (N zero-padded to 8). */
+void ckpt_step_path(const char *dir, int64_t step, char *path, size_t pathlen);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * evaluate: loss, top-1 and top-5 of a network over a whole evaluation
+ * loader, each sample counted once whatever the rank count (the loader shards
+ * it; the sums are reduced over the ranks by dist).
+ */
+#ifndef LAUNCH_EVALUATE_H
+#define LAUNCH_EVALUATE_H
+
+#include <stdint.h>
+
+#include "data.h"
+#include "nn.h"
+
+typedef struct {
+  double loss;          /* mean cross-entropy */
+  double top1, top5;    /* fractions in [0, 1] */
+  int64_t samples;      /* counted over all ranks */
+  double seconds;       /* wall time */
+  double images_per_sec;/* samples (not views) per second over all ranks */
+} eval_result;
+
+/* Per-class counts (optional): hits[c] and totals[c] for class c, summed over
+ * the ranks; confusion (optional) is (classes, classes), row = true label. */
+typedef struct {
+  int64_t *hits, *totals;
+  int64_t *confusion;
+} eval_detail;
+
+/* Evaluates epoch `epoch` of the loader (every sample once). With ten-crop
+ * batches the softmax outputs of the views are averaged. net must be
+ * allocated for count * views samples of the loader's batches. Puts the net
+ * in evaluation mode and restores its training flag. Returns 0, or -1 with
+ * the loader's message in err (collective: every rank returns the same). */
+int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d,
+             char *err, size_t errlen);
+
+#endif

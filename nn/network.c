@@ -1,0 +1,572 @@
+/*
+ * nn/network.c: a network is a list of layers over one flat parameter buffer
+ * and one flat gradient buffer. Building checks every shape and carves the
+ * buffers in PyTorch's state_dict order; allocating sizes activations and
+ * workspace for a batch once, so forward and backward never allocate.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "layers.h"
+#include "nn.h"
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (!err || !errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* 64-byte aligned, zeroed; NULL on failure or overflow. */
+static float *alloc_floats(size_t count) {
+  if (count == 0) count = 1;
+  if (count > SIZE_MAX / sizeof(float) - 64) return NULL;
+  size_t bytes = (count * sizeof(float) + 63) & ~(size_t)63;
+  float *p = aligned_alloc(64, bytes);
+  if (p) memset(p, 0, bytes);
+  return p;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char *section_prefix(nn_section s) {
+  switch (s) {
+    case NN_FEATURES: return "features";
+    case NN_AVGPOOL_SECTION: return "avgpool";
+    case NN_CLASSIFIER: return "classifier";
+  }
+  return "?";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Building                                                                  */
+
+/* Output shape of one layer, or -1 with a message naming the layer. */
+static int layer_shape(nn_layer *l, char *err, size_t errlen) {
+  const nn_layer_spec *s = &l->spec;
+  nn_shape in = l->in;
+  nn_shape out = in;
+  switch (s->kind) {
+    case NN_CONV: {
+      int groups = s->groups > 0 ? s->groups : 1;
+      int sh = s->stride_h > 0 ? s->stride_h : 1, sw = s->stride_w > 0 ? s->stride_w : 1;
+      if (s->out <= 0 || s->kernel_h <= 0 || s->kernel_w <= 0 || s->pad_top < 0 ||
+          s->pad_bottom < 0 || s->pad_left < 0 || s->pad_right < 0) {
+        set_err(err, errlen, "%s (conv): out channels, kernel must be > 0 and padding >= 0",
+                l->name);
+        return -1;
+      }
+      if (in.c % groups || s->out % groups) {
+        set_err(err, errlen, "%s (conv): groups %d must divide in channels %d and out channels %d",
+                l->name, groups, in.c, s->out);
+        return -1;
+      }
+      int ph = in.h + s->pad_top + s->pad_bottom, pw = in.w + s->pad_left + s->pad_right;
+      if (ph < s->kernel_h || pw < s->kernel_w) {
+        set_err(err, errlen,
+                "%s (conv): kernel %dx%d does not fit input %dx%dx%d (padded %dx%d)", l->name,
+                s->kernel_h, s->kernel_w, in.c, in.h, in.w, ph, pw);
+        return -1;
+      }
+      out.c = s->out;
+      out.h = (ph - s->kernel_h) / sh + 1;
+      out.w = (pw - s->kernel_w) / sw + 1;
+      l->weight_count = (size_t)s->out * (size_t)(in.c / groups) * (size_t)s->kernel_h *
+                        (size_t)s->kernel_w;
+      l->bias_count = s->no_bias ? 0 : (size_t)s->out;
+      l->flops = 2.0 * (double)l->weight_count * out.h * out.w;
+      break;
+    }
+    case NN_LINEAR:
+      if (s->out <= 0) {
+        set_err(err, errlen, "%s (linear): out features must be > 0", l->name);
+        return -1;
+      }
+      out = (nn_shape){s->out, 1, 1};
+      l->weight_count = (size_t)s->out * nn_shape_size(in);
+      l->bias_count = s->no_bias ? 0 : (size_t)s->out;
+      l->flops = 2.0 * (double)l->weight_count;
+      break;
+    case NN_RELU:
+    case NN_TANH:
+    case NN_FLATTEN:
+      if (s->kind == NN_FLATTEN) out = (nn_shape){(int)nn_shape_size(in), 1, 1};
+      l->flops = (double)nn_shape_size(in);
+      break;
+    case NN_DROPOUT:
+      if (!(s->dropout_p >= 0 && s->dropout_p < 1)) {
+        set_err(err, errlen, "%s (dropout): p = %g must be in [0, 1)", l->name, s->dropout_p);
+        return -1;
+      }
+      break;
+    case NN_LRN:
+      if (s->lrn_size <= 0 || !(s->lrn_beta >= 0) || !(s->lrn_alpha >= 0)) {
+        set_err(err, errlen, "%s (lrn): size must be > 0, alpha and beta >= 0", l->name);
+        return -1;
+      }
+      l->flops = (double)nn_shape_size(in) * (2.0 * s->lrn_size + 6);
+      break;
+    case NN_MAXPOOL: {
+      int kh = s->kernel_h, kw = s->kernel_w;
+      int sh = s->stride_h > 0 ? s->stride_h : kh, sw = s->stride_w > 0 ? s->stride_w : kw;
+      if (kh <= 0 || kw <= 0) {
+        set_err(err, errlen, "%s (maxpool): kernel must be > 0", l->name);
+        return -1;
+      }
+      if (s->pad_top > kh / 2 || s->pad_left > kw / 2 || s->pad_bottom > kh / 2 ||
+          s->pad_right > kw / 2) {
+        set_err(err, errlen, "%s (maxpool): padding must be at most half the kernel", l->name);
+        return -1;
+      }
+      int ph = in.h + s->pad_top + s->pad_bottom, pw = in.w + s->pad_left + s->pad_right;
+      if (ph < kh || pw < kw) {
+        set_err(err, errlen, "%s (maxpool): window %dx%d does not fit input %dx%dx%d", l->name,
+                kh, kw, in.c, in.h, in.w);
+        return -1;
+      }
+      out.h = (ph - kh) / sh + 1;
+      out.w = (pw - kw) / sw + 1;
+      l->flops = (double)nn_shape_size(out) * kh * kw;
+      break;
+    }
+    case NN_AVGPOOL:
+      if (s->out_h <= 0 || s->out_w <= 0) {
+        set_err(err, errlen, "%s (avgpool): output size must be > 0", l->name);
+        return -1;
+      }
+      out.h = s->out_h;
+      out.w = s->out_w;
+      l->flops = (double)nn_shape_size(in);
+      break;
+    default:
+      set_err(err, errlen, "%s: unknown layer kind %d", l->name, (int)s->kind);
+      return -1;
+  }
+  l->out = out;
+  return 0;
+}
+
+int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape input, char *err,
+                 size_t errlen) {
+  memset(net, 0, sizeof *net);
+  if (count <= 0) {
+    set_err(err, errlen, "the network has no layers");
+    return -1;
+  }
+  if (input.c <= 0 || input.h <= 0 || input.w <= 0) {
+    set_err(err, errlen, "input shape %dx%dx%d must be positive", input.c, input.h, input.w);
+    return -1;
+  }
+  nn_layer *layers = calloc((size_t)count, sizeof *layers);
+  if (!layers) {
+    set_err(err, errlen, "out of memory for %d layers", count);
+    return -1;
+  }
+  int index_in_section[3] = {0, 0, 0};
+  nn_shape shape = input;
+  size_t offset = 0;
+  nn_section prev_section = NN_FEATURES;
+  for (int i = 0; i < count; i++) {
+    nn_layer *l = &layers[i];
+    l->spec = specs[i];
+    nn_section sec = specs[i].section;
+    if ((int)sec < 0 || (int)sec > 2 || sec < prev_section) {
+      set_err(err, errlen, "layer %d: sections must come in the order features, avgpool, "
+              "classifier", i);
+      free(layers);
+      return -1;
+    }
+    prev_section = sec;
+    if (sec == NN_AVGPOOL_SECTION) {
+      if (index_in_section[sec]++ > 0 || specs[i].kind != NN_AVGPOOL) {
+        set_err(err, errlen, "layer %d: the avgpool section holds exactly one avgpool layer", i);
+        free(layers);
+        return -1;
+      }
+      snprintf(l->name, sizeof l->name, "avgpool");
+    } else {
+      snprintf(l->name, sizeof l->name, "%s.%d", section_prefix(sec), index_in_section[sec]++);
+    }
+    if (l->spec.kind == NN_CONV && l->spec.groups <= 0) l->spec.groups = 1;
+    if (l->spec.kind == NN_CONV && l->spec.stride_h <= 0) l->spec.stride_h = 1;
+    if (l->spec.kind == NN_CONV && l->spec.stride_w <= 0) l->spec.stride_w = 1;
+    if (l->spec.kind == NN_MAXPOOL && l->spec.stride_h <= 0) l->spec.stride_h = l->spec.kernel_h;
+    if (l->spec.kind == NN_MAXPOOL && l->spec.stride_w <= 0) l->spec.stride_w = l->spec.kernel_w;
+    l->in = shape;
+    char why[256];
+    if (layer_shape(l, why, sizeof why) != 0) {
+      set_err(err, errlen, "%s; input shape %dx%dx%d", why, shape.c, shape.h, shape.w);
+      free(layers);
+      return -1;
+    }
+    if (l->spec.kind == NN_CONV && (shape.h == 1 && shape.w == 1 && i > 0 &&
+                                    layers[i - 1].spec.kind == NN_LINEAR)) {
+      set_err(err, errlen, "%s (conv) follows a linear layer; input shape %dx%dx%d", l->name,
+              shape.c, shape.h, shape.w);
+      free(layers);
+      return -1;
+    }
+    l->weight_offset = offset;
+    offset += l->weight_count;
+    l->bias_offset = offset;
+    offset += l->bias_count;
+    shape = l->out;
+  }
+  if (shape.h != 1 || shape.w != 1) {
+    set_err(err, errlen, "the last layer %s must give a flat output (classes), not %dx%dx%d",
+            layers[count - 1].name, shape.c, shape.h, shape.w);
+    free(layers);
+    return -1;
+  }
+  net->params = alloc_floats(offset);
+  net->grads = alloc_floats(offset);
+  net->forward_seconds = calloc((size_t)count, sizeof(double));
+  net->backward_seconds = calloc((size_t)count, sizeof(double));
+  net->layers = layers;
+  net->num_layers = count;
+  if (!net->params || !net->grads || !net->forward_seconds || !net->backward_seconds) {
+    set_err(err, errlen, "out of memory for %zu parameters", offset);
+    nn_net_free(net);
+    return -1;
+  }
+  for (int i = 0; i < count; i++) {
+    nn_layer *l = &layers[i];
+    if (!l->weight_count) continue;
+    l->weight = net->params + l->weight_offset;
+    l->dweight = net->grads + l->weight_offset;
+    if (l->bias_count) {
+      l->bias = net->params + l->bias_offset;
+      l->dbias = net->grads + l->bias_offset;
+    }
+  }
+  net->input = input;
+  net->num_classes = shape.c;
+  net->num_params = offset;
+  net->training = 1;
+  return 0;
+}
+
+static void free_activations(nn_net *net) {
+  for (int i = 0; i < net->num_layers; i++) {
+    free(net->layers[i].buffer);
+    free(net->layers[i].aux);
+    net->layers[i].buffer = net->layers[i].aux = net->layers[i].output = NULL;
+  }
+  free(net->grad_a);
+  free(net->grad_b);
+  free(net->workspace);
+  free(net->dlogits);
+  net->grad_a = net->grad_b = net->workspace = net->dlogits = NULL;
+  net->workspace_floats = 0;
+  net->batch = 0;
+}
+
+void nn_net_free(nn_net *net) {
+  if (!net) return;
+  if (net->layers) free_activations(net);
+  free(net->layers);
+  free(net->params);
+  free(net->grads);
+  free(net->forward_seconds);
+  free(net->backward_seconds);
+  memset(net, 0, sizeof *net);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Planning and allocation                                                   */
+
+static nn_conv_geom conv_geom(const nn_layer *l) {
+  nn_conv_geom g = {
+      .in_c = l->in.c, .in_h = l->in.h, .in_w = l->in.w,
+      .out_c = l->out.c, .out_h = l->out.h, .out_w = l->out.w,
+      .kernel_h = l->spec.kernel_h, .kernel_w = l->spec.kernel_w,
+      .stride_h = l->spec.stride_h, .stride_w = l->spec.stride_w,
+      .pad_top = l->spec.pad_top, .pad_left = l->spec.pad_left,
+      .groups = l->spec.groups,
+  };
+  return g;
+}
+
+static nn_pool_geom pool_geom(const nn_layer *l) {
+  nn_pool_geom g = {
+      .c = l->in.c, .in_h = l->in.h, .in_w = l->in.w, .out_h = l->out.h, .out_w = l->out.w,
+      .kernel_h = l->spec.kernel_h, .kernel_w = l->spec.kernel_w,
+      .stride_h = l->spec.stride_h, .stride_w = l->spec.stride_w,
+      .pad_top = l->spec.pad_top, .pad_left = l->spec.pad_left,
+  };
+  return g;
+}
+
+/* Whether a layer's backward reads its own output (so nothing may overwrite
+ * it in place): ReLU/tanh derivatives come from y, max pooling finds its
+ * argmax again from y, LRN uses y. Conv/linear read it only for a fused ReLU,
+ * and that ReLU would be in place anyway. */
+static int backward_reads_output(const nn_layer *l) {
+  switch (l->spec.kind) {
+    case NN_RELU:
+    case NN_TANH:
+    case NN_LRN:
+    case NN_MAXPOOL: return 1;
+    default: return 0;
+  }
+}
+
+int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, size_t errlen) {
+  if (batch <= 0) {
+    set_err(err, errlen, "batch size %d must be > 0", batch);
+    return -1;
+  }
+  free_activations(net);
+  size_t cap = (workspace_cap_mib ? workspace_cap_mib : 64) * (1024 * 1024 / sizeof(float));
+  size_t max_act = 0;
+  size_t workspace = 0;
+  for (int i = 0; i < net->num_layers; i++) {
+    nn_layer *l = &net->layers[i];
+    nn_layer *prev = i > 0 ? &net->layers[i - 1] : NULL;
+    l->fused_relu = 0;
+    l->in_place = 0;
+    l->needs_output = backward_reads_output(l);
+    nn_kind k = l->spec.kind;
+    /* The input batch is the caller's (const): the first layer never works in place. */
+    int prev_output_free = prev && !prev->needs_output;
+    if (k == NN_RELU && prev && (prev->spec.kind == NN_CONV || prev->spec.kind == NN_LINEAR) &&
+        !prev->fused_relu) {
+      prev->fused_relu = 1; /* conv/linear apply it; its mask comes from their output */
+      prev->needs_output = 1;
+      l->in_place = 1;
+      l->needs_output = 1;
+    } else if (k == NN_FLATTEN && prev) {
+      l->in_place = 1;
+      l->needs_output = prev->needs_output;
+    } else if ((k == NN_RELU || k == NN_DROPOUT) && prev_output_free) {
+      l->in_place = 1;
+    }
+    size_t per_sample = nn_shape_size(l->out);
+    if (per_sample * (size_t)batch > max_act) max_act = per_sample * (size_t)batch;
+    if (nn_shape_size(l->in) * (size_t)batch > max_act) max_act = nn_shape_size(l->in) * batch;
+    if (k == NN_CONV) {
+      nn_conv_geom g = conv_geom(l);
+      size_t ws = nn_conv_workspace_floats(&g, batch, cap);
+      if (ws > workspace) workspace = ws;
+    }
+  }
+  for (int i = 0; i < net->num_layers; i++) {
+    nn_layer *l = &net->layers[i];
+    size_t floats = nn_shape_size(l->out) * (size_t)batch;
+    if (!l->in_place) {
+      l->buffer = alloc_floats(floats);
+      if (!l->buffer) goto oom;
+    }
+    if (l->spec.kind == NN_LRN) {
+      l->aux = alloc_floats(floats);
+      if (!l->aux) goto oom;
+    }
+  }
+  net->grad_a = alloc_floats(max_act);
+  net->grad_b = alloc_floats(max_act);
+  net->workspace = alloc_floats(workspace);
+  net->dlogits = alloc_floats((size_t)batch * (size_t)net->num_classes);
+  if (!net->grad_a || !net->grad_b || !net->workspace || !net->dlogits) goto oom;
+  net->workspace_floats = workspace;
+  net->batch = batch;
+  return 0;
+oom:
+  set_err(err, errlen, "out of memory allocating activations for batch %d", batch);
+  free_activations(net);
+  return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parameters by name                                                        */
+
+float *nn_param_by_name(nn_net *net, const char *name, size_t *count, size_t *offset) {
+  for (int i = 0; i < net->num_layers; i++) {
+    nn_layer *l = &net->layers[i];
+    if (!l->weight_count) continue;
+    size_t len = strlen(l->name);
+    if (strncmp(name, l->name, len) != 0 || name[len] != '.') continue;
+    const char *what = name + len + 1;
+    if (strcmp(what, "weight") == 0) {
+      if (count) *count = l->weight_count;
+      if (offset) *offset = l->weight_offset;
+      return l->weight;
+    }
+    if (strcmp(what, "bias") == 0 && l->bias_count) {
+      if (count) *count = l->bias_count;
+      if (offset) *offset = l->bias_offset;
+      return l->bias;
+    }
+  }
+  return NULL;
+}
+
+void nn_visit_params(const nn_net *net, nn_param_visitor fn, void *ctx) {
+  char name[64];
+  for (int i = 0; i < net->num_layers; i++) {
+    const nn_layer *l = &net->layers[i];
+    if (!l->weight_count) continue;
+    int dims[4];
+    int ndim;
+    if (l->spec.kind == NN_CONV) {
+      dims[0] = l->out.c;
+      dims[1] = l->in.c / l->spec.groups;
+      dims[2] = l->spec.kernel_h;
+      dims[3] = l->spec.kernel_w;
+      ndim = 4;
+    } else {
+      dims[0] = l->out.c;
+      dims[1] = (int)nn_shape_size(l->in);
+      ndim = 2;
+    }
+    snprintf(name, sizeof name, "%s.weight", l->name);
+    fn(ctx, name, l->weight_offset, l->weight_count, ndim, dims);
+    if (l->bias_count) {
+      snprintf(name, sizeof name, "%s.bias", l->name);
+      int bdim = l->out.c;
+      fn(ctx, name, l->bias_offset, l->bias_count, 1, &bdim);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forward and backward                                                      */
+
+/* Each dropout layer draws from its own stream of the step's seed. */
+static uint64_t dropout_seed(const nn_net *net, int layer) {
+  return nn_hash64(net->dropout_seed, 0xD50u + (uint64_t)layer);
+}
+
+const float *nn_forward(nn_net *net, const float *x, int n) {
+  const float *in = x;
+  for (int i = 0; i < net->num_layers; i++) {
+    nn_layer *l = &net->layers[i];
+    double t0 = now_seconds();
+    const nn_layer_spec *s = &l->spec;
+    size_t in_count = nn_shape_size(l->in) * (size_t)n;
+    /* In place: the output is the input buffer (never the caller's x: see alloc). */
+    float *y = l->in_place ? (float *)in : l->buffer;
+    switch (s->kind) {
+      case NN_CONV: {
+        nn_conv_geom g = conv_geom(l);
+        nn_conv_forward(&g, n, in, l->weight, l->bias, l->fused_relu, y, net->workspace,
+                        net->workspace_floats);
+        break;
+      }
+      case NN_LINEAR:
+        nn_linear_forward(n, (int)nn_shape_size(l->in), l->out.c, in, l->weight, l->bias,
+                          l->fused_relu, y);
+        break;
+      case NN_RELU:
+        /* Fused into the previous conv/linear: already applied. */
+        if (!(i > 0 && net->layers[i - 1].fused_relu && l->in_place)) nn_relu_forward(in_count, in, y);
+        break;
+      case NN_TANH: nn_tanh_forward(in_count, in, y); break;
+      case NN_DROPOUT:
+        if (net->training && s->dropout_p > 0) {
+          nn_dropout_forward(in_count, s->dropout_p, dropout_seed(net, i), in, y);
+        } else {
+          y = (float *)in; /* identity: no copy */
+        }
+        break;
+      case NN_FLATTEN: y = (float *)in; break;
+      case NN_LRN:
+        nn_lrn_forward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,
+                       s->lrn_k, in, l->aux, y);
+        break;
+      case NN_MAXPOOL: {
+        nn_pool_geom g = pool_geom(l);
+        nn_maxpool_forward(&g, n, in, y);
+        break;
+      }
+      case NN_AVGPOOL:
+        nn_avgpool_forward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, in, y);
+        break;
+      case NN_KIND_COUNT: break;
+    }
+    l->output = y;
+    in = y;
+    net->forward_seconds[i] = now_seconds() - t0;
+  }
+  return in;
+}
+
+float nn_loss(nn_net *net, const int *labels, int n, int *correct1, int *correct5) {
+  const float *logits = net->layers[net->num_layers - 1].output;
+  return nn_softmax_xent(n, net->num_classes, logits, labels, net->dlogits, correct1, correct5);
+}
+
+void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, void *ctx) {
+  float *dy = net->dlogits;
+  for (int i = net->num_layers - 1; i >= 0; i--) {
+    nn_layer *l = &net->layers[i];
+    double t0 = now_seconds();
+    const nn_layer_spec *s = &l->spec;
+    const float *in = i > 0 ? net->layers[i - 1].output : x;
+    size_t in_count = nn_shape_size(l->in) * (size_t)n;
+    /* dx goes to whichever ping-pong buffer dy is not in; layer 0 needs none. */
+    float *other = dy == net->grad_a ? net->grad_b : net->grad_a;
+    float *dx = i > 0 ? other : NULL;
+    switch (s->kind) {
+      case NN_CONV: {
+        nn_conv_geom g = conv_geom(l);
+        nn_conv_backward(&g, n, in, l->weight, l->output, l->fused_relu, dy, dx, l->dweight,
+                         l->dbias, net->workspace, net->workspace_floats);
+        break;
+      }
+      case NN_LINEAR:
+        nn_linear_backward(n, (int)nn_shape_size(l->in), l->out.c, in, l->weight, l->output,
+                           l->fused_relu, dy, dx, l->dweight, l->dbias);
+        break;
+      case NN_RELU:
+        if (i > 0 && net->layers[i - 1].fused_relu && l->in_place) {
+          dx = dy; /* the conv/linear below masks dy itself */
+        } else if (dx) {
+          nn_relu_backward(in_count, l->output, dy, dx);
+        }
+        break;
+      case NN_TANH:
+        if (dx) nn_tanh_backward(in_count, l->output, dy, dx);
+        break;
+      case NN_DROPOUT:
+        if (net->training && s->dropout_p > 0) {
+          if (dx) nn_dropout_backward(in_count, s->dropout_p, dropout_seed(net, i), dy, dx);
+        } else {
+          dx = dy;
+        }
+        break;
+      case NN_FLATTEN: dx = dy; break;
+      case NN_LRN:
+        if (dx)
+          nn_lrn_backward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,
+                          s->lrn_k, in, l->aux, l->output, dy, dx);
+        break;
+      case NN_MAXPOOL:
+        if (dx) {
+          nn_pool_geom g = pool_geom(l);
+          nn_maxpool_backward(&g, n, in, l->output, dy, dx);
+        }
+        break;
+      case NN_AVGPOOL:
+        if (dx) nn_avgpool_backward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, dy, dx);
+        break;
+      case NN_KIND_COUNT: break;
+    }
+    net->backward_seconds[i] = now_seconds() - t0;
+    if (l->weight_count && ready) ready(ctx, l->weight_offset, l->weight_count + l->bias_count);
+    dy = dx;
+  }
+}
+
+const double *nn_layer_forward_seconds(const nn_net *net) { return net->forward_seconds; }
+const double *nn_layer_backward_seconds(const nn_net *net) { return net->backward_seconds; }

@@ -1,0 +1,87 @@
+/*
+ * nn/util.c: counter-based random numbers, thread settings, names, and the
+ * model summary.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+
+#include "nn.h"
+
+/* OpenBLAS's own thread control; declared in its cblas.h, repeated here so
+ * that a reference CBLAS header would still compile (and fail to link, loudly). */
+void openblas_set_num_threads(int num_threads);
+
+/* splitmix64's finalizer over (seed, index): a statistically sound hash, so
+ * element i's random value depends on nothing but (seed, i), whatever thread
+ * computes it and in whatever order. */
+uint64_t nn_hash64(uint64_t seed, uint64_t index) {
+  uint64_t z = seed ^ (index * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  /* A second round decorrelates nearby seeds (seed and seed+1 at index 0). */
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+float nn_uniform(uint64_t seed, uint64_t index) {
+  return (float)(nn_hash64(seed, index) >> 40) * 0x1p-24f;
+}
+
+/* Box-Muller on two 32-bit halves of one hash; u1 is kept away from 0. */
+float nn_normal(uint64_t seed, uint64_t index) {
+  uint64_t h = nn_hash64(seed, index);
+  double u1 = ((double)(h >> 32) + 0.5) * 0x1p-32;
+  double u2 = (double)(h & 0xffffffffu) * 0x1p-32;
+  return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+void nn_set_threads(int threads) {
+  if (threads < 1) threads = 1;
+  openblas_set_num_threads(threads);
+  omp_set_num_threads(threads);
+}
+
+const char *nn_kind_name(nn_kind kind) {
+  switch (kind) {
+    case NN_CONV: return "conv";
+    case NN_LINEAR: return "linear";
+    case NN_RELU: return "relu";
+    case NN_TANH: return "tanh";
+    case NN_LRN: return "lrn";
+    case NN_MAXPOOL: return "maxpool";
+    case NN_AVGPOOL: return "avgpool";
+    case NN_FLATTEN: return "flatten";
+    case NN_DROPOUT: return "dropout";
+    case NN_KIND_COUNT: break;
+  }
+  return "?";
+}
+
+double nn_total_flops(const nn_net *net) {
+  double total = 0;
+  for (int i = 0; i < net->num_layers; i++) total += net->layers[i].flops;
+  return total;
+}
+
+void nn_summary(const nn_net *net, void *out) {
+  FILE *f = out;
+  fprintf(f, "%-16s %-8s %-18s %14s %12s\n", "layer", "kind", "output (C,H,W)", "parameters",
+          "MFLOPs");
+  fprintf(f, "%-16s %-8s %4d x %4d x %4d\n", "input", "", net->input.c, net->input.h,
+          net->input.w);
+  for (int i = 0; i < net->num_layers; i++) {
+    const nn_layer *l = &net->layers[i];
+    char shape[32];
+    snprintf(shape, sizeof shape, "%4d x %4d x %4d", l->out.c, l->out.h, l->out.w);
+    fprintf(f, "%-16s %-8s %-18s %14zu %12.1f\n", l->name, nn_kind_name(l->spec.kind), shape,
+            l->weight_count + l->bias_count, l->flops / 1e6);
+  }
+  double flops = nn_total_flops(net);
+  fprintf(f, "total: %zu parameters (%.1f MiB float32), %.3f GFLOPs forward per sample\n",
+          net->num_params, (double)net->num_params * 4 / (1024.0 * 1024.0), flops / 1e9);
+}
