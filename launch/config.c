@@ -1,0 +1,1852 @@
+/*
+ * launch/config.c: the YAML experiment config. One table (keys[]) lists every
+ * key with its type, where it lives in cfg_config, its allowed range and how
+ * to describe that range; the loader, the --set overrides, the range checks
+ * and the YAML writer all walk that table, so a key is added in one place
+ * (plus its default in cfg_init and its entry in docs/config.md).
+ *
+ * Parsing uses libyaml's document API: the whole file becomes a node tree
+ * whose marks give the line and column of every key and value. Types are
+ * checked while walking the tree (with the value's position), ranges and
+ * relations in cfg_validate (with the position recorded in c->origin), so
+ * that --set overrides can repair a file before anything is judged.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "dist.h"
+
+_Static_assert(DIST_COMPRESS_NONE == 0 && DIST_COMPRESS_BF16 == 1 && DIST_COMPRESS_FP16 == 2,
+               "cfg compress names follow dist_compress");
+
+#define MAX_CONFIG_BYTES (16u << 20) /* a config file is text; refuse anything bigger */
+
+/* ------------------------------------------------------------------------ */
+/* The key table                                                             */
+
+typedef enum {
+  K_SECTION,    /* a mapping of further keys */
+  K_STR,        /* char array; aux = capacity; null = "" */
+  K_BOOL,       /* int 0/1 */
+  K_INT,        /* int */
+  K_I64,        /* int64_t */
+  K_U64,        /* uint64_t */
+  K_DOUBLE,     /* double */
+  K_OPT_DOUBLE, /* double, null = -1 */
+  K_ENUM,       /* int index into names */
+  K_VEC3,       /* double[3]; aux = offset of the int has_ flag; null = unset */
+  K_MILESTONES, /* int[CFG_MAX_MILESTONES]; aux = offset of the count */
+  K_LAYERS,     /* nn_layer_spec *; aux = offset of the count; section in `section` */
+  K_AVGPOOL,    /* int out_h; aux = offset of out_w; null = none */
+  K_RESUME      /* int mode + resume_path */
+} key_kind;
+
+typedef struct {
+  const char *path;
+  key_kind kind;
+  size_t off, aux;
+  double lo, hi;            /* numbers: allowed range */
+  int lo_open;              /* 1: lo itself is not allowed */
+  int hi_open;              /* 1: hi itself is not allowed */
+  const char *expect;       /* what a good value is, for messages */
+  const char *const *names; /* K_ENUM: the value names, NULL-terminated */
+  const int *only;          /* K_INT: the allowed values, -1-terminated, or NULL */
+  const char *shorthand;    /* K_SECTION: a bare scalar sets this sub-key */
+  nn_section section;       /* K_LAYERS */
+} key_desc;
+
+#define OFF(field) offsetof(cfg_config, field)
+#define SIZE(field) sizeof(((cfg_config *)0)->field)
+#define BIG 1e300
+
+static const char *const schedule_names[] = {"constant", "step", "multistep",
+                                             "cosine",   "poly", NULL};
+static const char *const compress_names[] = {"none", "bf16", "fp16", NULL};
+static const char *const init_names[] = {"auto", "paper", "torch", NULL};
+static const int groups_only[] = {0, 1, 2, -1};
+static const int channels_only[] = {1, 3, -1};
+static const int data_channels_only[] = {0, 3, -1};
+
+#define SECTION(p) \
+  { .path = p, .kind = K_SECTION }
+#define STR(p, f, e) \
+  { .path = p, .kind = K_STR, .off = OFF(f), .aux = SIZE(f), .expect = e }
+#define BOOL(p, f) \
+  { .path = p, .kind = K_BOOL, .off = OFF(f), .expect = "true or false" }
+#define INT(p, f, l, h, e) \
+  { .path = p, .kind = K_INT, .off = OFF(f), .lo = l, .hi = h, .expect = e }
+#define I64(p, f, l, e) \
+  { .path = p, .kind = K_I64, .off = OFF(f), .lo = l, .hi = 1e19, .expect = e }
+#define DBL(p, f, l, lopen, h, hopen, e)                                            \
+  {                                                                                 \
+    .path = p, .kind = K_DOUBLE, .off = OFF(f), .lo = l, .lo_open = lopen, .hi = h, \
+    .hi_open = hopen, .expect = e                                                   \
+  }
+#define ENUM(p, f, n, e) \
+  { .path = p, .kind = K_ENUM, .off = OFF(f), .names = n, .expect = e }
+
+static const key_desc keys[] = {
+    SECTION("run"),
+    STR("run.name", run.name, "a name"),
+    STR("run.dir", run.dir, "a path"),
+    {.path = "run.seed", .kind = K_U64, .off = OFF(run.seed), .expect = "an integer >= 0"},
+    BOOL("run.deterministic", run.deterministic),
+
+    SECTION("model"),
+    STR("model.arch", model.arch, "an architecture name or null"),
+    INT("model.num_classes", model.num_classes, 0, 1e6, "an integer in [0, 1000000]"),
+    {.path = "model.dropout",
+     .kind = K_OPT_DOUBLE,
+     .off = OFF(model.dropout),
+     .lo = 0,
+     .hi = 1,
+     .hi_open = 1,
+     .expect = "a number in [0, 1) or null"},
+    {.path = "model.groups",
+     .kind = K_INT,
+     .off = OFF(model.groups),
+     .lo = 0,
+     .hi = 2,
+     .only = groups_only,
+     .expect = "0, 1 or 2"},
+    {.path = "model.in_channels",
+     .kind = K_INT,
+     .off = OFF(model.in_channels),
+     .lo = 1,
+     .hi = 3,
+     .only = channels_only,
+     .expect = "1 or 3"},
+    INT("model.input_size", model.input_size, 0, 8192, "an integer in [0, 8192]"),
+    ENUM("model.weight_init", model.weight_init, init_names, "auto, paper or torch"),
+    {.path = "model.features",
+     .kind = K_LAYERS,
+     .off = OFF(model.features),
+     .aux = OFF(model.num_features),
+     .section = NN_FEATURES,
+     .expect = "a list of layers"},
+    {.path = "model.avgpool",
+     .kind = K_AVGPOOL,
+     .off = OFF(model.avgpool_h),
+     .aux = OFF(model.avgpool_w),
+     .lo = 1,
+     .hi = 8192,
+     .expect = "an output size: a positive integer, [h, w] or null"},
+    {.path = "model.classifier",
+     .kind = K_LAYERS,
+     .off = OFF(model.classifier),
+     .aux = OFF(model.num_classifier),
+     .section = NN_CLASSIFIER,
+     .expect = "a list of layers"},
+
+    SECTION("data"),
+    STR("data.train", data.train, "a path or null"),
+    STR("data.val", data.val, "a path or null"),
+    SECTION("data.synthetic"),
+    I64("data.synthetic.n", data.synthetic.n, 0, "an integer >= 0"),
+    INT("data.synthetic.size", data.synthetic.size, 1, 8192, "an integer in [1, 8192]"),
+    INT("data.synthetic.classes", data.synthetic.classes, 1, 1e6, "an integer in [1, 1000000]"),
+    {.path = "data.synthetic.channels",
+     .kind = K_INT,
+     .off = OFF(data.synthetic.channels),
+     .lo = 1,
+     .hi = 3,
+     .only = channels_only,
+     .expect = "1 or 3"},
+    INT("data.crop", data.crop, 1, 8192, "an integer in [1, 8192]"),
+    BOOL("data.mirror", data.mirror),
+    DBL("data.lighting", data.lighting, 0, 0, BIG, 0, "a number >= 0"),
+    {.path = "data.mean",
+     .kind = K_VEC3,
+     .off = OFF(data.mean),
+     .aux = OFF(data.has_mean),
+     .lo = -BIG,
+     .hi = BIG,
+     .expect = "null, a number or a list of 3 numbers"},
+    {.path = "data.std",
+     .kind = K_VEC3,
+     .off = OFF(data.std),
+     .aux = OFF(data.has_std),
+     .lo = 0,
+     .lo_open = 1,
+     .hi = BIG,
+     .expect = "null, a positive number or a list of 3 positive numbers"},
+    BOOL("data.shuffle", data.shuffle),
+    INT("data.prefetch", data.prefetch, 1, 64, "an integer in [1, 64]"),
+    DBL("data.val_fraction", data.val_fraction, 0, 0, 1, 1, "a number in [0, 1)"),
+    {.path = "data.channels",
+     .kind = K_INT,
+     .off = OFF(data.channels),
+     .lo = 0,
+     .hi = 3,
+     .only = data_channels_only,
+     .expect = "0 (as stored) or 3 (replicate gray)"},
+
+    SECTION("train"),
+    INT("train.batch_size", train.batch_size, 1, 1 << 20, "an integer in [1, 1048576]"),
+    INT("train.epochs", train.epochs, 1, 1e6, "an integer in [1, 1000000]"),
+    I64("train.max_steps", train.max_steps, 0, "an integer >= 0"),
+
+    SECTION("optimizer"),
+    DBL("optimizer.lr", optimizer.lr, 0, 1, BIG, 0, "a positive number"),
+    DBL("optimizer.momentum", optimizer.momentum, 0, 0, 1, 1, "a number in [0, 1)"),
+    DBL("optimizer.weight_decay", optimizer.weight_decay, 0, 0, BIG, 0, "a number >= 0"),
+    BOOL("optimizer.nesterov", optimizer.nesterov),
+    BOOL("optimizer.decay_bias", optimizer.decay_bias),
+    {.path = "optimizer.schedule", .kind = K_SECTION, .shorthand = "type"},
+    ENUM("optimizer.schedule.type", optimizer.schedule.type, schedule_names,
+         "constant, step, multistep, cosine or poly"),
+    INT("optimizer.schedule.step_epochs", optimizer.schedule.step_epochs, 1, 1e6,
+        "an integer in [1, 1000000]"),
+    DBL("optimizer.schedule.gamma", optimizer.schedule.gamma, 0, 1, 1, 0, "a number in (0, 1]"),
+    {.path = "optimizer.schedule.milestones",
+     .kind = K_MILESTONES,
+     .off = OFF(optimizer.schedule.milestones),
+     .aux = OFF(optimizer.schedule.num_milestones),
+     .lo = 1,
+     .hi = 1e6,
+     .expect = "a list of epochs"},
+    DBL("optimizer.schedule.power", optimizer.schedule.power, 0, 1, BIG, 0, "a positive number"),
+    DBL("optimizer.warmup_epochs", optimizer.warmup_epochs, 0, 0, 1e6, 0, "a number >= 0"),
+
+    SECTION("dist"),
+    DBL("dist.bucket_mb", dist.bucket_mb, 0, 1, 1e6, 0, "a positive number"),
+    BOOL("dist.overlap", dist.overlap),
+    ENUM("dist.compress", dist.compress, compress_names, "none, bf16 or fp16"),
+    DBL("dist.timeout_s", dist.timeout_s, 0, 0, 1e9, 0, "a number >= 0"),
+    INT("dist.threads_per_rank", dist.threads_per_rank, 0, 4096, "an integer in [0, 4096]"),
+
+    SECTION("checkpoint"),
+    STR("checkpoint.dir", checkpoint.dir, "a path"),
+    I64("checkpoint.every_steps", checkpoint.every_steps, 0, "an integer >= 0"),
+    INT("checkpoint.every_epochs", checkpoint.every_epochs, 0, 1e6, "an integer >= 0"),
+    INT("checkpoint.keep", checkpoint.keep, 1, 1e6, "a positive integer"),
+    {.path = "checkpoint.resume",
+     .kind = K_RESUME,
+     .off = OFF(checkpoint.resume),
+     .aux = OFF(checkpoint.resume_path),
+     .expect = "auto, never or a checkpoint path"},
+    STR("checkpoint.init", checkpoint.init, "a path or null"),
+
+    SECTION("eval"),
+    INT("eval.every_epochs", eval.every_epochs, 0, 1e6, "an integer >= 0"),
+    INT("eval.batch_size", eval.batch_size, 0, 1 << 20, "an integer in [0, 1048576]"),
+    BOOL("eval.ten_crop", eval.ten_crop),
+
+    SECTION("log"),
+    INT("log.every_steps", log.every_steps, 1, 1e9, "a positive integer"),
+};
+
+#define NUM_KEYS ((int)(sizeof keys / sizeof keys[0]))
+_Static_assert(sizeof keys / sizeof keys[0] <= CFG_MAX_KEYS, "CFG_MAX_KEYS too small");
+
+static int find_key(const char *path) {
+  for (int i = 0; i < NUM_KEYS; i++)
+    if (strcmp(keys[i].path, path) == 0) return i;
+  return -1;
+}
+
+/* Index of a key that must exist (a compile-time name in this file). */
+static int K(const char *path) {
+  int k = find_key(path);
+  if (k < 0) {
+    fprintf(stderr, "config.c: internal error: no key %s\n", path);
+    abort();
+  }
+  return k;
+}
+
+static void *field(cfg_config *c, size_t off) {
+  return (char *)c + off;
+}
+static const void *cfield(const cfg_config *c, size_t off) {
+  return (const char *)c + off;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                             */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (!err || !errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* A growing string. On allocation failure `failed` is set and appends stop. */
+typedef struct {
+  char *s;
+  size_t len, cap;
+  int failed;
+} strbuf;
+
+static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(strbuf *b, const char *fmt, ...) {
+  if (b->failed) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = b->cap - b->len;
+    int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->failed = 1;
+      return;
+    }
+    if (b->s && (size_t)n < room) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + (size_t)n + 1) cap *= 2;
+    char *s = realloc(b->s, cap);
+    if (!s) {
+      b->failed = 1;
+      return;
+    }
+    b->s = s;
+    b->cap = cap;
+  }
+}
+
+/* A string value as YAML writes it: double-quoted, escaped. */
+static void sb_quoted(strbuf *b, const char *s, size_t max) {
+  sb_printf(b, "\"");
+  for (size_t i = 0; s[i] && i < max; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '"' || ch == '\\')
+      sb_printf(b, "\\%c", ch);
+    else if (ch < 0x20 || ch == 0x7f)
+      sb_printf(b, "\\x%02x", ch);
+    else
+      sb_printf(b, "%c", ch);
+  }
+  sb_printf(b, "\"");
+}
+
+/* The shortest text that reads back as the same double (or float when
+ * as_float): whole numbers without exponent, others by the shortest %g. */
+static void fmt_number(char *buf, size_t len, double v, int as_float) {
+  if (v == floor(v) && fabs(v) < 1e15) {
+    snprintf(buf, len, "%.0f", v);
+    return;
+  }
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(buf, len, "%.*g", prec, v);
+    double back = strtod(buf, NULL);
+    if (as_float ? (float)back == (float)v : back == v) break;
+  }
+}
+
+static int levenshtein(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 64 || lb > 64) return 99;
+  int d[65][65];
+  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      int sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      int del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+      d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+    }
+  return d[la][lb];
+}
+
+/* "(did you mean X?)" for a close candidate, else "(known: a, b, c)". */
+static void suggest(char *out, size_t len, const char *name, const char *const *cands, int n,
+                    const char *prefix) {
+  int best = -1, best_d = 3;
+  for (int i = 0; i < n; i++) {
+    int d = levenshtein(name, cands[i]);
+    if (d < best_d && d < (int)strlen(cands[i])) {
+      best = i;
+      best_d = d;
+    }
+  }
+  if (best >= 0) {
+    snprintf(out, len, "(did you mean %s%s?)", prefix, cands[best]);
+    return;
+  }
+  size_t used = (size_t)snprintf(out, len, "(known: ");
+  for (int i = 0; i < n && used < len; i++)
+    used += (size_t)snprintf(out + used, len - used, "%s%s", i ? ", " : "", cands[i]);
+  if (used < len) snprintf(out + used, len - used, ")");
+}
+
+/* Names of the direct sub-keys of section `prefix` ("" = the top level). */
+static int child_names(const char *prefix, const char **names, int max) {
+  size_t pl = strlen(prefix);
+  int n = 0;
+  for (int i = 0; i < NUM_KEYS && n < max; i++) {
+    const char *p = keys[i].path;
+    if (pl) {
+      if (strncmp(p, prefix, pl) != 0 || p[pl] != '.') continue;
+      p += pl + 1;
+    }
+    if (!strchr(p, '.')) names[n++] = p;
+  }
+  return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Defaults                                                                  */
+
+/* The run name a file gives by default: its base name without extension,
+ * or "run" when that is empty or has unusual characters. */
+static void default_run_name(const char *source, char *out, size_t len) {
+  const char *base = strrchr(source, '/');
+  base = base ? base + 1 : source;
+  size_t n = strcspn(base, ".");
+  int ok = n > 0 && n < len;
+  for (size_t i = 0; ok && i < n; i++) {
+    char ch = base[i];
+    ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '_' || ch == '-';
+  }
+  if (ok)
+    snprintf(out, len, "%.*s", (int)n, base);
+  else
+    snprintf(out, len, "run");
+}
+
+static int is_default(const cfg_config *c, int k) {
+  return c->origin[k].line == 0 && !c->origin[k].from_set;
+}
+
+/* run.name, run.dir and checkpoint.dir default to values derived from the
+ * source and from each other; recomputed after every change so that
+ * "--set run.name=x" also moves a default run.dir. */
+static void derive_defaults(cfg_config *c) {
+  if (is_default(c, K("run.name"))) {
+    memset(c->run.name, 0, sizeof c->run.name);
+    default_run_name(c->source, c->run.name, sizeof c->run.name);
+  }
+  if (is_default(c, K("run.dir"))) {
+    memset(c->run.dir, 0, sizeof c->run.dir);
+    if ((size_t)snprintf(c->run.dir, sizeof c->run.dir, "runs/%s", c->run.name) >=
+        sizeof c->run.dir)
+      memset(c->run.dir, 0, sizeof c->run.dir);
+  }
+  if (is_default(c, K("checkpoint.dir"))) {
+    memset(c->checkpoint.dir, 0, sizeof c->checkpoint.dir);
+    if ((size_t)snprintf(c->checkpoint.dir, sizeof c->checkpoint.dir, "%s/checkpoints",
+                         c->run.dir) >= sizeof c->checkpoint.dir)
+      memset(c->checkpoint.dir, 0, sizeof c->checkpoint.dir);
+  }
+}
+
+void cfg_init(cfg_config *c, const char *source_name) {
+  memset(c, 0, sizeof *c);
+  snprintf(c->source, sizeof c->source, "%s", source_name ? source_name : "config");
+  c->run.seed = 1;
+  c->model.dropout = -1;
+  c->model.in_channels = 3;
+  c->data.synthetic.size = 32;
+  c->data.synthetic.classes = 10;
+  c->data.synthetic.channels = 3;
+  c->data.crop = 224;
+  c->data.mirror = 1;
+  c->data.shuffle = 1;
+  c->data.prefetch = 2;
+  c->train.batch_size = 128;
+  c->train.epochs = 90;
+  c->optimizer.lr = 0.01;
+  c->optimizer.momentum = 0.9;
+  c->optimizer.weight_decay = 5e-4;
+  c->optimizer.decay_bias = 1;
+  c->optimizer.schedule.type = CFG_SCHED_STEP;
+  c->optimizer.schedule.step_epochs = 30;
+  c->optimizer.schedule.gamma = 0.1;
+  c->optimizer.schedule.power = 1.0;
+  c->dist.bucket_mb = 25;
+  c->dist.overlap = 1;
+  c->dist.compress = DIST_COMPRESS_NONE;
+  c->dist.timeout_s = 300;
+  c->checkpoint.every_epochs = 1;
+  c->checkpoint.keep = 3;
+  c->checkpoint.resume = CFG_RESUME_AUTO;
+  c->eval.every_epochs = 1;
+  c->log.every_steps = 10;
+  derive_defaults(c);
+}
+
+void cfg_free(cfg_config *c) {
+  if (!c) return;
+  free(c->model.features);
+  free(c->model.classifier);
+  memset(c, 0, sizeof *c);
+}
+
+/* A deep copy (the layer arrays duplicated). Returns 0, or -1 out of memory. */
+static int copy_config(cfg_config *dst, const cfg_config *src) {
+  *dst = *src;
+  dst->model.features = NULL;
+  dst->model.classifier = NULL;
+  size_t fb = (size_t)src->model.num_features * sizeof(nn_layer_spec);
+  size_t cb = (size_t)src->model.num_classifier * sizeof(nn_layer_spec);
+  if (fb && !(dst->model.features = malloc(fb))) goto fail;
+  if (cb && !(dst->model.classifier = malloc(cb))) goto fail;
+  if (fb) memcpy(dst->model.features, src->model.features, fb);
+  if (cb) memcpy(dst->model.classifier, src->model.classifier, cb);
+  return 0;
+fail:
+  free(dst->model.features);
+  dst->model.features = NULL;
+  dst->model.num_features = dst->model.num_classifier = 0;
+  return -1;
+}
+
+const char *cfg_schedule_name(int type) {
+  return type >= 0 && type <= CFG_SCHED_POLY ? schedule_names[type] : "?";
+}
+
+const char *cfg_compress_name(int compress) {
+  return compress >= 0 && compress <= DIST_COMPRESS_FP16 ? compress_names[compress] : "?";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading the node tree                                                     */
+
+typedef struct {
+  yaml_document_t *doc;
+  cfg_config *c;
+  int from_set; /* 1: messages say "--set" and origins are marked as overrides */
+  char *err;
+  size_t errlen;
+} walker;
+
+/* Reports "<where>: <path>: <message>" for a node at mark m. Returns -1. */
+static int fail(walker *w, yaml_mark_t m, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(walker *w, yaml_mark_t m, const char *path, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (w->from_set)
+    set_err(w->err, w->errlen, "--set: %s: %s", path, msg);
+  else
+    set_err(w->err, w->errlen, "%s:%zu:%zu: %s%s%s", w->c->source, m.line + 1, m.column + 1, path,
+            *path ? ": " : "", msg);
+  return -1;
+}
+
+/* How a bad node looks in a message: a scalar quoted (shortened), or its kind. */
+static const char *describe(const yaml_node_t *n, char *buf, size_t len) {
+  if (n->type == YAML_SEQUENCE_NODE) return "a list";
+  if (n->type == YAML_MAPPING_NODE) return "a mapping";
+  if (n->type != YAML_SCALAR_NODE) return "nothing";
+  size_t used = 0, max = 60;
+  buf[used++] = '"';
+  size_t vlen = n->data.scalar.length;
+  for (size_t i = 0; i < vlen && i < max && used + 6 < len; i++) {
+    unsigned char ch = n->data.scalar.value[i];
+    if (ch < 0x20 || ch == 0x7f)
+      used += (size_t)snprintf(buf + used, len - used, "\\x%02x", ch);
+    else if (ch == '"' || ch == '\\')
+      used += (size_t)snprintf(buf + used, len - used, "\\%c", ch);
+    else
+      buf[used++] = (char)ch;
+  }
+  if (vlen > max && used + 4 < len) {
+    memcpy(buf + used, "...", 3);
+    used += 3;
+  }
+  buf[used++] = '"';
+  buf[used] = '\0';
+  return buf;
+}
+
+static int fail_expect(walker *w, const yaml_node_t *n, const char *path, const char *expect) {
+  char got[256];
+  return fail(w, n->start_mark, path, "expected %s, got %s", expect, describe(n, got, sizeof got));
+}
+
+static const char *scalar(const yaml_node_t *n) {
+  return (const char *)n->data.scalar.value;
+}
+
+static int is_null(const yaml_node_t *n) {
+  if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
+  const char *s = scalar(n);
+  return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+/* A plain (unquoted) scalar without NULs: what numbers and booleans must be. */
+static int plain_scalar(const yaml_node_t *n) {
+  return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+         strlen(scalar(n)) == n->data.scalar.length;
+}
+
+static int parse_i64(const yaml_node_t *n, int64_t *out) {
+  if (!plain_scalar(n)) return -1;
+  const char *s = scalar(n);
+  if (!*s || strchr(" \t", *s)) return -1;
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || *end) return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_int(const yaml_node_t *n, int *out) {
+  int64_t v;
+  if (parse_i64(n, &v) || v < INT_MIN || v > INT_MAX) return -1;
+  *out = (int)v;
+  return 0;
+}
+
+static int parse_double(const yaml_node_t *n, double *out) {
+  if (!plain_scalar(n)) return -1;
+  const char *s = scalar(n);
+  /* digits, sign, point and exponent only: no hex, inf or nan */
+  if (!*s || strspn(s, "0123456789+-.eE") != strlen(s)) return -1;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (*end || !isfinite(v) || (errno == ERANGE && fabs(v) > 1)) return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_bool(const yaml_node_t *n, int *out) {
+  if (!plain_scalar(n)) return -1;
+  static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+  for (int i = 0; i < 3; i++) {
+    if (!strcasecmp(scalar(n), yes[i])) return *out = 1, 0;
+    if (!strcasecmp(scalar(n), no[i])) return *out = 0, 0;
+  }
+  return -1;
+}
+
+/* A string value (null = ""), refused if it contains NUL or does not fit cap. */
+static int parse_string(const yaml_node_t *n, char *out, size_t cap) {
+  if (n->type != YAML_SCALAR_NODE) return -1;
+  if (is_null(n)) {
+    memset(out, 0, cap);
+    return 0;
+  }
+  size_t len = n->data.scalar.length;
+  if (len >= cap || strlen(scalar(n)) != len) return -1;
+  strncpy(out, scalar(n), cap); /* zero-fills the rest: equal configs compare equal bytewise */
+  return 0;
+}
+
+static int parse_enum(const yaml_node_t *n, const char *const *names, int *out) {
+  if (n->type != YAML_SCALAR_NODE) return -1;
+  for (int i = 0; names[i]; i++)
+    if (!strcmp(scalar(n), names[i])) return *out = i, 0;
+  return -1;
+}
+
+static yaml_node_t *node(walker *w, int id) {
+  return yaml_document_get_node(w->doc, id);
+}
+
+static void record(walker *w, int k, const yaml_node_t *n) {
+  cfg_origin *o = &w->c->origin[k];
+  o->from_set = w->from_set;
+  o->line = w->from_set ? 0 : (int)n->start_mark.line + 1;
+  o->column = w->from_set ? 0 : (int)n->start_mark.column + 1;
+}
+
+/* ---- layer lists --------------------------------------------------------- */
+
+/* The layer kinds as written in YAML, and the parameters each takes. */
+typedef struct {
+  const char *name;
+  nn_kind kind;
+  const char *params[7]; /* NULL-terminated */
+  const char *shorthand; /* a bare value sets this parameter (NULL: none allowed) */
+} layer_kind;
+
+static const layer_kind layer_kinds[] = {
+    {"conv", NN_CONV, {"out", "kernel", "stride", "padding", "groups", "bias", NULL}, NULL},
+    {"linear", NN_LINEAR, {"out", "bias", NULL}, "out"},
+    {"relu", NN_RELU, {NULL}, NULL},
+    {"tanh", NN_TANH, {NULL}, NULL},
+    {"lrn", NN_LRN, {"size", "alpha", "beta", "k", NULL}, "size"},
+    {"maxpool", NN_MAXPOOL, {"kernel", "stride", "padding", NULL}, "kernel"},
+    {"avgpool", NN_AVGPOOL, {"out", NULL}, "out"},
+    {"flatten", NN_FLATTEN, {NULL}, NULL},
+    {"dropout", NN_DROPOUT, {"p", NULL}, "p"},
+};
+#define NUM_LAYER_KINDS ((int)(sizeof layer_kinds / sizeof layer_kinds[0]))
+
+static const char *layer_kind_name(nn_kind kind) {
+  for (int i = 0; i < NUM_LAYER_KINDS; i++)
+    if (layer_kinds[i].kind == kind) return layer_kinds[i].name;
+  return "?";
+}
+
+/* A layer's defaults: what a bare kind name means. */
+static nn_layer_spec layer_defaults(nn_kind kind, nn_section section) {
+  nn_layer_spec s;
+  memset(&s, 0, sizeof s);
+  s.kind = kind;
+  s.section = section;
+  if (kind == NN_LRN) { /* the 2012 paper's (PyTorch's definition: alpha / size) */
+    s.lrn_size = 5;
+    s.lrn_alpha = 1e-4f;
+    s.lrn_beta = 0.75f;
+    s.lrn_k = 2.0f;
+  }
+  if (kind == NN_DROPOUT) s.dropout_p = 0.5f;
+  if (kind == NN_CONV) s.stride_h = s.stride_w = s.groups = 1;
+  return s;
+}
+
+/* The first problem of a layer's parameters as "<param>: expected ..., got
+ * ...", or NULL. Shared by the loader and cfg_validate. */
+static const char *layer_problem(const nn_layer_spec *s, char *buf, size_t len) {
+  const char *pos = "a positive integer";
+  switch (s->kind) {
+    case NN_CONV:
+    case NN_LINEAR:
+      if (s->out <= 0) return snprintf(buf, len, "out: expected %s, got %d", pos, s->out), buf;
+      if (s->kind == NN_LINEAR) return NULL;
+      if (s->groups <= 0)
+        return snprintf(buf, len, "groups: expected %s, got %d", pos, s->groups), buf;
+      __attribute__((fallthrough)); /* kernel, stride and padding as for maxpool */
+    case NN_MAXPOOL:
+      if (s->kernel_h <= 0 || s->kernel_w <= 0)
+        return snprintf(buf, len, "kernel: expected %s or [h, w], got [%d, %d]", pos, s->kernel_h,
+                        s->kernel_w),
+               buf;
+      if (s->stride_h <= 0 || s->stride_w <= 0)
+        return snprintf(buf, len, "stride: expected %s or [h, w], got [%d, %d]", pos, s->stride_h,
+                        s->stride_w),
+               buf;
+      if (s->pad_top < 0 || s->pad_bottom < 0 || s->pad_left < 0 || s->pad_right < 0)
+        return snprintf(buf, len, "padding: expected integers >= 0, got [%d, %d, %d, %d]",
+                        s->pad_top, s->pad_bottom, s->pad_left, s->pad_right),
+               buf;
+      return NULL;
+    case NN_LRN:
+      if (s->lrn_size <= 0)
+        return snprintf(buf, len, "size: expected %s, got %d", pos, s->lrn_size), buf;
+      if (!(s->lrn_alpha >= 0))
+        return snprintf(buf, len, "alpha: expected a number >= 0, got %g", s->lrn_alpha), buf;
+      if (!(s->lrn_beta >= 0))
+        return snprintf(buf, len, "beta: expected a number >= 0, got %g", s->lrn_beta), buf;
+      if (!(s->lrn_k > 0))
+        return snprintf(buf, len, "k: expected a positive number, got %g", s->lrn_k), buf;
+      return NULL;
+    case NN_AVGPOOL:
+      if (s->out_h <= 0 || s->out_w <= 0)
+        return snprintf(buf, len, "out: expected %s or [h, w], got [%d, %d]", pos, s->out_h,
+                        s->out_w),
+               buf;
+      return NULL;
+    case NN_DROPOUT:
+      if (!(s->dropout_p >= 0 && s->dropout_p < 1))
+        return snprintf(buf, len, "p: expected a number in [0, 1), got %g", s->dropout_p), buf;
+      return NULL;
+    case NN_RELU:
+    case NN_TANH:
+    case NN_FLATTEN:
+      return NULL;
+    default:
+      return snprintf(buf, len, "unknown layer kind %d", (int)s->kind), buf;
+  }
+}
+
+/* An int, or [a, b] (count 2), or [a, b, c, d] when four_ok. Sets *count. */
+static int parse_int_list(const walker *w, const yaml_node_t *n, int *v, int *count, int four_ok) {
+  if (parse_int(n, &v[0]) == 0) {
+    *count = 1;
+    return 0;
+  }
+  if (n->type != YAML_SEQUENCE_NODE) return -1;
+  int items = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+  if (items != 2 && !(four_ok && items == 4)) return -1;
+  for (int i = 0; i < items; i++) {
+    const yaml_node_t *it = yaml_document_get_node(w->doc, n->data.sequence.items.start[i]);
+    if (!it || parse_int(it, &v[i])) return -1;
+  }
+  *count = items;
+  return 0;
+}
+
+/* Sets one parameter of a layer from node n. */
+static int layer_param(walker *w, nn_layer_spec *s, const char *param, const yaml_node_t *n,
+                       const char *path) {
+  int v[4], cnt;
+  double d;
+  if (!strcmp(param, "out") && s->kind == NN_AVGPOOL) {
+    if (parse_int_list(w, n, v, &cnt, 0)) return fail_expect(w, n, path, "an integer or [h, w]");
+    s->out_h = v[0];
+    s->out_w = cnt == 2 ? v[1] : v[0];
+  } else if (!strcmp(param, "out")) {
+    if (parse_int(n, &s->out)) return fail_expect(w, n, path, "a positive integer");
+  } else if (!strcmp(param, "kernel") || !strcmp(param, "stride")) {
+    if (parse_int_list(w, n, v, &cnt, 0)) return fail_expect(w, n, path, "an integer or [h, w]");
+    int *h = param[0] == 'k' ? &s->kernel_h : &s->stride_h;
+    int *ww = param[0] == 'k' ? &s->kernel_w : &s->stride_w;
+    *h = v[0];
+    *ww = cnt == 2 ? v[1] : v[0];
+  } else if (!strcmp(param, "padding")) {
+    if (parse_int_list(w, n, v, &cnt, 1))
+      return fail_expect(w, n, path, "an integer, [before, after] or [top, bottom, left, right]");
+    if (cnt == 1) v[1] = v[2] = v[3] = v[0];
+    if (cnt == 2) v[2] = v[0], v[3] = v[1];
+    s->pad_top = v[0];
+    s->pad_bottom = v[1];
+    s->pad_left = v[2];
+    s->pad_right = v[3];
+  } else if (!strcmp(param, "groups")) {
+    if (parse_int(n, &s->groups)) return fail_expect(w, n, path, "a positive integer");
+  } else if (!strcmp(param, "bias")) {
+    int b;
+    if (parse_bool(n, &b)) return fail_expect(w, n, path, "true or false");
+    s->no_bias = !b;
+  } else if (!strcmp(param, "size")) {
+    if (parse_int(n, &s->lrn_size)) return fail_expect(w, n, path, "a positive integer");
+  } else if (!strcmp(param, "p")) {
+    if (parse_double(n, &d)) return fail_expect(w, n, path, "a number in [0, 1)");
+    s->dropout_p = (float)d;
+  } else { /* alpha, beta, k */
+    if (parse_double(n, &d)) return fail_expect(w, n, path, "a number");
+    float *f = param[0] == 'a' ? &s->lrn_alpha : param[0] == 'b' ? &s->lrn_beta : &s->lrn_k;
+    *f = (float)d;
+  }
+  return 0;
+}
+
+/* One list item: a bare kind name, or {kind: value-or-mapping-of-params}. */
+static int parse_layer(walker *w, const yaml_node_t *item, nn_section section, const char *path,
+                       nn_layer_spec *out) {
+  const yaml_node_t *kind_node = item, *value = NULL;
+  if (item->type == YAML_MAPPING_NODE) {
+    yaml_node_pair_t *p = item->data.mapping.pairs.start;
+    long pairs = item->data.mapping.pairs.top - p;
+    if (pairs != 1)
+      return fail(w, item->start_mark, path,
+                  "expected one layer kind as the only key, got %ld keys", pairs);
+    kind_node = node(w, p->key);
+    value = node(w, p->value);
+  }
+  const char *kinds[NUM_LAYER_KINDS];
+  for (int i = 0; i < NUM_LAYER_KINDS; i++) kinds[i] = layer_kinds[i].name;
+  if (kind_node->type != YAML_SCALAR_NODE)
+    return fail_expect(w, kind_node, path, "a layer: a kind name or {kind: parameters}");
+  const layer_kind *lk = NULL;
+  for (int i = 0; i < NUM_LAYER_KINDS; i++)
+    if (!strcmp(scalar(kind_node), layer_kinds[i].name)) lk = &layer_kinds[i];
+  if (!lk) {
+    char hint[256], got[256];
+    suggest(hint, sizeof hint, scalar(kind_node), kinds, NUM_LAYER_KINDS, "");
+    return fail(w, kind_node->start_mark, path, "unknown layer kind %s %s",
+                describe(kind_node, got, sizeof got), hint);
+  }
+  *out = layer_defaults(lk->kind, section);
+  char sub[512];
+  int needs_out = lk->kind == NN_CONV || lk->kind == NN_LINEAR || lk->kind == NN_AVGPOOL;
+  int needs_kernel = lk->kind == NN_CONV || lk->kind == NN_MAXPOOL;
+  int got_out = 0, got_kernel = 0, got_stride = 0;
+  if (value && value->type == YAML_MAPPING_NODE) {
+    int nparams = 0;
+    while (lk->params[nparams]) nparams++;
+    const yaml_node_t *seen[7] = {0};
+    for (yaml_node_pair_t *p = value->data.mapping.pairs.start; p < value->data.mapping.pairs.top;
+         p++) {
+      const yaml_node_t *pk = node(w, p->key), *pv = node(w, p->value);
+      snprintf(sub, sizeof sub, "%s.%s", path, lk->name);
+      if (pk->type != YAML_SCALAR_NODE) return fail_expect(w, pk, sub, "a parameter name");
+      int which = -1;
+      for (int i = 0; i < nparams; i++)
+        if (!strcmp(scalar(pk), lk->params[i])) which = i;
+      snprintf(sub, sizeof sub, "%s.%s.%.64s", path, lk->name, scalar(pk));
+      if (which < 0) {
+        char hint[256];
+        suggest(hint, sizeof hint, scalar(pk), lk->params, nparams, "");
+        return fail(w, pk->start_mark, sub, "unknown key %s", hint);
+      }
+      if (seen[which])
+        return fail(w, pk->start_mark, sub, "duplicate key (first at line %zu)",
+                    seen[which]->start_mark.line + 1);
+      seen[which] = pk;
+      if (layer_param(w, out, lk->params[which], pv, sub)) return -1;
+      got_out |= !strcmp(lk->params[which], "out");
+      got_kernel |= !strcmp(lk->params[which], "kernel");
+      got_stride |= !strcmp(lk->params[which], "stride");
+    }
+  } else if (value && !is_null(value)) {
+    snprintf(sub, sizeof sub, "%s.%s", path, lk->name);
+    if (!lk->shorthand) {
+      char what[128];
+      snprintf(what, sizeof what, "a mapping of %s parameters", lk->name);
+      return fail_expect(w, value, sub, lk->params[0] ? what : "nothing (null)");
+    }
+    if (layer_param(w, out, lk->shorthand, value, sub)) return -1;
+    got_out |= !strcmp(lk->shorthand, "out");
+    got_kernel |= !strcmp(lk->shorthand, "kernel");
+  }
+  if ((needs_out && !got_out) || (needs_kernel && !got_kernel))
+    return fail(w, item->start_mark, path, "%s needs %s", lk->name,
+                needs_out && !got_out ? "out" : "kernel");
+  if (lk->kind == NN_MAXPOOL && !got_stride) {
+    out->stride_h = out->kernel_h;
+    out->stride_w = out->kernel_w;
+  }
+  char why[256];
+  if (layer_problem(out, why, sizeof why))
+    return fail(w, item->start_mark, path, "%s: %s", lk->name, why);
+  return 0;
+}
+
+static int parse_layers(walker *w, int k, const yaml_node_t *n) {
+  const key_desc *d = &keys[k];
+  nn_layer_spec **arr = field(w->c, d->off);
+  int *count = field(w->c, d->aux);
+  if (is_null(n)) {
+    free(*arr);
+    *arr = NULL;
+    *count = 0;
+    record(w, k, n);
+    return 0;
+  }
+  if (n->type != YAML_SEQUENCE_NODE) return fail_expect(w, n, d->path, d->expect);
+  long items = n->data.sequence.items.top - n->data.sequence.items.start;
+  if (items > CFG_MAX_LAYERS)
+    return fail(w, n->start_mark, d->path, "expected at most %d layers, got %ld", CFG_MAX_LAYERS,
+                items);
+  nn_layer_spec *specs = calloc(items ? (size_t)items : 1, sizeof *specs);
+  if (!specs) return fail(w, n->start_mark, d->path, "out of memory");
+  for (long i = 0; i < items; i++) {
+    char path[128];
+    snprintf(path, sizeof path, "%s[%ld]", d->path, i);
+    if (parse_layer(w, node(w, n->data.sequence.items.start[i]), d->section, path, &specs[i])) {
+      free(specs);
+      return -1;
+    }
+  }
+  free(*arr);
+  *arr = specs;
+  *count = (int)items;
+  record(w, k, n);
+  return 0;
+}
+
+/* ---- scalar keys --------------------------------------------------------- */
+
+static int apply(walker *w, int k, const yaml_node_t *n);
+
+/* Walks a section mapping: known keys, each once. */
+static int walk_section(walker *w, const char *prefix, const yaml_node_t *map) {
+  int seen_key[CFG_MAX_KEYS];
+  const yaml_node_t *seen_node[CFG_MAX_KEYS];
+  int nseen = 0;
+  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+    const yaml_node_t *kn = node(w, p->key), *vn = node(w, p->value);
+    if (kn->type != YAML_SCALAR_NODE)
+      return fail_expect(w, kn, *prefix ? prefix : "(top level)", "a key name");
+    char path[256];
+    snprintf(path, sizeof path, "%s%s%.100s", prefix, *prefix ? "." : "", scalar(kn));
+    int k = strlen(scalar(kn)) == kn->data.scalar.length ? find_key(path) : -1;
+    if (k < 0 || strchr(scalar(kn), '.')) {
+      const char *names[CFG_MAX_KEYS];
+      int n = child_names(prefix, names, CFG_MAX_KEYS);
+      char hint[1024], pre[256];
+      snprintf(pre, sizeof pre, "%s%s", prefix, *prefix ? "." : "");
+      suggest(hint, sizeof hint, scalar(kn), names, n, pre);
+      return fail(w, kn->start_mark, path, "unknown key %s", hint);
+    }
+    for (int i = 0; i < nseen; i++)
+      if (seen_key[i] == k) {
+        if (w->from_set) return fail(w, kn->start_mark, path, "duplicate key");
+        return fail(w, kn->start_mark, path, "duplicate key (first at line %zu)",
+                    seen_node[i]->start_mark.line + 1);
+      }
+    seen_key[nseen] = k;
+    seen_node[nseen++] = kn;
+    if (apply(w, k, vn)) return -1;
+  }
+  return 0;
+}
+
+/* Sets key k from node n (type checks only; ranges are cfg_validate's). */
+static int apply(walker *w, int k, const yaml_node_t *n) {
+  const key_desc *d = &keys[k];
+  void *f = field(w->c, d->off);
+  switch (d->kind) {
+    case K_SECTION:
+      if (n->type == YAML_MAPPING_NODE) return walk_section(w, d->path, n);
+      if (d->shorthand && n->type == YAML_SCALAR_NODE && !is_null(n)) {
+        char sub[256];
+        snprintf(sub, sizeof sub, "%s.%s", d->path, d->shorthand);
+        return apply(w, K(sub), n);
+      }
+      if (is_null(n)) return 0; /* "section:" with nothing under it */
+      return fail_expect(w, n, d->path,
+                         d->shorthand ? "a mapping or a schedule name" : "a mapping");
+    case K_STR:
+      if (parse_string(n, f, d->aux)) {
+        char what[128];
+        snprintf(what, sizeof what, "%s of at most %zu bytes", d->expect, d->aux - 1);
+        return fail_expect(w, n, d->path, what);
+      }
+      break;
+    case K_BOOL:
+      if (parse_bool(n, f)) return fail_expect(w, n, d->path, d->expect);
+      break;
+    case K_INT:
+      if (parse_int(n, f)) return fail_expect(w, n, d->path, d->expect);
+      break;
+    case K_I64:
+      if (parse_i64(n, f)) return fail_expect(w, n, d->path, d->expect);
+      break;
+    case K_U64: {
+      uint64_t v;
+      char *end;
+      errno = 0;
+      if (!plain_scalar(n) || !isdigit((unsigned char)scalar(n)[0]) ||
+          (v = strtoull(scalar(n), &end, 10), errno || *end))
+        return fail_expect(w, n, d->path, d->expect);
+      *(uint64_t *)f = v;
+      break;
+    }
+    case K_DOUBLE:
+      if (parse_double(n, f)) return fail_expect(w, n, d->path, d->expect);
+      break;
+    case K_OPT_DOUBLE:
+      if (is_null(n))
+        *(double *)f = -1;
+      else if (parse_double(n, f) || *(double *)f < 0)
+        return fail_expect(w, n, d->path, d->expect);
+      break;
+    case K_ENUM:
+      if (parse_enum(n, d->names, f)) return fail_expect(w, n, d->path, d->expect);
+      break;
+    case K_VEC3: {
+      double v[3];
+      int *has = field(w->c, d->aux);
+      if (is_null(n)) {
+        *has = 0;
+        memset(f, 0, sizeof v);
+        break;
+      }
+      if (parse_double(n, &v[0]) == 0) {
+        v[1] = v[2] = v[0];
+      } else {
+        long items = n->type == YAML_SEQUENCE_NODE
+                         ? n->data.sequence.items.top - n->data.sequence.items.start
+                         : 0;
+        if (items != 3 && items != 1) return fail_expect(w, n, d->path, d->expect);
+        for (long i = 0; i < items; i++)
+          if (parse_double(node(w, n->data.sequence.items.start[i]), &v[i]))
+            return fail_expect(w, n, d->path, d->expect);
+        if (items == 1) v[1] = v[2] = v[0];
+      }
+      memcpy(f, v, sizeof v);
+      *has = 1;
+      break;
+    }
+    case K_MILESTONES: {
+      int *count = field(w->c, d->aux);
+      int v[CFG_MAX_MILESTONES], items = 0;
+      if (n->type == YAML_SEQUENCE_NODE) {
+        long total = n->data.sequence.items.top - n->data.sequence.items.start;
+        if (total > CFG_MAX_MILESTONES)
+          return fail(w, n->start_mark, d->path, "expected at most %d milestones, got %ld",
+                      CFG_MAX_MILESTONES, total);
+        for (items = 0; items < total; items++) {
+          const yaml_node_t *it = node(w, n->data.sequence.items.start[items]);
+          char sub[128];
+          snprintf(sub, sizeof sub, "%s[%d]", d->path, items);
+          if (parse_int(it, &v[items])) return fail_expect(w, it, sub, "an integer epoch");
+        }
+      } else if (!is_null(n)) {
+        if (parse_int(n, &v[0])) return fail_expect(w, n, d->path, "a list of integer epochs");
+        items = 1;
+      }
+      memcpy(f, v, (size_t)items * sizeof(int));
+      *count = items;
+      break;
+    }
+    case K_LAYERS:
+      return parse_layers(w, k, n);
+    case K_AVGPOOL: {
+      int v[4], cnt;
+      int *out_w = field(w->c, d->aux);
+      if (is_null(n)) {
+        *(int *)f = *out_w = 0;
+        break;
+      }
+      if (parse_int_list(w, n, v, &cnt, 0)) return fail_expect(w, n, d->path, d->expect);
+      *(int *)f = v[0];
+      *out_w = cnt == 2 ? v[1] : v[0];
+      break;
+    }
+    case K_RESUME: {
+      char path[CFG_PATH_MAX];
+      if (is_null(n) || parse_string(n, path, sizeof path))
+        return fail_expect(w, n, d->path, d->expect);
+      int mode = !strcmp(path, "auto")    ? CFG_RESUME_AUTO
+                 : !strcmp(path, "never") ? CFG_RESUME_NEVER
+                                          : CFG_RESUME_PATH;
+      *(int *)f = mode;
+      char *dst = field(w->c, d->aux);
+      memset(dst, 0, CFG_PATH_MAX);
+      if (mode == CFG_RESUME_PATH) memcpy(dst, path, strlen(path));
+      break;
+    }
+  }
+  record(w, k, n);
+  return 0;
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+/* libyaml's error as "<name>:<line>:<col>: invalid YAML: <problem> (<context>)", or
+ * without name and positions when name is NULL (a one-line --set value). */
+static void yaml_error(const yaml_parser_t *p, const char *name, char *err, size_t errlen) {
+  const char *problem = p->problem ? p->problem : "cannot parse";
+  if (!name) {
+    set_err(err, errlen, "%s%s%s%s", problem, p->context ? " (" : "", p->context ? p->context : "",
+            p->context ? ")" : "");
+  } else if (p->error == YAML_READER_ERROR) {
+    set_err(err, errlen, "%s: not a YAML text: %s at byte %zu", name, problem, p->problem_offset);
+  } else if (p->error == YAML_MEMORY_ERROR) {
+    set_err(err, errlen, "%s: out of memory while parsing YAML", name);
+  } else if (p->context) {
+    set_err(err, errlen, "%s:%zu:%zu: invalid YAML: %s (%s at line %zu, column %zu)", name,
+            p->problem_mark.line + 1, p->problem_mark.column + 1, problem, p->context,
+            p->context_mark.line + 1, p->context_mark.column + 1);
+  } else {
+    set_err(err, errlen, "%s:%zu:%zu: invalid YAML: %s", name, p->problem_mark.line + 1,
+            p->problem_mark.column + 1, problem);
+  }
+}
+
+/* Parses exactly one YAML document from text. Returns 0 with *doc to be
+ * deleted by the caller, or -1 with a message naming `name` (NULL: no
+ * name or positions, see yaml_error). */
+static int parse_document(const char *text, size_t len, const char *name, yaml_document_t *doc,
+                          char *err, size_t errlen) {
+  yaml_parser_t parser;
+  if (!yaml_parser_initialize(&parser)) {
+    set_err(err, errlen, "out of memory while parsing YAML");
+    return -1;
+  }
+  yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+  if (!yaml_parser_load(&parser, doc)) {
+    yaml_error(&parser, name, err, errlen);
+    yaml_parser_delete(&parser);
+    return -1;
+  }
+  yaml_document_t extra;
+  if (yaml_document_get_root_node(doc)) {
+    if (!yaml_parser_load(&parser, &extra)) {
+      yaml_error(&parser, name, err, errlen);
+      yaml_document_delete(doc);
+      yaml_parser_delete(&parser);
+      return -1;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&extra);
+    if (root) {
+      if (name)
+        set_err(err, errlen, "%s:%zu:%zu: expected one YAML document, found a second one", name,
+                root->start_mark.line + 1, root->start_mark.column + 1);
+      else
+        set_err(err, errlen, "expected one YAML document, found a second one");
+      yaml_document_delete(&extra);
+      yaml_document_delete(doc);
+      yaml_parser_delete(&parser);
+      return -1;
+    }
+    yaml_document_delete(&extra);
+  }
+  yaml_parser_delete(&parser);
+  return 0;
+}
+
+int cfg_load_string(const char *yaml_text, const char *name_for_messages, cfg_config *c, char *err,
+                    size_t errlen) {
+  const char *name = name_for_messages ? name_for_messages : "config";
+  cfg_init(c, name);
+  size_t len = strlen(yaml_text);
+  yaml_document_t doc;
+  if (parse_document(yaml_text, len, name, &doc, err, errlen)) return -1;
+  int rc = 0;
+  yaml_node_t *root = yaml_document_get_root_node(&doc);
+  walker w = {&doc, c, 0, err, errlen};
+  if (root && root->type == YAML_MAPPING_NODE) {
+    rc = walk_section(&w, "", root);
+  } else if (root && !is_null(root)) {
+    char got[256];
+    rc = fail(&w, root->start_mark, "",
+              "expected a mapping of sections (run, model, data, train, optimizer, dist, "
+              "checkpoint, eval, log), got %s",
+              describe(root, got, sizeof got));
+  }
+  yaml_document_delete(&doc);
+  derive_defaults(c);
+  return rc;
+}
+
+int cfg_load(const char *path, cfg_config *c, char *err, size_t errlen) {
+  cfg_init(c, path);
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    return -1;
+  }
+  char *text = malloc(MAX_CONFIG_BYTES + 1);
+  if (!text) {
+    fclose(f);
+    set_err(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
+  size_t len = fread(text, 1, MAX_CONFIG_BYTES + 1, f);
+  int read_error = ferror(f);
+  int saved = errno;
+  fclose(f);
+  if (read_error) {
+    free(text);
+    set_err(err, errlen, "%s: cannot read: %s", path, strerror(saved));
+    return -1;
+  }
+  if (len > MAX_CONFIG_BYTES) {
+    free(text);
+    set_err(err, errlen, "%s: larger than %u MiB; not a config file", path, MAX_CONFIG_BYTES >> 20);
+    return -1;
+  }
+  if (memchr(text, '\0', len)) {
+    free(text);
+    set_err(err, errlen, "%s: not a YAML text: contains a NUL byte", path);
+    return -1;
+  }
+  text[len] = '\0';
+  int rc = cfg_load_string(text, path, c, err, errlen);
+  free(text);
+  return rc;
+}
+
+int cfg_set(cfg_config *c, const char *assignment, char *err, size_t errlen) {
+  const char *eq = strchr(assignment, '=');
+  char path[256];
+  size_t klen = eq ? (size_t)(eq - assignment) : 0;
+  while (klen && assignment[klen - 1] == ' ') klen--;
+  if (!eq || klen == 0 || klen >= sizeof path) {
+    set_err(err, errlen, "--set: expected key.path=value, got \"%.200s\"", assignment);
+    return -1;
+  }
+  memcpy(path, assignment, klen);
+  path[klen] = '\0';
+  int k = find_key(path);
+  if (k < 0) {
+    /* Name the first unknown component and suggest among its siblings. */
+    char prefix[256] = "", hint[1024], pre[260];
+    const char *comp = path;
+    for (const char *dot; (dot = strchr(comp, '.')) != NULL; comp = dot + 1) {
+      char head[256];
+      snprintf(head, sizeof head, "%.*s", (int)(dot - path), path);
+      int hk = find_key(head);
+      if (hk >= 0 && keys[hk].kind != K_SECTION) {
+        set_err(err, errlen, "--set: %s: unknown key (%s has no sub-keys)", path, head);
+        return -1;
+      }
+      if (hk < 0) break;
+      memcpy(prefix, head, strlen(head) + 1);
+    }
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(comp, "."), comp);
+    const char *names[CFG_MAX_KEYS];
+    int n = child_names(prefix, names, CFG_MAX_KEYS);
+    snprintf(pre, sizeof pre, "%s%s", prefix, *prefix ? "." : "");
+    suggest(hint, sizeof hint, name, names, n, pre);
+    set_err(err, errlen, "--set: %s: unknown key %s", path, hint);
+    return -1;
+  }
+  const char *value = eq + 1;
+  while (*value == ' ') value++;
+  yaml_document_t doc;
+  char perr[1024];
+  if (parse_document(value, strlen(value), NULL, &doc, perr, sizeof perr)) {
+    set_err(err, errlen, "--set: %s: invalid YAML value \"%.200s\": %s", path, value, perr);
+    return -1;
+  }
+  yaml_node_t *root = yaml_document_get_root_node(&doc);
+  if (!root) { /* "key=" : an empty plain scalar, i.e. null */
+    yaml_document_delete(&doc);
+    yaml_document_initialize(&doc, NULL, NULL, NULL, 1, 1);
+    int id = yaml_document_add_scalar(&doc, NULL, (yaml_char_t *)"", 0, YAML_PLAIN_SCALAR_STYLE);
+    root = id ? yaml_document_get_node(&doc, id) : NULL;
+    if (!root) {
+      yaml_document_delete(&doc);
+      set_err(err, errlen, "--set: %s: out of memory", path);
+      return -1;
+    }
+  }
+  cfg_config copy;
+  if (copy_config(&copy, c)) {
+    yaml_document_delete(&doc);
+    set_err(err, errlen, "--set: %s: out of memory", path);
+    return -1;
+  }
+  walker w = {&doc, &copy, 1, err, errlen};
+  int rc = apply(&w, k, root);
+  yaml_document_delete(&doc);
+  if (rc) {
+    cfg_free(&copy);
+    return -1;
+  }
+  derive_defaults(&copy);
+  cfg_free(c);
+  *c = copy;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validation                                                                */
+
+/* "<file>:<line>:<col>", "--set" or "<file>" for key k. */
+static const char *where(const cfg_config *c, int k, char *buf, size_t len) {
+  const cfg_origin *o = &c->origin[k];
+  if (o->from_set)
+    snprintf(buf, len, "--set");
+  else if (o->line > 0)
+    snprintf(buf, len, "%s:%d:%d", c->source, o->line, o->column);
+  else
+    snprintf(buf, len, "%s", c->source);
+  return buf;
+}
+
+/* Reports "<where of key>: <key>: <message>". Returns -1. */
+static int invalid(const cfg_config *c, char *err, size_t errlen, const char *key, const char *fmt,
+                   ...) __attribute__((format(printf, 5, 6)));
+static int invalid(const cfg_config *c, char *err, size_t errlen, const char *key, const char *fmt,
+                   ...) {
+  char msg[1024], loc[CFG_PATH_MAX + 32];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  set_err(err, errlen, "%s: %s: %s", where(c, K(key), loc, sizeof loc), key, msg);
+  return -1;
+}
+
+static int in_range(const key_desc *d, double v) {
+  if (d->hi_open ? !(v < d->hi) : !(v <= d->hi)) return 0;
+  if (d->lo_open ? !(v > d->lo) : !(v >= d->lo)) return 0;
+  if (d->only) {
+    for (const int *o = d->only; *o >= 0; o++)
+      if (v == *o) return 1;
+    return 0;
+  }
+  return 1;
+}
+
+/* The range of every numeric key, the names of enums. */
+static int check_ranges(const cfg_config *c, char *err, size_t errlen) {
+  for (int k = 0; k < NUM_KEYS; k++) {
+    const key_desc *d = &keys[k];
+    const void *f = cfield(c, d->off);
+    char got[64];
+    double v;
+    switch (d->kind) {
+      case K_INT:
+        v = *(const int *)f;
+        snprintf(got, sizeof got, "%d", *(const int *)f);
+        break;
+      case K_I64:
+        v = (double)*(const int64_t *)f;
+        snprintf(got, sizeof got, "%" PRId64, *(const int64_t *)f);
+        break;
+      case K_DOUBLE:
+      case K_OPT_DOUBLE:
+        v = *(const double *)f;
+        if (d->kind == K_OPT_DOUBLE && v < 0) continue; /* null */
+        snprintf(got, sizeof got, "%g", v);
+        break;
+      case K_ENUM: {
+        int e = *(const int *)f, n = 0;
+        while (d->names[n]) n++;
+        if (e < 0 || e >= n)
+          return invalid(c, err, errlen, d->path, "expected %s, got %d", d->expect, e);
+        continue;
+      }
+      case K_VEC3:
+        if (!*(const int *)cfield(c, d->aux)) continue;
+        for (int i = 0; i < 3; i++) {
+          v = ((const double *)f)[i];
+          if (!in_range(d, v) || !isfinite(v))
+            return invalid(c, err, errlen, d->path, "expected %s, got %g in channel %d", d->expect,
+                           v, i);
+        }
+        continue;
+      case K_AVGPOOL: {
+        int h = *(const int *)f, wd = *(const int *)cfield(c, d->aux);
+        if ((h || wd) && (h < d->lo || h > d->hi || wd < d->lo || wd > d->hi))
+          return invalid(c, err, errlen, d->path, "expected %s, got [%d, %d]", d->expect, h, wd);
+        continue;
+      }
+      default:
+        continue;
+    }
+    if (!in_range(d, v) || !isfinite(v))
+      return invalid(c, err, errlen, d->path, "expected %s, got %s", d->expect, got);
+  }
+  return 0;
+}
+
+static int check_layers(const cfg_config *c, const char *key, const nn_layer_spec *s, int n,
+                        nn_section section, char *err, size_t errlen) {
+  if (n > CFG_MAX_LAYERS)
+    return invalid(c, err, errlen, key, "expected at most %d layers, got %d", CFG_MAX_LAYERS, n);
+  for (int i = 0; i < n; i++) {
+    char why[256];
+    if (s[i].section != section)
+      return invalid(c, err, errlen, key, "layer %d is in the wrong section", i);
+    if (layer_problem(&s[i], why, sizeof why))
+      return invalid(c, err, errlen, key, "[%d] %s: %s", i, layer_kind_name(s[i].kind), why);
+  }
+  return 0;
+}
+
+static int check_model(const cfg_config *c, char *err, size_t errlen) {
+  const int explicit_list = c->model.num_features > 0 || c->model.num_classifier > 0;
+  if (c->model.arch[0] && explicit_list)
+    return invalid(c, err, errlen, "model.arch",
+                   "\"%s\" given together with an explicit layer list (model.features / "
+                   "model.classifier); use one of them",
+                   c->model.arch);
+  if (!c->model.arch[0] && !explicit_list)
+    return invalid(c, err, errlen, "model.arch",
+                   "no model: set model.arch or an explicit model.features / model.classifier "
+                   "list");
+  if (!explicit_list && (c->model.avgpool_h || c->model.avgpool_w))
+    return invalid(c, err, errlen, "model.avgpool",
+                   "only for explicit layer lists (the presets have their own)");
+  if (check_layers(c, "model.features", c->model.features, c->model.num_features, NN_FEATURES, err,
+                   errlen) ||
+      check_layers(c, "model.classifier", c->model.classifier, c->model.num_classifier,
+                   NN_CLASSIFIER, err, errlen))
+    return -1;
+  if (c->model.arch[0]) {
+    nn_layer_spec *specs = NULL;
+    int count;
+    nn_shape input;
+    char why[512];
+    nn_preset_opts o = {0};
+    if (nn_preset(c->model.arch, &o, &specs, &count, &input, why, sizeof why))
+      return invalid(c, err, errlen, "model.arch", "%s", why);
+    free(specs);
+  } else if (c->model.num_classes > 0 && c->model.num_classifier > 0) {
+    const nn_layer_spec *last = &c->model.classifier[c->model.num_classifier - 1];
+    if (last->kind == NN_LINEAR && last->out != c->model.num_classes)
+      return invalid(c, err, errlen, "model.num_classes",
+                     "%d does not match the %d outputs of the last layer", c->model.num_classes,
+                     last->out);
+  }
+  int input = c->model.input_size ? c->model.input_size : c->data.crop;
+  if (input != c->data.crop)
+    return invalid(c, err, errlen, "model.input_size",
+                   "%d does not match data.crop %d (the network sees the crops)", input,
+                   c->data.crop);
+  return 0;
+}
+
+static int check_data(const cfg_config *c, char *err, size_t errlen) {
+  const int synthetic = c->data.synthetic.n > 0;
+  if (synthetic && c->data.train[0])
+    return invalid(c, err, errlen, "data.synthetic.n",
+                   "synthetic data and data.train are both set; use one");
+  if (!synthetic && !c->data.train[0])
+    return invalid(c, err, errlen, "data.train",
+                   "no training data: set data.train or data.synthetic.n");
+  if (synthetic && c->data.val[0])
+    return invalid(c, err, errlen, "data.val",
+                   "not used with synthetic data (hold out with data.val_fraction)");
+  if (c->data.val[0] && c->data.val_fraction > 0)
+    return invalid(c, err, errlen, "data.val_fraction",
+                   "%g together with data.val; hold out part of train only without a val file",
+                   c->data.val_fraction);
+  if (synthetic && c->data.crop > c->data.synthetic.size)
+    return invalid(c, err, errlen, "data.crop", "%d is larger than data.synthetic.size %d",
+                   c->data.crop, c->data.synthetic.size);
+  if (c->data.has_mean != c->data.has_std)
+    return invalid(c, err, errlen, c->data.has_mean ? "data.mean" : "data.std",
+                   "set data.mean and data.std together (or neither, to use the file's)");
+  if (c->data.channels && c->data.channels != c->model.in_channels)
+    return invalid(c, err, errlen, "data.channels", "%d does not match model.in_channels %d",
+                   c->data.channels, c->model.in_channels);
+  if (synthetic && !c->data.channels && c->data.synthetic.channels != c->model.in_channels)
+    return invalid(c, err, errlen, "data.synthetic.channels",
+                   "%d does not match model.in_channels %d", c->data.synthetic.channels,
+                   c->model.in_channels);
+  if (synthetic && c->model.num_classes && c->model.num_classes != c->data.synthetic.classes)
+    return invalid(c, err, errlen, "model.num_classes",
+                   "%d does not match data.synthetic.classes %d", c->model.num_classes,
+                   c->data.synthetic.classes);
+  return 0;
+}
+
+static int check_optimizer(const cfg_config *c, char *err, size_t errlen) {
+  const char *ms = "optimizer.schedule.milestones";
+  if (c->optimizer.schedule.type == CFG_SCHED_MULTISTEP &&
+      c->optimizer.schedule.num_milestones == 0)
+    return invalid(c, err, errlen, ms, "the multistep schedule needs at least one milestone");
+  int n = c->optimizer.schedule.num_milestones;
+  if (n < 0 || n > CFG_MAX_MILESTONES)
+    return invalid(c, err, errlen, ms, "expected at most %d milestones, got %d", CFG_MAX_MILESTONES,
+                   n);
+  for (int i = 0; i < n; i++) {
+    int m = c->optimizer.schedule.milestones[i];
+    if (m <= 0 || (i > 0 && m <= c->optimizer.schedule.milestones[i - 1]))
+      return invalid(c, err, errlen, ms,
+                     "expected strictly increasing positive epochs, got %d at index %d", m, i);
+  }
+  if (c->optimizer.warmup_epochs > c->train.epochs)
+    return invalid(c, err, errlen, "optimizer.warmup_epochs", "%g is more than train.epochs %d",
+                   c->optimizer.warmup_epochs, c->train.epochs);
+  if (c->optimizer.nesterov && c->optimizer.momentum <= 0)
+    return invalid(c, err, errlen, "optimizer.nesterov", "needs optimizer.momentum > 0");
+  return 0;
+}
+
+int cfg_validate(const cfg_config *c, char *err, size_t errlen) {
+  if (check_ranges(c, err, errlen) || check_model(c, err, errlen) || check_data(c, err, errlen) ||
+      check_optimizer(c, err, errlen))
+    return -1;
+  if (c->checkpoint.resume == CFG_RESUME_PATH && !c->checkpoint.resume_path[0])
+    return invalid(c, err, errlen, "checkpoint.resume", "expected %s, got an empty path",
+                   keys[K("checkpoint.resume")].expect);
+  if (!c->run.dir[0]) return invalid(c, err, errlen, "run.dir", "expected a path, got \"\"");
+  if (!c->checkpoint.dir[0])
+    return invalid(c, err, errlen, "checkpoint.dir", "expected a path, got \"\"");
+  return 0;
+}
+
+int cfg_check_ranks(const cfg_config *c, int ranks, char *err, size_t errlen) {
+  if (ranks < 1) {
+    set_err(err, errlen, "%s: %d ranks", c->source, ranks);
+    return -1;
+  }
+  if (c->train.batch_size % ranks)
+    return invalid(c, err, errlen, "train.batch_size", "%d is not divisible by the %d ranks",
+                   c->train.batch_size, ranks);
+  if (c->eval.batch_size % ranks)
+    return invalid(c, err, errlen, "eval.batch_size", "%d is not divisible by the %d ranks",
+                   c->eval.batch_size, ranks);
+  return 0;
+}
+
+static int check_file(const cfg_config *c, const char *key, const char *path, char *err,
+                      size_t errlen) {
+  struct stat st;
+  if (stat(path, &st) != 0 || access(path, R_OK) != 0)
+    return invalid(c, err, errlen, key, "cannot read \"%s\": %s", path, strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return invalid(c, err, errlen, key, "\"%s\" is not a regular file", path);
+  return 0;
+}
+
+int cfg_check_paths(const cfg_config *c, char *err, size_t errlen) {
+  if (c->data.train[0] && check_file(c, "data.train", c->data.train, err, errlen)) return -1;
+  if (c->data.val[0] && check_file(c, "data.val", c->data.val, err, errlen)) return -1;
+  if (c->checkpoint.init[0] && check_file(c, "checkpoint.init", c->checkpoint.init, err, errlen))
+    return -1;
+  if (c->checkpoint.resume == CFG_RESUME_PATH &&
+      check_file(c, "checkpoint.resume", c->checkpoint.resume_path, err, errlen))
+    return -1;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing YAML                                                              */
+
+/* An int, or [a, b] when they differ. */
+static void sb_pair(strbuf *b, int a, int c) {
+  if (a == c)
+    sb_printf(b, "%d", a);
+  else
+    sb_printf(b, "[%d, %d]", a, c);
+}
+
+static void sb_float(strbuf *b, float v) {
+  char num[64];
+  fmt_number(num, sizeof num, v, 1);
+  sb_printf(b, "%s", num);
+}
+
+static void write_layer(strbuf *b, const nn_layer_spec *s) {
+  const char *name = layer_kind_name(s->kind);
+  switch (s->kind) {
+    case NN_CONV:
+    case NN_MAXPOOL:
+      sb_printf(b, "{%s: {", name);
+      if (s->kind == NN_CONV) sb_printf(b, "out: %d, ", s->out);
+      sb_printf(b, "kernel: ");
+      sb_pair(b, s->kernel_h, s->kernel_w);
+      sb_printf(b, ", stride: ");
+      sb_pair(b, s->stride_h, s->stride_w);
+      if (s->pad_top == s->pad_bottom && s->pad_top == s->pad_left && s->pad_top == s->pad_right)
+        sb_printf(b, ", padding: %d", s->pad_top);
+      else if (s->pad_top == s->pad_left && s->pad_bottom == s->pad_right)
+        sb_printf(b, ", padding: [%d, %d]", s->pad_top, s->pad_bottom);
+      else
+        sb_printf(b, ", padding: [%d, %d, %d, %d]", s->pad_top, s->pad_bottom, s->pad_left,
+                  s->pad_right);
+      if (s->kind == NN_CONV) sb_printf(b, ", groups: %d", s->groups);
+      if (s->kind == NN_CONV && s->no_bias) sb_printf(b, ", bias: false");
+      sb_printf(b, "}}");
+      break;
+    case NN_LINEAR:
+      if (s->no_bias)
+        sb_printf(b, "{linear: {out: %d, bias: false}}", s->out);
+      else
+        sb_printf(b, "{linear: %d}", s->out);
+      break;
+    case NN_LRN:
+      sb_printf(b, "{lrn: {size: %d, alpha: ", s->lrn_size);
+      sb_float(b, s->lrn_alpha);
+      sb_printf(b, ", beta: ");
+      sb_float(b, s->lrn_beta);
+      sb_printf(b, ", k: ");
+      sb_float(b, s->lrn_k);
+      sb_printf(b, "}}");
+      break;
+    case NN_AVGPOOL:
+      sb_printf(b, "{avgpool: ");
+      sb_pair(b, s->out_h, s->out_w);
+      sb_printf(b, "}");
+      break;
+    case NN_DROPOUT:
+      sb_printf(b, "{dropout: ");
+      sb_float(b, s->dropout_p);
+      sb_printf(b, "}");
+      break;
+    default:
+      sb_printf(b, "%s", name);
+  }
+}
+
+char *cfg_to_yaml(const cfg_config *c) {
+  strbuf b = {0};
+  sb_printf(&b, "# effective alexnet-train config (from %s)\n", c->source);
+  for (int k = 0; k < NUM_KEYS; k++) {
+    const key_desc *d = &keys[k];
+    int depth = 0;
+    for (const char *p = d->path; *p; p++) depth += *p == '.';
+    const char *leaf = strrchr(d->path, '.');
+    leaf = leaf ? leaf + 1 : d->path;
+    sb_printf(&b, "%*s%s:", 2 * depth, "", leaf);
+    const void *f = cfield(c, d->off);
+    char num[64];
+    switch (d->kind) {
+      case K_SECTION:
+        break;
+      case K_STR:
+        sb_printf(&b, " ");
+        if (*(const char *)f)
+          sb_quoted(&b, f, d->aux);
+        else
+          sb_printf(&b, "null");
+        break;
+      case K_BOOL:
+        sb_printf(&b, " %s", *(const int *)f ? "true" : "false");
+        break;
+      case K_INT:
+        sb_printf(&b, " %d", *(const int *)f);
+        break;
+      case K_I64:
+        sb_printf(&b, " %" PRId64, *(const int64_t *)f);
+        break;
+      case K_U64:
+        sb_printf(&b, " %" PRIu64, *(const uint64_t *)f);
+        break;
+      case K_OPT_DOUBLE:
+        if (*(const double *)f < 0) {
+          sb_printf(&b, " null");
+          break;
+        }
+        /* fall through */
+      case K_DOUBLE:
+        fmt_number(num, sizeof num, *(const double *)f, 0);
+        sb_printf(&b, " %s", num);
+        break;
+      case K_ENUM: {
+        int e = *(const int *)f, n = 0;
+        while (d->names[n]) n++;
+        sb_printf(&b, " %s", e >= 0 && e < n ? d->names[e] : "?");
+        break;
+      }
+      case K_VEC3:
+        if (!*(const int *)cfield(c, d->aux)) {
+          sb_printf(&b, " null");
+          break;
+        }
+        for (int i = 0; i < 3; i++) {
+          fmt_number(num, sizeof num, ((const double *)f)[i], 0);
+          sb_printf(&b, "%s%s", i ? ", " : " [", num);
+        }
+        sb_printf(&b, "]");
+        break;
+      case K_MILESTONES: {
+        int n = *(const int *)cfield(c, d->aux);
+        sb_printf(&b, " [");
+        for (int i = 0; i < n && i < CFG_MAX_MILESTONES; i++)
+          sb_printf(&b, "%s%d", i ? ", " : "", ((const int *)f)[i]);
+        sb_printf(&b, "]");
+        break;
+      }
+      case K_LAYERS: {
+        const nn_layer_spec *s = *(nn_layer_spec *const *)f;
+        int n = *(const int *)cfield(c, d->aux);
+        if (n == 0) sb_printf(&b, " []");
+        for (int i = 0; i < n; i++) {
+          sb_printf(&b, "\n%*s- ", 2 * depth + 2, "");
+          write_layer(&b, &s[i]);
+        }
+        break;
+      }
+      case K_AVGPOOL: {
+        int h = *(const int *)f, wd = *(const int *)cfield(c, d->aux);
+        if (!h && !wd) {
+          sb_printf(&b, " null");
+        } else {
+          sb_printf(&b, " ");
+          sb_pair(&b, h, wd);
+        }
+        break;
+      }
+      case K_RESUME: {
+        int mode = *(const int *)f;
+        const char *path = cfield(c, d->aux);
+        if (mode == CFG_RESUME_AUTO) {
+          sb_printf(&b, " auto");
+        } else if (mode == CFG_RESUME_NEVER) {
+          sb_printf(&b, " never");
+        } else {
+          sb_printf(&b, " ");
+          /* a file literally named "auto" or "never" keeps its meaning as a path */
+          if (!strcmp(path, "auto") || !strcmp(path, "never"))
+            sb_printf(&b, "\"./%s\"", path);
+          else
+            sb_quoted(&b, path, CFG_PATH_MAX);
+        }
+        break;
+      }
+    }
+    sb_printf(&b, "\n");
+  }
+  if (b.failed) {
+    free(b.s);
+    return NULL;
+  }
+  return b.s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Model and learning rate                                                   */
+
+int cfg_model_specs(const cfg_config *c, nn_layer_spec **specs, int *count, nn_shape *input,
+                    char *err, size_t errlen) {
+  int size = c->model.input_size ? c->model.input_size : c->data.crop;
+  int n;
+  nn_layer_spec *s;
+  if (c->model.arch[0]) {
+    nn_preset_opts o = {0};
+    o.num_classes = c->model.num_classes      ? c->model.num_classes
+                    : c->data.synthetic.n > 0 ? c->data.synthetic.classes
+                                              : 0;
+    o.in_channels = c->model.in_channels;
+    o.groups = c->model.groups;
+    o.input_size = size;
+    char why[512];
+    if (nn_preset(c->model.arch, &o, &s, &n, input, why, sizeof why)) {
+      char loc[CFG_PATH_MAX + 32];
+      set_err(err, errlen, "%s: model.arch: %s", where(c, K("model.arch"), loc, sizeof loc), why);
+      return -1;
+    }
+  } else {
+    int pool = c->model.avgpool_h > 0 || c->model.avgpool_w > 0;
+    n = c->model.num_features + pool + c->model.num_classifier;
+    s = calloc(n ? (size_t)n : 1, sizeof *s);
+    if (!s) {
+      set_err(err, errlen, "%s: model: out of memory for %d layers", c->source, n);
+      return -1;
+    }
+    if (c->model.num_features)
+      memcpy(s, c->model.features, (size_t)c->model.num_features * sizeof *s);
+    if (pool) {
+      nn_layer_spec *p = &s[c->model.num_features];
+      *p = layer_defaults(NN_AVGPOOL, NN_AVGPOOL_SECTION);
+      p->out_h = c->model.avgpool_h;
+      p->out_w = c->model.avgpool_w;
+    }
+    if (c->model.num_classifier)
+      memcpy(s + c->model.num_features + pool, c->model.classifier,
+             (size_t)c->model.num_classifier * sizeof *s);
+    *input = (nn_shape){c->model.in_channels, size, size};
+  }
+  /* A dropout override keeps the layers (as identities at 0) so that module
+   * indices, hence parameter names, stay PyTorch's. */
+  if (c->model.dropout >= 0)
+    for (int i = 0; i < n; i++)
+      if (s[i].kind == NN_DROPOUT) s[i].dropout_p = (float)c->model.dropout;
+  *specs = s;
+  *count = n;
+  return 0;
+}
+
+int cfg_build_net(const cfg_config *c, nn_net *net, char *err, size_t errlen) {
+  nn_layer_spec *specs;
+  int count;
+  nn_shape input;
+  memset(net, 0, sizeof *net);
+  if (cfg_model_specs(c, &specs, &count, &input, err, errlen)) return -1;
+  char why[1024];
+  int rc = nn_net_build(net, specs, count, input, why, sizeof why);
+  free(specs);
+  if (rc) set_err(err, errlen, "%s: model: %s", c->source, why);
+  return rc;
+}
+
+double cfg_lr_at(const cfg_config *c, double t) {
+  const double lr = c->optimizer.lr, epochs = c->train.epochs;
+  if (!(t > 0)) t = 0;
+  double f = 1;
+  switch (c->optimizer.schedule.type) {
+    case CFG_SCHED_STEP:
+      f = pow(c->optimizer.schedule.gamma, floor(floor(t) / c->optimizer.schedule.step_epochs));
+      break;
+    case CFG_SCHED_MULTISTEP: {
+      int passed = 0;
+      for (int i = 0; i < c->optimizer.schedule.num_milestones; i++)
+        passed += c->optimizer.schedule.milestones[i] <= floor(t);
+      f = pow(c->optimizer.schedule.gamma, passed);
+      break;
+    }
+    case CFG_SCHED_COSINE:
+      f = 0.5 * (1 + cos(M_PI * fmin(t, epochs) / epochs));
+      break;
+    case CFG_SCHED_POLY:
+      f = pow(1 - fmin(t, epochs) / epochs, c->optimizer.schedule.power);
+      break;
+    default:
+      break;
+  }
+  if (c->optimizer.warmup_epochs > 0 && t < c->optimizer.warmup_epochs)
+    f *= t / c->optimizer.warmup_epochs;
+  return lr * f;
+}
