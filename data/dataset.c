@@ -1,0 +1,646 @@
+/*
+ * data/dataset.c: the alexnet-hdf5 dataset file (docs/data-format.md):
+ * opening and validating it, reading one sample, and writing one atomically.
+ *
+ * N = samples, H, W = stored image height and width, C = channels (1 or 3).
+ * /images uint8 (N, H, W, C) chunked by a few images at most; /labels int32
+ * (N); /classes variable-length UTF-8 strings (num_classes); root attributes
+ * format, version, num_classes, mean (C), std (C).
+ *
+ * HDF5's own error-stack printing is switched off (per thread: Debian's build
+ * is thread-safe with one stack per thread) and every failure is reported
+ * with the file, the dataset and the first bad index.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "data.h"
+#include "internal.h"
+
+#define CHUNK_TARGET_BYTES 16384 /* small images share a chunk up to this size */
+#define LABEL_BLOCK 65536        /* labels are validated in blocks of this many */
+
+/* ------------------------------------------------------------------------ */
+/* Reading attributes                                                        */
+
+/* Reads a scalar string attribute (fixed or variable length) into out.
+ * Returns 0, -1 if absent, -2 if not a single string. */
+static int attr_string(hid_t obj, const char *name, char *out, size_t outlen) {
+  if (H5Aexists(obj, name) <= 0) return -1;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+  if (a < 0) return -2;
+  hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+  int rc = -2;
+  if (t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(sp) == 1) {
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_cset(mt, H5Tget_cset(t));
+    if (H5Tis_variable_str(t) > 0) {
+      char *s = NULL;
+      H5Tset_size(mt, H5T_VARIABLE);
+      if (H5Aread(a, mt, &s) >= 0 && s) {
+        snprintf(out, outlen, "%s", s);
+        rc = 0;
+      }
+      if (s) H5free_memory(s);
+    } else {
+      size_t n = H5Tget_size(t);
+      char *buf = calloc(n + 1, 1);
+      H5Tset_size(mt, n);
+      if (buf && H5Aread(a, mt, buf) >= 0) {
+        buf[n] = '\0';
+        size_t len = strlen(buf);
+        while (len > 0 && buf[len - 1] == ' ') buf[--len] = '\0'; /* space padding */
+        snprintf(out, outlen, "%s", buf);
+        rc = 0;
+      }
+      free(buf);
+    }
+    H5Tclose(mt);
+  }
+  if (sp >= 0) H5Sclose(sp);
+  if (t >= 0) H5Tclose(t);
+  H5Aclose(a);
+  return rc;
+}
+
+/* Reads a scalar integer attribute. Returns 0, -1 if absent, -2 if not one integer. */
+static int attr_int(hid_t obj, const char *name, long long *v) {
+  if (H5Aexists(obj, name) <= 0) return -1;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+  if (a < 0) return -2;
+  hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+  int rc = -2;
+  if (t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_INTEGER &&
+      H5Sget_simple_extent_npoints(sp) == 1 && H5Aread(a, H5T_NATIVE_LLONG, v) >= 0)
+    rc = 0;
+  if (sp >= 0) H5Sclose(sp);
+  if (t >= 0) H5Tclose(t);
+  H5Aclose(a);
+  return rc;
+}
+
+/* Reads a numeric attribute of exactly n values as float. Returns 0, -1 if
+ * absent, -2 if not numeric, else the number of values it holds (> 0, != n). */
+static long long attr_floats(hid_t obj, const char *name, float *out, int n) {
+  if (H5Aexists(obj, name) <= 0) return -1;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+  if (a < 0) return -2;
+  hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+  long long rc = -2;
+  H5T_class_t cls = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
+  if (sp >= 0 && (cls == H5T_FLOAT || cls == H5T_INTEGER)) {
+    hssize_t np = H5Sget_simple_extent_npoints(sp);
+    if (np != n)
+      rc = np > 0 ? np : -2;
+    else if (H5Aread(a, H5T_NATIVE_FLOAT, out) >= 0)
+      rc = 0;
+  }
+  if (sp >= 0) H5Sclose(sp);
+  if (t >= 0) H5Tclose(t);
+  H5Aclose(a);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening                                                                   */
+
+/* Opens dataset `name` if it exists as a dataset; else returns -1. */
+static hid_t open_dataset(hid_t file, const char *name) {
+  if (H5Lexists(file, name, H5P_DEFAULT) <= 0) return -1;
+  return H5Dopen2(file, name, H5P_DEFAULT); /* fails on a group of that name */
+}
+
+/* Rank and dims of a dataset (dims has room for 8). Returns the rank or -1. */
+static int dataset_dims(hid_t d, hsize_t *dims) {
+  hid_t sp = H5Dget_space(d);
+  if (sp < 0) return -1;
+  int r = H5Sget_simple_extent_ndims(sp);
+  if (r > 8 || (r > 0 && H5Sget_simple_extent_dims(sp, dims, NULL) < 0)) r = -1;
+  H5Sclose(sp);
+  return r;
+}
+
+/* Opens dataset `name`, which must be 1-D of type class `cls` with `want`
+ * entries; `kind` names an entry ("entries"), `want_desc` where `want` comes
+ * from. Returns the dataset, or -1 with the message. */
+static hid_t open_vector(const char *p, hid_t file, const char *name, H5T_class_t cls,
+                         const char *must_be, const char *kind, int64_t want, const char *want_desc,
+                         char *err, size_t errlen) {
+  hid_t d = open_dataset(file, name);
+  if (d < 0) return data_errf(err, errlen, "%s: missing dataset %s", p, name);
+  hsize_t dims[8];
+  int r = dataset_dims(d, dims);
+  hid_t t = H5Dget_type(d);
+  int ok = t >= 0 && H5Tget_class(t) == cls && r == 1;
+  if (t >= 0) H5Tclose(t);
+  if (!ok) {
+    H5Dclose(d);
+    return data_errf(err, errlen, "%s: %s must be %s", p, name, must_be);
+  }
+  if ((int64_t)dims[0] != want) {
+    H5Dclose(d);
+    int64_t first = (int64_t)dims[0] < want ? (int64_t)dims[0] : want;
+    return data_errf(err, errlen, "%s: %s has %lld %s but %s (first unmatched index %lld)", p, name,
+                     (long long)dims[0], kind, want_desc, (long long)first);
+  }
+  return d;
+}
+
+/* Reads and checks /labels: any integer type, values in [0, num_classes). */
+static int read_labels(data_dataset *ds, hid_t file, char *err, size_t errlen) {
+  const char *p = ds->path;
+  char desc[64];
+  snprintf(desc, sizeof desc, "/images has %lld samples", (long long)ds->n);
+  hid_t d = open_vector(p, file, "/labels", H5T_INTEGER, "a 1-D integer dataset (int32 [N])",
+                        "entries", ds->n, desc, err, errlen);
+  if (d < 0) return -1;
+  ds->labels = malloc((size_t)ds->n * sizeof(int32_t));
+  long long *blk = malloc(LABEL_BLOCK * sizeof(long long));
+  if (!ds->labels || !blk) {
+    free(blk);
+    H5Dclose(d);
+    return data_errf(err, errlen, "%s: out of memory reading /labels", p);
+  }
+  hid_t fs = H5Dget_space(d);
+  int rc = 0;
+  for (int64_t s = 0; s < ds->n && rc == 0; s += LABEL_BLOCK) {
+    hsize_t start = (hsize_t)s,
+            count = (hsize_t)(ds->n - s < LABEL_BLOCK ? ds->n - s : LABEL_BLOCK);
+    hid_t ms = H5Screate_simple(1, &count, NULL);
+    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
+        H5Dread(d, H5T_NATIVE_LLONG, ms, fs, H5P_DEFAULT, blk) < 0) {
+      rc =
+          data_errf(err, errlen, "%s: cannot read /labels[%lld..%lld] (truncated or corrupt file?)",
+                    p, (long long)s, (long long)(s + (int64_t)count - 1));
+    }
+    for (hsize_t k = 0; rc == 0 && k < count; k++) {
+      if (blk[k] < 0 || blk[k] >= ds->num_classes)
+        rc = data_errf(err, errlen, "%s: /labels[%lld] = %lld is out of range [0, %d)", p,
+                       (long long)(s + (int64_t)k), blk[k], ds->num_classes);
+      else
+        ds->labels[s + (int64_t)k] = (int32_t)blk[k];
+    }
+    H5Sclose(ms);
+  }
+  H5Sclose(fs);
+  free(blk);
+  H5Dclose(d);
+  return rc;
+}
+
+/* Reads /classes: num_classes strings, variable or fixed length. */
+static int read_classes(data_dataset *ds, hid_t file, char *err, size_t errlen) {
+  const char *p = ds->path;
+  char desc[64];
+  snprintf(desc, sizeof desc, "num_classes = %d", ds->num_classes);
+  hid_t d = open_vector(p, file, "/classes", H5T_STRING, "a 1-D dataset of strings", "names",
+                        ds->num_classes, desc, err, errlen);
+  if (d < 0) return -1;
+  hid_t t = H5Dget_type(d);
+  int n = ds->num_classes, rc = 0;
+  ds->class_names = calloc((size_t)n, sizeof(char *));
+  hid_t mt = H5Tcopy(H5T_C_S1);
+  H5Tset_cset(mt, H5Tget_cset(t));
+  if (H5Tis_variable_str(t) > 0) {
+    char **s = calloc((size_t)n, sizeof(char *));
+    H5Tset_size(mt, H5T_VARIABLE);
+    if (!s || !ds->class_names || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) < 0) {
+      rc = data_errf(err, errlen, "%s: cannot read /classes (truncated or corrupt file?)", p);
+    } else {
+      for (int i = 0; i < n; i++) {
+        ds->class_names[i] = strdup(s[i] ? s[i] : "");
+        if (s[i]) H5free_memory(s[i]);
+      }
+    }
+    free(s);
+  } else {
+    size_t sz = H5Tget_size(t);
+    char *buf = calloc((size_t)n, sz);
+    H5Tset_size(mt, sz);
+    if (!buf || !ds->class_names || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+      rc = data_errf(err, errlen, "%s: cannot read /classes (truncated or corrupt file?)", p);
+    } else {
+      for (int i = 0; i < n; i++) ds->class_names[i] = strndup(buf + (size_t)i * sz, sz);
+    }
+    free(buf);
+  }
+  for (int i = 0; rc == 0 && i < n; i++)
+    if (!ds->class_names[i]) rc = data_errf(err, errlen, "%s: out of memory reading /classes", p);
+  H5Tclose(mt);
+  H5Tclose(t);
+  H5Dclose(d);
+  return rc;
+}
+
+/* Checks /images: uint8, (N, H, W, C) with C in {1, 3}, N > 0. Keeps it open. */
+static int open_images(data_dataset *ds, hid_t file, char *err, size_t errlen) {
+  const char *p = ds->path;
+  hid_t d = open_dataset(file, "/images");
+  if (d < 0) return data_errf(err, errlen, "%s: missing dataset /images", p);
+  ds->images_id = d;
+  hsize_t dims[8];
+  int r = dataset_dims(d, dims);
+  hid_t t = H5Dget_type(d);
+  int ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 1 &&
+           H5Tget_sign(t) == H5T_SGN_NONE;
+  if (t >= 0) H5Tclose(t);
+  if (!ok) return data_errf(err, errlen, "%s: /images must be uint8", p);
+  if (r != 4)
+    return data_errf(err, errlen, "%s: /images has rank %d, expected 4 (N, H, W, C)", p, r);
+  if (dims[3] != 1 && dims[3] != 3)
+    return data_errf(err, errlen, "%s: /images has %llu channels, expected 1 or 3", p,
+                     (unsigned long long)dims[3]);
+  if (dims[1] == 0 || dims[2] == 0 || dims[1] > 65535 || dims[2] > 65535)
+    return data_errf(err, errlen, "%s: /images has an image size of %llux%llu", p,
+                     (unsigned long long)dims[1], (unsigned long long)dims[2]);
+  if (dims[0] == 0) return data_errf(err, errlen, "%s: /images holds zero samples", p);
+  ds->n = (int64_t)dims[0];
+  ds->h = (int)dims[1];
+  ds->w = (int)dims[2];
+  ds->c = (int)dims[3];
+  return 0;
+}
+
+static int read_root_attrs(data_dataset *ds, hid_t file, char *err, size_t errlen) {
+  const char *p = ds->path;
+  char fmt[256];
+  int rc = attr_string(file, "format", fmt, sizeof fmt);
+  if (rc == -1)
+    return data_errf(err, errlen, "%s: missing root attribute 'format' (not an %s file)", p,
+                     DATA_FORMAT_NAME);
+  if (rc != 0 || strcmp(fmt, DATA_FORMAT_NAME) != 0)
+    return data_errf(err, errlen, "%s: root attribute format = '%s', expected '%s'", p,
+                     rc == 0 ? fmt : "(not a string)", DATA_FORMAT_NAME);
+  long long v;
+  rc = attr_int(file, "version", &v);
+  if (rc == -1) return data_errf(err, errlen, "%s: missing root attribute 'version'", p);
+  if (rc != 0) return data_errf(err, errlen, "%s: root attribute 'version' is not an integer", p);
+  if (v != DATA_FORMAT_VERSION)
+    return data_errf(err, errlen, "%s: format version %lld is not supported (this build reads %d)",
+                     p, v, DATA_FORMAT_VERSION);
+  rc = attr_int(file, "num_classes", &v);
+  if (rc == -1) return data_errf(err, errlen, "%s: missing root attribute 'num_classes'", p);
+  if (rc != 0 || v <= 0 || v > INT_MAX)
+    return data_errf(err, errlen, "%s: root attribute num_classes must be a positive integer", p);
+  ds->num_classes = (int)v;
+  return 0;
+}
+
+static int read_mean_std(data_dataset *ds, hid_t file, char *err, size_t errlen) {
+  static const char *names[2] = {"mean", "std"};
+  float *dst[2] = {ds->mean, ds->std};
+  for (int k = 0; k < 2; k++) {
+    long long rc = attr_floats(file, names[k], dst[k], ds->c);
+    if (rc == -1)
+      return data_errf(err, errlen, "%s: missing root attribute '%s'", ds->path, names[k]);
+    if (rc == -2)
+      return data_errf(err, errlen, "%s: root attribute '%s' is not numeric", ds->path, names[k]);
+    if (rc > 0)
+      return data_errf(err, errlen,
+                       "%s: root attribute '%s' has %lld values, expected %d (one per channel)",
+                       ds->path, names[k], rc, ds->c);
+    for (int i = 0; i < ds->c; i++) {
+      float x = dst[k][i];
+      if (!isfinite(x) || (k == 1 && !(x > 0)))
+        return data_errf(err, errlen, "%s: root attribute %s[%d] = %g is invalid%s", ds->path,
+                         names[k], i, (double)x, k == 1 ? " (must be > 0)" : "");
+    }
+  }
+  return 0;
+}
+
+int data_dataset_open(const char *path, data_dataset *ds, char *err, size_t errlen) {
+  memset(ds, 0, sizeof *ds);
+  ds->file_id = ds->images_id = -1;
+  if (strlen(path) >= sizeof ds->path) return data_errf(err, errlen, "%s: path too long", path);
+  snprintf(ds->path, sizeof ds->path, "%s", path);
+  data_hdf5_quiet();
+  struct stat sb;
+  if (stat(path, &sb) != 0)
+    return data_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+  if (!S_ISREG(sb.st_mode)) return data_errf(err, errlen, "%s: not a regular file", path);
+  if (H5Fis_hdf5(path) <= 0)
+    return data_errf(err, errlen, "%s: not an HDF5 file (or its header is corrupt)", path);
+  /* Readers of an immutable file need no lock; cluster filesystems often refuse one. */
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_file_locking(fapl, 0, 1);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  H5Pclose(fapl);
+  if (f < 0)
+    return data_errf(err, errlen, "%s: cannot open as HDF5 (truncated or corrupt file?)", path);
+  ds->file_id = f;
+  ds->file_size = (int64_t)sb.st_size;
+  int rc = read_root_attrs(ds, f, err, errlen);
+  if (rc == 0) rc = open_images(ds, f, err, errlen);
+  if (rc == 0) rc = read_labels(ds, f, err, errlen);
+  if (rc == 0) rc = read_classes(ds, f, err, errlen);
+  if (rc == 0) rc = read_mean_std(ds, f, err, errlen);
+  if (rc != 0) data_dataset_close(ds);
+  return rc;
+}
+
+void data_dataset_close(data_dataset *ds) {
+  if (!ds) return;
+  if (ds->images_id > 0) H5Dclose(ds->images_id);
+  if (ds->file_id > 0) H5Fclose(ds->file_id);
+  ds->images_id = ds->file_id = -1;
+  if (ds->class_names) {
+    for (int i = 0; i < ds->num_classes; i++) free(ds->class_names[i]);
+    free(ds->class_names);
+  }
+  ds->class_names = NULL;
+  free(ds->labels);
+  ds->labels = NULL;
+}
+
+int data_dataset_read(data_dataset *ds, int64_t i, uint8_t *dst, char *err, size_t errlen) {
+  if (i < 0 || i >= ds->n)
+    return data_errf(err, errlen, "%s: sample index %lld is out of range [0, %lld)", ds->path,
+                     (long long)i, (long long)ds->n);
+  if (ds->images_id <= 0) return data_errf(err, errlen, "%s: dataset is not open", ds->path);
+  data_hdf5_quiet();
+  hsize_t start[4] = {(hsize_t)i, 0, 0, 0};
+  hsize_t count[4] = {1, (hsize_t)ds->h, (hsize_t)ds->w, (hsize_t)ds->c};
+  hid_t fs = H5Dget_space(ds->images_id);
+  hid_t ms = H5Screate_simple(4, count, NULL);
+  herr_t st = -1;
+  if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
+    st = H5Dread(ds->images_id, H5T_NATIVE_UCHAR, ms, fs, H5P_DEFAULT, dst);
+  if (ms >= 0) H5Sclose(ms);
+  if (fs >= 0) H5Sclose(fs);
+  /* HDF5 reads past the end of a file as zeros: a truncation shows only in the size. */
+  int *fdp = NULL;
+  struct stat sb;
+  if (H5Fget_vfd_handle(ds->file_id, H5P_DEFAULT, (void **)&fdp) >= 0 && fdp &&
+      fstat(*fdp, &sb) == 0 && (int64_t)sb.st_size < ds->file_size)
+    return data_errf(err, errlen,
+                     "%s: the file was truncated (%lld bytes, %lld at open) when reading sample "
+                     "%lld of /images",
+                     ds->path, (long long)sb.st_size, (long long)ds->file_size, (long long)i);
+  if (st < 0)
+    return data_errf(err, errlen,
+                     "%s: cannot read sample %lld of /images (truncated or corrupt file?)",
+                     ds->path, (long long)i);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                   */
+
+struct data_writer {
+  char path[4096], tmp[4200];
+  hid_t file, images;
+  int h, w, c, num_classes;
+  char **names;    /* (num_classes), owned copies */
+  int chunk_n;     /* images per chunk */
+  uint8_t *chunk;  /* (chunk_n, h, w, c): images not yet written */
+  int fill;        /* images in chunk */
+  int64_t n;       /* images appended */
+  int32_t *labels; /* (cap) */
+  int64_t cap;
+  uint64_t sum[3], sumsq[3]; /* per channel, exact: fits 2^64 for any realistic N */
+};
+
+static void writer_free(data_writer *wr) {
+  if (!wr) return;
+  if (wr->names)
+    for (int i = 0; i < wr->num_classes; i++) free(wr->names[i]);
+  free(wr->names);
+  free(wr->chunk);
+  free(wr->labels);
+  free(wr);
+}
+
+static void writer_close_h5(data_writer *wr) {
+  if (wr->images > 0) H5Dclose(wr->images);
+  if (wr->file > 0) H5Fclose(wr->file);
+  wr->images = wr->file = -1;
+}
+
+int data_writer_create(const char *path, int h, int w, int c, int num_classes,
+                       const char *const *class_names, int compress, data_writer **out, char *err,
+                       size_t errlen) {
+  *out = NULL;
+  if (h <= 0 || w <= 0 || h > 65535 || w > 65535 || (c != 1 && c != 3))
+    return data_errf(err, errlen, "%s: cannot store images of %dx%dx%d", path, h, w, c);
+  if (num_classes <= 0) return data_errf(err, errlen, "%s: num_classes = %d", path, num_classes);
+  if (compress < 0 || compress > 9)
+    return data_errf(err, errlen, "%s: compression level %d is not in 0..9", path, compress);
+  if (strlen(path) >= 4096) return data_errf(err, errlen, "%s: path too long", path);
+  data_writer *wr = calloc(1, sizeof *wr);
+  if (!wr) return data_errf(err, errlen, "%s: out of memory", path);
+  wr->file = wr->images = -1;
+  snprintf(wr->path, sizeof wr->path, "%s", path);
+  snprintf(wr->tmp, sizeof wr->tmp, "%s.tmp", path);
+  wr->h = h, wr->w = w, wr->c = c, wr->num_classes = num_classes;
+  size_t img = (size_t)h * w * c;
+  wr->chunk_n = img >= CHUNK_TARGET_BYTES ? 1 : (int)(CHUNK_TARGET_BYTES / img);
+  wr->names = calloc((size_t)num_classes, sizeof(char *));
+  wr->chunk = malloc((size_t)wr->chunk_n * img);
+  if (!wr->names || !wr->chunk) {
+    writer_free(wr);
+    return data_errf(err, errlen, "%s: out of memory", path);
+  }
+  for (int i = 0; i < num_classes; i++) {
+    wr->names[i] = strdup(class_names && class_names[i] ? class_names[i] : "");
+    if (!wr->names[i]) {
+      writer_free(wr);
+      return data_errf(err, errlen, "%s: out of memory", path);
+    }
+  }
+  data_hdf5_quiet();
+  wr->file = H5Fcreate(wr->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (wr->file < 0) {
+    int e = errno;
+    writer_free(wr);
+    return data_errf(err, errlen, "%s.tmp: cannot create (%s)", path,
+                     e ? strerror(e) : "HDF5 error");
+  }
+  hsize_t dims[4] = {0, (hsize_t)h, (hsize_t)w, (hsize_t)c};
+  hsize_t maxd[4] = {H5S_UNLIMITED, (hsize_t)h, (hsize_t)w, (hsize_t)c};
+  hsize_t chunk[4] = {(hsize_t)wr->chunk_n, (hsize_t)h, (hsize_t)w, (hsize_t)c};
+  hid_t sp = H5Screate_simple(4, dims, maxd);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(dcpl, 4, chunk);
+  if (compress > 0) H5Pset_deflate(dcpl, (unsigned)compress);
+  wr->images = H5Dcreate2(wr->file, "/images", H5T_STD_U8LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  H5Sclose(sp);
+  if (wr->images < 0) {
+    data_writer_abort(wr);
+    return data_errf(err, errlen, "%s.tmp: cannot create /images", path);
+  }
+  *out = wr;
+  return 0;
+}
+
+/* Writes the buffered images at [n - fill, n). */
+static int writer_flush(data_writer *wr, char *err, size_t errlen) {
+  if (wr->fill == 0) return 0;
+  hsize_t dims[4] = {(hsize_t)wr->n, (hsize_t)wr->h, (hsize_t)wr->w, (hsize_t)wr->c};
+  hsize_t start[4] = {(hsize_t)(wr->n - wr->fill), 0, 0, 0};
+  hsize_t count[4] = {(hsize_t)wr->fill, (hsize_t)wr->h, (hsize_t)wr->w, (hsize_t)wr->c};
+  herr_t st = H5Dset_extent(wr->images, dims);
+  hid_t fs = st >= 0 ? H5Dget_space(wr->images) : -1;
+  hid_t ms = H5Screate_simple(4, count, NULL);
+  st = -1;
+  if (fs >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
+    st = H5Dwrite(wr->images, H5T_NATIVE_UCHAR, ms, fs, H5P_DEFAULT, wr->chunk);
+  if (fs >= 0) H5Sclose(fs);
+  H5Sclose(ms);
+  if (st < 0)
+    return data_errf(err, errlen, "%s: cannot write images %lld..%lld (disk full?)", wr->tmp,
+                     (long long)(wr->n - wr->fill), (long long)(wr->n - 1));
+  wr->fill = 0;
+  return 0;
+}
+
+int data_writer_append(data_writer *wr, const uint8_t *pixels, int32_t label, char *err,
+                       size_t errlen) {
+  if (label < 0 || label >= wr->num_classes)
+    return data_errf(err, errlen, "%s: label %d of image %lld is out of range [0, %d)", wr->path,
+                     label, (long long)wr->n, wr->num_classes);
+  if (wr->n == wr->cap) {
+    int64_t cap = wr->cap ? 2 * wr->cap : 1024;
+    int32_t *l = realloc(wr->labels, (size_t)cap * sizeof *l);
+    if (!l)
+      return data_errf(err, errlen, "%s: out of memory at image %lld", wr->path, (long long)wr->n);
+    wr->labels = l;
+    wr->cap = cap;
+  }
+  size_t img = (size_t)wr->h * wr->w * wr->c;
+  uint8_t *dst = wr->chunk + (size_t)wr->fill * img;
+  memcpy(dst, pixels, img);
+  for (int ch = 0; ch < wr->c; ch++) {
+    uint64_t s = 0, q = 0;
+    for (size_t k = (size_t)ch; k < img; k += (size_t)wr->c) {
+      uint32_t v = pixels[k];
+      s += v;
+      q += v * v;
+    }
+    wr->sum[ch] += s;
+    wr->sumsq[ch] += q;
+  }
+  wr->labels[wr->n++] = label;
+  wr->fill++;
+  return wr->fill == wr->chunk_n ? writer_flush(wr, err, errlen) : 0;
+}
+
+static herr_t write_attr(hid_t obj, const char *name, hid_t ftype, hid_t mtype, int n,
+                         const void *v) {
+  hsize_t dims = (hsize_t)n;
+  hid_t sp = n == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dims, NULL);
+  hid_t a = H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t st = a >= 0 ? H5Awrite(a, mtype, v) : -1;
+  if (a >= 0) H5Aclose(a);
+  H5Sclose(sp);
+  return st;
+}
+
+/* Writes labels, classes and the root attributes. */
+static int writer_metadata(data_writer *wr) {
+  hid_t f = wr->file;
+  hsize_t n = (hsize_t)wr->n, k = (hsize_t)wr->num_classes;
+  hid_t sp = H5Screate_simple(1, &n, NULL);
+  hid_t d = H5Dcreate2(f, "/labels", H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t st =
+      d >= 0 ? H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, wr->labels) : -1;
+  if (d >= 0) H5Dclose(d);
+  H5Sclose(sp);
+  hid_t str = H5Tcopy(H5T_C_S1);
+  H5Tset_size(str, H5T_VARIABLE);
+  H5Tset_cset(str, H5T_CSET_UTF8);
+  sp = H5Screate_simple(1, &k, NULL);
+  d = H5Dcreate2(f, "/classes", str, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (st >= 0) st = d >= 0 ? H5Dwrite(d, str, H5S_ALL, H5S_ALL, H5P_DEFAULT, wr->names) : -1;
+  if (d >= 0) H5Dclose(d);
+  H5Sclose(sp);
+
+  const char *fmt = DATA_FORMAT_NAME;
+  int32_t version = DATA_FORMAT_VERSION, nc = wr->num_classes;
+  float mean[3], sd[3];
+  double cnt = (double)wr->n * wr->h * wr->w;
+  for (int c = 0; c < wr->c; c++) {
+    double m = (double)wr->sum[c] / cnt / 255.0;
+    double var = (double)wr->sumsq[c] / cnt / (255.0 * 255.0) - m * m;
+    mean[c] = (float)m;
+    sd[c] = (float)sqrt(var > 0 ? var : 0);
+    if (!(sd[c] > 0)) sd[c] = 1.0f; /* a constant channel: normalization only shifts */
+  }
+  if (st >= 0) st = write_attr(f, "format", str, str, 0, &fmt);
+  if (st >= 0) st = write_attr(f, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &version);
+  if (st >= 0) st = write_attr(f, "num_classes", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &nc);
+  if (st >= 0) st = write_attr(f, "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, wr->c, mean);
+  if (st >= 0) st = write_attr(f, "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, wr->c, sd);
+  H5Tclose(str);
+  return st < 0 ? -1 : 0;
+}
+
+/* fsync a file or directory by path; errors are ignored (best effort). */
+static void fsync_path(const char *path) {
+  int fd = open(path, O_RDONLY);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+}
+
+int data_writer_finish(data_writer *wr, char *err, size_t errlen) {
+  data_hdf5_quiet();
+  if (wr->n == 0) {
+    data_errf(err, errlen, "%s: no images to write (zero samples)", wr->path);
+    data_writer_abort(wr);
+    return -1;
+  }
+  if (writer_flush(wr, err, errlen) != 0) {
+    data_writer_abort(wr);
+    return -1;
+  }
+  if (writer_metadata(wr) != 0) {
+    data_errf(err, errlen, "%s: cannot write /labels, /classes or the attributes (disk full?)",
+              wr->tmp);
+    data_writer_abort(wr);
+    return -1;
+  }
+  H5Dclose(wr->images);
+  wr->images = -1;
+  herr_t st = H5Fclose(wr->file);
+  wr->file = -1;
+  if (st < 0) {
+    data_errf(err, errlen, "%s: cannot close (disk full?)", wr->tmp);
+    data_writer_abort(wr);
+    return -1;
+  }
+  fsync_path(wr->tmp);
+  if (rename(wr->tmp, wr->path) != 0) {
+    data_errf(err, errlen, "%s: cannot rename to %s: %s", wr->tmp, wr->path, strerror(errno));
+    data_writer_abort(wr);
+    return -1;
+  }
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", wr->path);
+  char *slash = strrchr(dir, '/');
+  if (slash)
+    slash == dir ? (void)(slash[1] = '\0') : (void)(*slash = '\0');
+  else
+    snprintf(dir, sizeof dir, ".");
+  fsync_path(dir);
+  writer_free(wr);
+  return 0;
+}
+
+void data_writer_abort(data_writer *wr) {
+  if (!wr) return;
+  data_hdf5_quiet();
+  writer_close_h5(wr);
+  unlink(wr->tmp);
+  writer_free(wr);
+}

@@ -1,0 +1,444 @@
+/*
+ * data/loader.c: the sharded prefetching loader with AlexNet's augmentations.
+ *
+ * Global-batch semantics (docs/data-format.md): M = samples, B = global
+ * batch, p = ranks, r = this rank. Every rank computes the same permutation
+ * of [0, M) from (seed, epoch). Step k of the epoch covers permutation
+ * entries [k*B, k*B + s) with s = min(B, M - k*B); rank r takes the slice
+ * [k*B + r*s/p, k*B + (r+1)*s/p). Training has floor(M/B) steps (the last
+ * partial batch is dropped, so s = B always); evaluation has ceil(M/B) and
+ * covers every sample exactly once (a rank's share of the last batch may be
+ * empty).
+ *
+ * One background thread owns the HDF5 handle: it reads this rank's samples,
+ * crops, mirrors, lights and normalizes them into a ring of prefetch + 1
+ * batch buffers allocated at open (one is held by the caller), so memory is
+ * bounded and, once warm, data_loader_next does not wait. Every random choice
+ * is a function of (seed, epoch, file index of the sample) only, so a
+ * sample's augmentation does not depend on the rank count, the prefetch depth
+ * or thread timing.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data.h"
+#include "internal.h"
+
+/* AlexNet's PCA lighting (Krizhevsky et al. 2012; the values of fb.resnet.torch
+ * and torchvision's references): eigenvalues and eigenvectors (columns) of
+ * ImageNet's RGB covariance, pixels in [0, 1]. */
+static const float pca_eigval[3] = {0.2175f, 0.0188f, 0.0045f};
+static const float pca_eigvec[3][3] = {
+    {-0.5675f, 0.7192f, 0.4009f}, {-0.5808f, -0.0045f, -0.8140f}, {-0.5836f, -0.6948f, 0.4203f}};
+
+enum { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_HELD };
+
+typedef struct {
+  float *images;    /* (per_rank * views, C, crop, crop) */
+  int32_t *labels;  /* (per_rank) */
+  int64_t *indices; /* (per_rank) */
+  int count;
+  int64_t step;
+  int state, status;
+  char err[1024];
+} slot_t;
+
+struct data_loader {
+  data_loader_opts o; /* copy; o.indices points to subset */
+  int64_t *subset;    /* (m) file indices, or NULL for all */
+  int64_t m;          /* samples */
+  data_dataset ds;    /* read by the reader thread only, metadata by anyone */
+  int cin, cout, crop, views, per_rank, lighting_on;
+  float mean[3], std[3];
+  int64_t steps;
+  int64_t *perm; /* (m) the current epoch's permutation */
+  uint8_t *pix;  /* (h, w, cin) staging for one sample */
+  int nslots;
+  slot_t *slots; /* (nslots) */
+
+  pthread_t thread;
+  int thread_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  /* under mu: */
+  int have_epoch, failed, stop, held;
+  int64_t epoch, next_produce, next_consume;
+  /* bumped by start_epoch and close: the batch being filled is abandoned */
+  atomic_int abort_seq;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Augmentation                                                              */
+
+/* Writes one view: the crop x crop window at (x0, y0) of pix (h, w, cin),
+ * mirrored if flip, plus add[c] (lighting, [0,1] scale), normalized, to dst
+ * (cout, crop, crop). */
+static void write_view(const data_loader *ld, const uint8_t *pix, int x0, int y0, int flip,
+                       const float add[3], float *dst) {
+  int W = ld->ds.w, C = ld->cin, K = ld->crop;
+  for (int c = 0; c < ld->cout; c++) {
+    int ci = C == 1 ? 0 : c;
+    float scale = 1.0f / (255.0f * ld->std[c]);
+    float bias = (add[c] - ld->mean[c]) / ld->std[c];
+    float *d = dst + (size_t)c * K * K;
+    for (int y = 0; y < K; y++) {
+      const uint8_t *s = pix + ((size_t)(y0 + y) * W + x0) * C + ci;
+      float *o = d + (size_t)y * K;
+      if (flip)
+        for (int x = 0; x < K; x++) o[x] = (float)s[(size_t)(K - 1 - x) * C] * scale + bias;
+      else
+        for (int x = 0; x < K; x++) o[x] = (float)s[(size_t)x * C] * scale + bias;
+    }
+  }
+}
+
+/* torchvision's CenterCrop offset: int(round((dim - crop) / 2)), half to even. */
+static int center_offset(int dim, int crop) {
+  return (int)nearbyint((dim - crop) / 2.0);
+}
+
+/* All views of one sample (file index idx) into dst. */
+static void augment(const data_loader *ld, const uint8_t *pix, int64_t idx, int64_t epoch,
+                    float *dst) {
+  int H = ld->ds.h, W = ld->ds.w, K = ld->crop;
+  size_t plane = (size_t)ld->cout * K * K;
+  float zero[3] = {0, 0, 0};
+  if (ld->o.train) {
+    /* Always the same draws in the same order, whatever is switched off. */
+    data_rng r = data_rng_key(ld->o.seed, DATA_STREAM_AUG, (uint64_t)epoch, (uint64_t)idx);
+    int x0 = (int)data_rng_below(&r, (uint64_t)(W - K + 1));
+    int y0 = (int)data_rng_below(&r, (uint64_t)(H - K + 1));
+    int flip = (int)(data_rng_next(&r) >> 63);
+    double alpha[3];
+    for (int j = 0; j < 3; j++) alpha[j] = data_rng_normal(&r) * ld->o.lighting;
+    float add[3] = {0, 0, 0};
+    if (ld->lighting_on)
+      for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) add[i] += (float)(pca_eigvec[i][j] * alpha[j] * pca_eigval[j]);
+    write_view(ld, pix, x0, y0, ld->o.mirror ? flip : 0, add, dst);
+  } else if (ld->views == 1) {
+    write_view(ld, pix, center_offset(W, K), center_offset(H, K), 0, zero, dst);
+  } else {
+    /* TenCrop: five_crop(img) + five_crop(hflip(img)): top-left, top-right,
+     * bottom-left, bottom-right, center. A window at x of the mirrored image
+     * is the mirror of the window at W - K - x of the original. */
+    int xs[5] = {0, W - K, 0, W - K, center_offset(W, K)};
+    int ys[5] = {0, 0, H - K, H - K, center_offset(H, K)};
+    for (int v = 0; v < 5; v++) {
+      write_view(ld, pix, xs[v], ys[v], 0, zero, dst + (size_t)v * plane);
+      write_view(ld, pix, W - K - xs[v], ys[v], 1, zero, dst + (size_t)(5 + v) * plane);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The reader thread                                                         */
+
+#define ABANDONED 1
+
+/* This rank's slice of step `step`. */
+static void step_slice(const data_loader *ld, int64_t step, int64_t *lo, int64_t *hi) {
+  int64_t B = ld->o.global_batch, g0 = step * B;
+  int64_t s = ld->m - g0 < B ? ld->m - g0 : B;
+  int p = ld->o.ranks, r = ld->o.rank;
+  *lo = g0 + (int64_t)r * s / p;
+  *hi = g0 + (int64_t)(r + 1) * s / p;
+}
+
+/* Fills slot with step `step` of `epoch`. Returns 0, -1 (read error, message
+ * in slot->err) or ABANDONED when start_epoch or close intervened. */
+static int produce(data_loader *ld, slot_t *slot, int64_t step, int64_t epoch, int seq) {
+  int64_t lo, hi;
+  step_slice(ld, step, &lo, &hi);
+  size_t stride = (size_t)ld->views * ld->cout * ld->crop * ld->crop;
+  slot->count = 0;
+  for (int64_t j = lo; j < hi; j++) {
+    if (atomic_load(&ld->abort_seq) != seq) return ABANDONED;
+    int64_t pos = ld->perm[j];
+    int64_t idx = ld->subset ? ld->subset[pos] : pos;
+    if (data_dataset_read(&ld->ds, idx, ld->pix, slot->err, sizeof slot->err) != 0) return -1;
+    int i = slot->count++;
+    augment(ld, ld->pix, idx, epoch, slot->images + (size_t)i * stride);
+    slot->labels[i] = ld->ds.labels[idx];
+    slot->indices[i] = idx;
+  }
+  return 0;
+}
+
+static void *reader_main(void *arg) {
+  data_loader *ld = arg;
+  data_hdf5_quiet(); /* HDF5's error stacks are per thread */
+  pthread_mutex_lock(&ld->mu);
+  while (!ld->stop) {
+    int s = -1;
+    if (ld->have_epoch && !ld->failed && ld->next_produce < ld->steps)
+      for (int i = 0; i < ld->nslots && s < 0; i++)
+        if (ld->slots[i].state == SLOT_FREE) s = i;
+    if (s < 0) {
+      pthread_cond_wait(&ld->cv, &ld->mu);
+      continue;
+    }
+    slot_t *slot = &ld->slots[s];
+    int64_t step = ld->next_produce++, epoch = ld->epoch;
+    int seq = atomic_load(&ld->abort_seq);
+    slot->state = SLOT_FILLING;
+    slot->step = step;
+    pthread_mutex_unlock(&ld->mu);
+    int rc = produce(ld, slot, step, epoch, seq);
+    pthread_mutex_lock(&ld->mu);
+    if (rc == ABANDONED || atomic_load(&ld->abort_seq) != seq) {
+      slot->state = SLOT_FREE;
+    } else {
+      slot->status = rc;
+      slot->state = SLOT_READY;
+      if (rc != 0) ld->failed = 1; /* nothing after a read error: next() reports it */
+    }
+    pthread_cond_broadcast(&ld->cv);
+  }
+  pthread_mutex_unlock(&ld->mu);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API                                                                */
+
+static void loader_free(data_loader *ld) {
+  if (ld->slots)
+    for (int i = 0; i < ld->nslots; i++) {
+      free(ld->slots[i].images);
+      free(ld->slots[i].labels);
+      free(ld->slots[i].indices);
+    }
+  free(ld->slots);
+  free(ld->pix);
+  free(ld->perm);
+  free(ld->subset);
+  data_dataset_close(&ld->ds);
+  free(ld);
+}
+
+/* Checks the options against the file and derives the shapes. */
+static int loader_configure(data_loader *ld, char *err, size_t errlen) {
+  const data_loader_opts *o = &ld->o;
+  const data_dataset *ds = &ld->ds;
+  const char *p = ds->path;
+  if (o->ranks < 1 || o->rank < 0 || o->rank >= o->ranks)
+    return data_errf(err, errlen, "%s: rank %d is not in [0, %d)", p, o->rank, o->ranks);
+  if (o->global_batch < 1)
+    return data_errf(err, errlen, "%s: global batch %d must be >= 1", p, o->global_batch);
+  if (o->global_batch % o->ranks != 0)
+    return data_errf(err, errlen, "%s: global batch %d is not divisible by %d ranks", p,
+                     o->global_batch, o->ranks);
+  if (o->crop < 1) return data_errf(err, errlen, "%s: crop %d must be >= 1", p, o->crop);
+  if (o->crop > ds->h || o->crop > ds->w)
+    return data_errf(err, errlen, "%s: /images are %dx%d, smaller than the crop %dx%d", p, ds->h,
+                     ds->w, o->crop, o->crop);
+  ld->cin = ds->c;
+  ld->cout = o->out_channels == 0 ? ds->c : o->out_channels;
+  if (!(ld->cout == ds->c || (ld->cout == 3 && ds->c == 1)))
+    return data_errf(err, errlen,
+                     "%s: out_channels %d with %d-channel images (1 -> 3 replicates gray; 3 -> 1 "
+                     "is not supported)",
+                     p, o->out_channels, ds->c);
+  if (!(o->lighting >= 0 && isfinite(o->lighting)))
+    return data_errf(err, errlen, "%s: lighting %g must be >= 0", p, (double)o->lighting);
+  if (o->prefetch < 0 || o->prefetch > 64)
+    return data_errf(err, errlen, "%s: prefetch %d is not in 0..64", p, o->prefetch);
+  for (int c = 0; c < ld->cout; c++) {
+    if (o->std[0] == 0) { /* the file's statistics; gray replicated to 3 uses channel 0 */
+      ld->mean[c] = ds->mean[ds->c == 1 ? 0 : c];
+      ld->std[c] = ds->std[ds->c == 1 ? 0 : c];
+    } else {
+      ld->mean[c] = o->mean[c];
+      ld->std[c] = o->std[c];
+      if (!(o->std[c] > 0) || !isfinite(o->std[c]) || !isfinite(o->mean[c]))
+        return data_errf(err, errlen,
+                         "%s: normalization std[%d] = %g, mean[%d] = %g: std must be > 0", p, c,
+                         (double)o->std[c], c, (double)o->mean[c]);
+    }
+  }
+  ld->crop = o->crop;
+  ld->views = (!o->train && o->ten_crop) ? 10 : 1;
+  ld->lighting_on = o->train && o->lighting > 0 && ld->cout == 3;
+  ld->per_rank = o->global_batch / o->ranks;
+  ld->steps = o->train ? ld->m / o->global_batch : (ld->m + o->global_batch - 1) / o->global_batch;
+  return 0;
+}
+
+int data_loader_open(const data_loader_opts *o, data_loader **out, char *err, size_t errlen) {
+  *out = NULL;
+  if (!o || !o->path) return data_errf(err, errlen, "data loader: no dataset path");
+  data_loader *ld = calloc(1, sizeof *ld);
+  if (!ld) return data_errf(err, errlen, "%s: out of memory", o->path);
+  ld->o = *o;
+  ld->held = -1;
+  ld->ds.file_id = ld->ds.images_id = -1;
+  if (data_dataset_open(o->path, &ld->ds, err, errlen) != 0) {
+    loader_free(ld);
+    return -1;
+  }
+  ld->m = ld->ds.n;
+  if (o->indices) {
+    if (o->num_indices <= 0) {
+      loader_free(ld);
+      return data_errf(err, errlen, "%s: empty subset of indices (zero samples)", o->path);
+    }
+    ld->subset = malloc((size_t)o->num_indices * sizeof(int64_t));
+    if (!ld->subset) {
+      loader_free(ld);
+      return data_errf(err, errlen, "%s: out of memory", o->path);
+    }
+    for (int64_t i = 0; i < o->num_indices; i++) {
+      if (o->indices[i] < 0 || o->indices[i] >= ld->ds.n) {
+        data_errf(err, errlen, "%s: indices[%lld] = %lld is out of range [0, %lld)", o->path,
+                  (long long)i, (long long)o->indices[i], (long long)ld->ds.n);
+        loader_free(ld);
+        return -1;
+      }
+      ld->subset[i] = o->indices[i];
+    }
+    ld->m = o->num_indices;
+  }
+  ld->o.indices = ld->subset;
+  ld->o.num_indices = ld->subset ? ld->m : 0;
+  if (loader_configure(ld, err, errlen) != 0) {
+    loader_free(ld);
+    return -1;
+  }
+  ld->nslots = (o->prefetch > 0 ? o->prefetch : 2) + 1;
+  ld->slots = calloc((size_t)ld->nslots, sizeof(slot_t));
+  ld->perm = malloc((size_t)ld->m * sizeof(int64_t));
+  ld->pix = malloc((size_t)ld->ds.h * ld->ds.w * ld->ds.c);
+  int ok = ld->slots && ld->perm && ld->pix;
+  size_t nimg = (size_t)ld->per_rank * ld->views * ld->cout * ld->crop * ld->crop;
+  for (int i = 0; ok && i < ld->nslots; i++) {
+    slot_t *s = &ld->slots[i];
+    s->images = malloc(nimg * sizeof(float));
+    s->labels = malloc((size_t)ld->per_rank * sizeof(int32_t));
+    s->indices = malloc((size_t)ld->per_rank * sizeof(int64_t));
+    ok = s->images && s->labels && s->indices;
+  }
+  if (!ok) {
+    loader_free(ld);
+    return data_errf(err, errlen, "%s: out of memory for %d batch buffers of %zu MiB", o->path,
+                     o->prefetch > 0 ? o->prefetch + 1 : 3, (nimg * sizeof(float)) >> 20);
+  }
+  pthread_mutex_init(&ld->mu, NULL);
+  pthread_cond_init(&ld->cv, NULL);
+  atomic_init(&ld->abort_seq, 0);
+  if (pthread_create(&ld->thread, NULL, reader_main, ld) != 0) {
+    pthread_cond_destroy(&ld->cv);
+    pthread_mutex_destroy(&ld->mu);
+    loader_free(ld);
+    return data_errf(err, errlen, "%s: cannot start the reader thread", o->path);
+  }
+  ld->thread_started = 1;
+  *out = ld;
+  return 0;
+}
+
+void data_loader_close(data_loader *ld) {
+  if (!ld) return;
+  if (ld->thread_started) {
+    pthread_mutex_lock(&ld->mu);
+    ld->stop = 1;
+    atomic_fetch_add(&ld->abort_seq, 1);
+    pthread_cond_broadcast(&ld->cv);
+    pthread_mutex_unlock(&ld->mu);
+    pthread_join(ld->thread, NULL);
+    pthread_cond_destroy(&ld->cv);
+    pthread_mutex_destroy(&ld->mu);
+  }
+  loader_free(ld);
+}
+
+int64_t data_loader_steps(const data_loader *ld) {
+  return ld->steps;
+}
+
+int64_t data_loader_size(const data_loader *ld) {
+  return ld->m;
+}
+
+const data_dataset *data_loader_dataset(const data_loader *ld) {
+  return &ld->ds;
+}
+
+int data_loader_start_epoch(data_loader *ld, int64_t epoch, int64_t first_step, char *err,
+                            size_t errlen) {
+  if (epoch < 0) return data_errf(err, errlen, "%s: epoch %lld < 0", ld->ds.path, (long long)epoch);
+  if (first_step < 0 || first_step > ld->steps)
+    return data_errf(err, errlen, "%s: first step %lld is not in [0, %lld]", ld->ds.path,
+                     (long long)first_step, (long long)ld->steps);
+  pthread_mutex_lock(&ld->mu);
+  atomic_fetch_add(&ld->abort_seq, 1);
+  ld->have_epoch = 0;
+  for (;;) { /* the thread drops the batch it is filling at its next sample */
+    int filling = 0;
+    for (int i = 0; i < ld->nslots; i++) filling |= ld->slots[i].state == SLOT_FILLING;
+    if (!filling) break;
+    pthread_cond_wait(&ld->cv, &ld->mu);
+  }
+  for (int i = 0; i < ld->nslots; i++) ld->slots[i].state = SLOT_FREE;
+  ld->held = -1;
+  pthread_mutex_unlock(&ld->mu);
+  data_epoch_permutation(ld->m, ld->o.seed, epoch, ld->o.train && ld->o.shuffle, ld->perm);
+  pthread_mutex_lock(&ld->mu);
+  ld->epoch = epoch;
+  ld->next_produce = ld->next_consume = first_step;
+  ld->failed = 0;
+  ld->have_epoch = 1;
+  pthread_cond_broadcast(&ld->cv);
+  pthread_mutex_unlock(&ld->mu);
+  return 0;
+}
+
+int data_loader_next(data_loader *ld, data_batch *b, char *err, size_t errlen) {
+  memset(b, 0, sizeof *b);
+  pthread_mutex_lock(&ld->mu);
+  if (ld->held >= 0) {
+    ld->slots[ld->held].state = SLOT_FREE;
+    ld->held = -1;
+    pthread_cond_broadcast(&ld->cv);
+  }
+  if (!ld->have_epoch) {
+    pthread_mutex_unlock(&ld->mu);
+    return data_errf(err, errlen, "%s: data_loader_next before data_loader_start_epoch",
+                     ld->ds.path);
+  }
+  if (ld->next_consume >= ld->steps) {
+    pthread_mutex_unlock(&ld->mu);
+    return 0;
+  }
+  double t0 = data_now();
+  int s = -1;
+  for (;;) {
+    for (int i = 0; i < ld->nslots && s < 0; i++)
+      if (ld->slots[i].state == SLOT_READY && ld->slots[i].step == ld->next_consume) s = i;
+    if (s >= 0) break;
+    pthread_cond_wait(&ld->cv, &ld->mu);
+  }
+  slot_t *slot = &ld->slots[s];
+  if (slot->status != 0) { /* stays READY: every later call reports the same error */
+    data_errf(err, errlen, "%s", slot->err);
+    pthread_mutex_unlock(&ld->mu);
+    return -1;
+  }
+  slot->state = SLOT_HELD;
+  ld->held = s;
+  ld->next_consume++;
+  pthread_cond_broadcast(&ld->cv);
+  pthread_mutex_unlock(&ld->mu);
+  b->images = slot->images;
+  b->labels = slot->labels;
+  b->indices = slot->indices;
+  b->count = slot->count;
+  b->views = ld->views;
+  b->step = slot->step;
+  b->wait_ms = 1e3 * (data_now() - t0);
+  return 1;
+}

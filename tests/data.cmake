@@ -1,0 +1,11 @@
+# data's tests beyond the generic registration in tests/CMakeLists.txt:
+# - test_data_format builds its malformed files with the HDF5 API itself, so
+#   it needs HDF5's headers (data keeps them private);
+# - test_data_convert runs the alexnet-convert executable, so building the
+#   test builds it too.
+if(TARGET test_data_format)
+  target_include_directories(test_data_format PRIVATE ${HDF5_C_INCLUDE_DIRS})
+endif()
+if(TARGET test_data_convert AND TARGET alexnet-convert)
+  add_dependencies(test_data_convert alexnet-convert)
+endif()
