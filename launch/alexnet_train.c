@@ -101,6 +101,7 @@ typedef struct {
   int64_t first_step;
 } metrics;
 
+/* epoch: the 0-based epoch the evaluated weights finished (or are inside). */
 static void log_val(metrics *m, int64_t step, int64_t epoch, const eval_result *r) {
   if (dist_rank() != 0) return;
   if (m->tty) fprintf(stderr, "\n");
@@ -365,9 +366,11 @@ int main(int argc, char **argv) {
       double t1 = now();
       double lr = cfg_lr_at(c, (double)t.step / (double)steps_per_epoch);
       sgd.lr = (float)lr;
-      /* Dropout masks: a function of (seed, step, rank), reproducible on resume. */
+      /* Dropout masks: a function of (seed, step, sample's place in the global
+       * batch), so resumes and other rank counts draw the same masks. */
       t.net.training = 1;
-      t.net.dropout_seed = nn_hash64(c->run.seed, (uint64_t)t.step * 65536u + (uint64_t)dist_rank());
+      t.net.dropout_seed = nn_hash64(c->run.seed ^ 0xD20F0u, (uint64_t)t.step);
+      t.net.sample_offset = (int64_t)dist_rank() * local_batch;
       nn_forward(&t.net, b.images, b.count);
       int c1 = 0, c5 = 0;
       float loss = nn_loss(&t.net, b.labels, b.count, &c1, &c5);
@@ -455,7 +458,7 @@ int main(int argc, char **argv) {
       eval_result r;
       if (eval_run(&t.net, t.data.val, t.epoch, &r, NULL, err, sizeof err) != 0)
         finish(1, "%s", err);
-      log_val(&m, t.step, t.epoch, &r);
+      log_val(&m, t.step, t.epoch - 1, &r);
     }
   }
   if (m.tty) fprintf(stderr, "\n");
@@ -471,7 +474,7 @@ int main(int argc, char **argv) {
       eval_result r;
       if (eval_run(&t.net, t.data.val, t.epoch, &r, NULL, err, sizeof err) != 0)
         finish(1, "%s", err);
-      log_val(&m, t.step, t.epoch, &r);
+      log_val(&m, t.step, t.step_in_epoch == 0 ? t.epoch - 1 : t.epoch, &r);
     }
     if (dist_rank() == 0)
       printf("done: %lld steps; final checkpoint %s\n", (long long)t.step, t.last_ckpt);

@@ -64,6 +64,13 @@ void nn_tanh_backward(size_t count, const float *y, const float *dy, float *dx);
  * index) so it is reproducible and needs no stored mask. y may equal x. */
 void nn_dropout_forward(size_t count, float p, uint64_t seed, const float *x, float *y);
 void nn_dropout_backward(size_t count, float p, uint64_t seed, const float *dy, float *dx);
+/* The same with element indices starting at `first`: a rank holding samples
+ * [s, s+n) of a global batch passes first = s * (per-sample size), so every
+ * sample gets the mask it would get on any other rank count. */
+void nn_dropout_forward_at(size_t count, float p, uint64_t seed, uint64_t first, const float *x,
+                           float *y);
+void nn_dropout_backward_at(size_t count, float p, uint64_t seed, uint64_t first,
+                            const float *dy, float *dx);
 
 /* ---- local response normalization ---------------------------------------- */
 

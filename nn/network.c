@@ -474,7 +474,8 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
       case NN_TANH: nn_tanh_forward(in_count, in, y); break;
       case NN_DROPOUT:
         if (net->training && s->dropout_p > 0) {
-          nn_dropout_forward(in_count, s->dropout_p, dropout_seed(net, i), in, y);
+          nn_dropout_forward_at(in_count, s->dropout_p, dropout_seed(net, i),
+                                (uint64_t)net->sample_offset * nn_shape_size(l->in), in, y);
         } else {
           y = (float *)in; /* identity: no copy */
         }
@@ -540,7 +541,9 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
         break;
       case NN_DROPOUT:
         if (net->training && s->dropout_p > 0) {
-          if (dx) nn_dropout_backward(in_count, s->dropout_p, dropout_seed(net, i), dy, dx);
+          if (dx)
+            nn_dropout_backward_at(in_count, s->dropout_p, dropout_seed(net, i),
+                                   (uint64_t)net->sample_offset * nn_shape_size(l->in), dy, dx);
         } else {
           dx = dy;
         }

@@ -97,6 +97,9 @@ typedef struct nn_net {
   int batch;               /* batch size the buffers are sized for; 0 = none */
   int training;            /* 1: dropout active; 0: evaluation */
   uint64_t dropout_seed;   /* set by the caller each step for reproducible masks */
+  int64_t sample_offset;   /* position of this process's first sample in the global
+                              batch: dropout masks then depend on the sample, not on
+                              how the batch is split over ranks */
   float *arena;            /* activations */
   float *grad_a, *grad_b;  /* ping-pong activation gradients, max layer size each */
   float *workspace;        /* im2col / col2im / transposes */

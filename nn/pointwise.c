@@ -31,18 +31,31 @@ void nn_tanh_backward(size_t count, const float *y, const float *dy, float *dx) 
   for (size_t i = 0; i < count; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
-/* out[i] = in[i] / (1 - p) where element i is kept (nn_uniform(seed, i) >= p),
- * else 0: the same mask for forward and backward, whatever the thread count. */
-static void dropout_apply(size_t count, float p, uint64_t seed, const float *in, float *out) {
+/* out[i] = in[i] / (1 - p) where element i is kept (nn_uniform(seed, first + i)
+ * >= p), else 0: the same mask for forward and backward, whatever the thread
+ * count, and whatever slice of a global batch this process holds. */
+static void dropout_apply(size_t count, float p, uint64_t seed, uint64_t first, const float *in,
+                          float *out) {
   const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
 #pragma omp parallel for schedule(static) if (count >= PAR_MIN / 8)
-  for (size_t i = 0; i < count; i++) out[i] = nn_uniform(seed, i) >= p ? in[i] * scale : 0.0f;
+  for (size_t i = 0; i < count; i++)
+    out[i] = nn_uniform(seed, first + i) >= p ? in[i] * scale : 0.0f;
 }
 
 void nn_dropout_forward(size_t count, float p, uint64_t seed, const float *x, float *y) {
-  dropout_apply(count, p, seed, x, y);
+  dropout_apply(count, p, seed, 0, x, y);
 }
 
 void nn_dropout_backward(size_t count, float p, uint64_t seed, const float *dy, float *dx) {
-  dropout_apply(count, p, seed, dy, dx);
+  dropout_apply(count, p, seed, 0, dy, dx);
+}
+
+void nn_dropout_forward_at(size_t count, float p, uint64_t seed, uint64_t first, const float *x,
+                           float *y) {
+  dropout_apply(count, p, seed, first, x, y);
+}
+
+void nn_dropout_backward_at(size_t count, float p, uint64_t seed, uint64_t first,
+                            const float *dy, float *dx) {
+  dropout_apply(count, p, seed, first, dy, dx);
 }

@@ -272,7 +272,8 @@ static void test_nan_stops(void) {
                  dir, "--set checkpoint.every_steps=1");
   CU_ASSERT(rc != 0);
   CU_ASSERT(time(NULL) - t0 < 60);
-  TU_ASSERT_CONTAINS(out, "rank 1: non-finite loss at step 2");
+  TU_ASSERT_CONTAINS(out, "rank 1: non-finite");
+  TU_ASSERT_CONTAINS(out, "at step 2");
   TU_ASSERT_CONTAINS(out, "before the update reached the weights");
   /* The last checkpoint is step 2's, from before the bad step, and valid. */
   TU_ASSERT_CONTAINS(out, "step-00000002.h5");
