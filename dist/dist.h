@@ -16,10 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Initializes MPI (MPI_Init_thread, MPI_THREAD_MULTIPLE) and this module.
- * Works without mpirun (a singleton, 1 rank). */
+/* Initializes MPI (MPI_Init_thread, MPI_THREAD_MULTIPLE) and this module,
+ * starts the watchdog thread. Works without mpirun (a singleton, 1 rank).
+ * Aborts with a message if MPI does not provide MPI_THREAD_MULTIPLE. */
 void dist_init(int *argc, char ***argv);
-/* Finalizes MPI; stops the watchdog and any communication thread. */
+/* Stops the watchdog and finalizes MPI (if dist_init initialized it).
+ * Free every reducer first. */
 void dist_finalize(void);
 
 int dist_rank(void);
@@ -27,10 +29,12 @@ int dist_size(void);
 /* Ranks on this node (MPI_COMM_TYPE_SHARED) and this rank's index among them. */
 int dist_local_size(void);
 int dist_local_rank(void);
-/* Threads this rank should use: cores of the node / ranks on the node, >= 1. */
+/* Threads this rank should use: online cores of the node / ranks on the
+ * node, >= 1. */
 int dist_default_threads(void);
 
-/* Collectives on the world communicator, under the watchdog. */
+/* Collectives on (a duplicate of) the world communicator, under the
+ * watchdog; the main thread's. A bad root aborts with MPI's message. */
 void dist_bcast_floats(float *buf, size_t n, int root);
 void dist_bcast_bytes(void *buf, size_t n, int root);
 void dist_allreduce_sum_doubles(double *buf, int n);
@@ -46,8 +50,10 @@ int dist_agree(int local_error, char *msg, size_t msglen);
 void dist_abort(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
 /* Watchdog: a collective started under dist that does not complete within
- * seconds aborts the job naming the collective and the ranks that did not
- * answer (0 = no limit). */
+ * seconds aborts the job (MPI_Abort) naming the collective, this rank, and
+ * the ranks that did not answer a probe sent by the watchdog (those gone,
+ * stuck outside the collective, or unreachable). 0 = no limit (the default).
+ * Applies to collectives started after the call. */
 void dist_set_timeout(double seconds);
 
 /* ------------------------------------------------------------------------ */
@@ -56,24 +62,34 @@ void dist_set_timeout(double seconds);
 typedef enum { DIST_COMPRESS_NONE, DIST_COMPRESS_BF16, DIST_COMPRESS_FP16 } dist_compress;
 
 typedef struct {
-  double bucket_mb;        /* bucket size; 0 = 25 */
+  double bucket_mb;        /* bucket size in MiB (2^20 bytes), (0, 4096]; 0 = 25 */
   int overlap;             /* 1: a communication thread reduces buckets during backward */
   dist_compress compress;  /* 16-bit wire format for slow networks */
 } dist_reducer_opts;
 
 typedef struct dist_reducer dist_reducer;
 
-/* Prepares to average grads[0, n) in place. Buckets are aligned to the
- * boundaries reported by dist_reducer_ready where possible. Allocates once. */
+/* Prepares to average grads[0, n) in place; collective (every rank, same n
+ * and opts). Buckets are cut from the end of the buffer and their boundaries
+ * depend only on (n, bucket_mb), so results are bitwise reproducible for a
+ * fixed rank count, overlap on or off. Allocates everything here (and starts
+ * the communication thread); nothing per step. Aborts the job with a message
+ * on bad options or no memory. o == NULL means all defaults. */
 dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opts *o);
+/* Stops the communication thread and frees; collective. NULL is ignored. */
 void dist_reducer_free(dist_reducer *r);
-/* Marks the start of a backward pass. */
+/* Marks the start of a backward pass (before any dist_reducer_ready). */
 void dist_reducer_begin(dist_reducer *r);
 /* grads[offset, offset+count) are final (called by nn_backward's callback,
- * offsets falling). Full buckets are handed to the communication thread. */
+ * offsets falling). The reports of one pass must not overlap; buckets are
+ * handed to the communication thread in order (0 = the end of the buffer) as
+ * soon as each is complete. Aborts with a message on a range outside the
+ * buffer, one reported twice, or a call outside begin/finish. */
 void dist_reducer_ready(dist_reducer *r, size_t offset, size_t count);
-/* Reduces what is left, waits for every bucket and divides by the rank
- * count. Returns the exposed wait in ms (time this call blocked). */
+/* Reduces what is left (everything when nothing was reported or overlap is
+ * off), waits for every bucket and divides by the rank count (one rank:
+ * leaves the buffer as is). Returns the exposed wait in ms (time this call
+ * blocked). */
 double dist_reducer_finish(dist_reducer *r);
 /* The same average without buckets or threads, for tests and the baseline:
  * one MPI_Allreduce over the whole buffer. Returns its time in ms. */

@@ -1,0 +1,396 @@
+/*
+ * reducer.c: bucketed, overlapped averaging of the flat gradient buffer.
+ *
+ * The buffer of n floats is cut into buckets of bucket_mb MiB from its END:
+ * bucket 0 is the last floats, bucket 1 the ones before, ..., and the last
+ * bucket, at offset 0, holds the remainder. Backward finishes the last layers
+ * first, so buckets fill in that order. The boundaries are a pure function of
+ * (n, bucket_mb): every rank and every run reduce the same pieces in the same
+ * order, which makes the result bitwise reproducible for a fixed rank count
+ * and identical with overlap on or off.
+ *
+ * dist_reducer_ready counts the floats reported for each bucket; buckets are
+ * released strictly in order 0, 1, 2, ... as soon as each is complete (so all
+ * ranks issue the same sequence of collectives whatever the order of the
+ * reports). With overlap on, a persistent communication thread, sleeping on a
+ * condition variable, reduces the released buckets one by one with a
+ * blocking MPI_Allreduce while backward goes on: Open MPI's non-blocking
+ * collectives only progress inside MPI calls, so an MPI_Iallreduce started by
+ * the main thread would mostly wait for dist_reducer_finish. With overlap off
+ * the same buckets are reduced in the same order inside finish.
+ *
+ * Compression: bf16 and fp16 convert a bucket into a 16-bit buffer (allocated
+ * once, one bucket long), allreduce it with a user-defined MPI_Op that adds
+ * element by element in float and rounds back, and convert back. The 1/size
+ * scale is folded into the conversion to 16 bits (so the wire carries the
+ * average, which also keeps fp16 sums in range). fp16 also multiplies each
+ * bucket by a power of two agreed by all ranks (allreduce MAX of |g|), that
+ * puts the largest magnitude near 2^15: small gradients keep fp16's relative
+ * precision instead of flushing to zero; being a power of two it is exact.
+ */
+#if defined(__F16C__) && defined(__AVX__)
+#include <immintrin.h>
+#endif
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist.h"
+#include "internal.h"
+
+#define DEFAULT_BUCKET_MB 25.0
+/* Largest bucket: its count must fit an MPI int with room to spare. */
+#define MAX_BUCKET_MB 4096.0
+/* Bucket sizes are a multiple of this many floats (64 bytes). */
+#define BUCKET_ALIGN 16
+/* fp16 scales each bucket so that its largest |value| is at most 2^15. */
+#define FP16_TARGET_EXP 15
+
+struct dist_reducer {
+  float *grads;            /* (n) averaged in place, not owned */
+  size_t n;
+  size_t bucket;           /* floats per bucket; the one at offset 0 may be shorter */
+  int nb;                  /* number of buckets */
+  size_t *ready;           /* (nb) floats of each bucket reported this pass */
+  int released;            /* buckets 0..released-1 are complete (main thread) */
+  int in_pass;             /* between begin and finish */
+  int overlap;
+  dist_compress compress;
+  uint16_t *half;          /* (bucket) 16-bit wire copy, bf16 or fp16 bits */
+  MPI_Comm comm;           /* the reducer's own duplicate of MPI_COMM_WORLD */
+  MPI_Op op16;             /* sums bf16 or fp16 in float, MPI_OP_NULL for none */
+  int size;
+  float inv_size;          /* 1 / ranks, the same float the plain average uses */
+
+  /* The communication thread (overlap on and more than one rank). */
+  int has_thread;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t work;     /* main -> thread: issued grew, or stop */
+  pthread_cond_t done;     /* thread -> main: reduced grew */
+  int issued;              /* buckets handed to the thread this pass (under mu) */
+  int reduced;             /* buckets the thread finished this pass (under mu) */
+  int stop;
+};
+
+/* ------------------------------------------------------------------------ */
+/* 16-bit formats                                                           */
+
+static inline uint16_t bf16_from_float(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
+  return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_to_float(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+static void sum_bf16(void *in, void *inout, int *len, MPI_Datatype *type) {
+  (void)type;
+  const uint16_t *a = in;
+  uint16_t *b = inout;
+  for (int i = 0; i < *len; i++) b[i] = bf16_from_float(bf16_to_float(a[i]) + bf16_to_float(b[i]));
+}
+
+/* fp16 scalar conversions, round to nearest even (F. Giesen's method; the
+ * subnormal case lets the FPU round). They give the same bits as F16C's
+ * vcvtps2ph/vcvtph2ps, which the array loops below use where the compiler
+ * targets it; only NaN payloads may differ. */
+static inline uint16_t fp16_from_float(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof x);
+  uint32_t sign = x & 0x80000000u;
+  x ^= sign;
+  uint16_t h;
+  if (x >= 0x47800000u) { /* >= 2^16: Inf, or NaN kept quiet */
+    h = x > 0x7f800000u ? 0x7e00 : 0x7c00;
+  } else if (x < 0x38800000u) { /* below 2^-14: subnormal or zero */
+    float v;
+    memcpy(&v, &x, sizeof v);
+    v += 0.5f; /* aligns the 10 mantissa bits at the bottom, rounding */
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    h = (uint16_t)(u - 0x3f000000u);
+  } else {
+    uint32_t odd = (x >> 13) & 1u;
+    x += ((uint32_t)(15 - 127) << 23) + 0xfffu + odd;
+    h = (uint16_t)(x >> 13);
+  }
+  return (uint16_t)(h | (sign >> 16));
+}
+
+static inline float fp16_to_float(uint16_t h) {
+  uint32_t em = h & 0x7fffu, u;
+  if (em > 0x7c00u) { /* NaN, made quiet as F16C does */
+    u = 0x7fc00000u | ((em & 0x3ffu) << 13);
+  } else if (em == 0x7c00u) {
+    u = 0x7f800000u;
+  } else if (em >= 0x0400u) { /* normal */
+    u = (em << 13) + ((uint32_t)(127 - 15) << 23);
+  } else { /* subnormal or zero: em * 2^-24, exact */
+    float f = (float)em * 0x1p-24f;
+    memcpy(&u, &f, sizeof u);
+  }
+  u |= (uint32_t)(h & 0x8000u) << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+static void fp16_from_floats(const float *g, uint16_t *h, int n, float mult) {
+  int i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+  const __m256 m = _mm256_set1_ps(mult);
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_mul_ps(_mm256_loadu_ps(g + i), m);
+    _mm_storeu_si128((__m128i *)(h + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+  }
+#endif
+  for (; i < n; i++) h[i] = fp16_from_float(g[i] * mult);
+}
+
+static void fp16_to_floats(const uint16_t *h, float *g, int n, float mult) {
+  int i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+  const __m256 m = _mm256_set1_ps(mult);
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i)));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(x, m));
+  }
+#endif
+  for (; i < n; i++) g[i] = fp16_to_float(h[i]) * mult;
+}
+
+static void sum_fp16(void *in, void *inout, int *len, MPI_Datatype *type) {
+  (void)type;
+  const uint16_t *a = in;
+  uint16_t *b = inout;
+  int i = 0, n = *len;
+#if defined(__F16C__) && defined(__AVX__)
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i)));
+    __m256 y = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)));
+    _mm_storeu_si128((__m128i *)(b + i),
+                     _mm256_cvtps_ph(_mm256_add_ps(x, y), _MM_FROUND_TO_NEAREST_INT));
+  }
+#endif
+  for (; i < n; i++) b[i] = fp16_from_float(fp16_to_float(a[i]) + fp16_to_float(b[i]));
+}
+
+/* The largest |g[i]| (NaNs skipped), compared as bit patterns: for
+ * non-negative floats integer order is float order, and the loop vectorizes. */
+static float max_abs(const float *g, int n) {
+  uint32_t m = 0;
+  for (int i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &g[i], sizeof u);
+    u &= 0x7fffffffu;
+    u = u > 0x7f800000u ? 0 : u;
+    m = u > m ? u : m;
+  }
+  float f;
+  memcpy(&f, &m, sizeof f);
+  return f;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Buckets                                                                  */
+
+static size_t bucket_hi(const dist_reducer *r, int b) { return r->n - (size_t)b * r->bucket; }
+static size_t bucket_lo(const dist_reducer *r, int b) {
+  size_t hi = bucket_hi(r, b);
+  return hi > r->bucket ? hi - r->bucket : 0;
+}
+
+/* Averages bucket b over the ranks, in place. Called by exactly one thread. */
+static void reduce_bucket(dist_reducer *r, int b) {
+  size_t lo = bucket_lo(r, b);
+  int count = (int)(bucket_hi(r, b) - lo);
+  float *g = r->grads + lo;
+  int slot = dist_watchdog_arm("allreduce of bucket %d (%.3g MB, floats [%zu, %zu))", b,
+                               (double)count * sizeof(float) / 1e6, lo, lo + (size_t)count);
+  switch (r->compress) {
+    case DIST_COMPRESS_NONE: {
+      DIST_CHECK(MPI_Allreduce(MPI_IN_PLACE, g, count, MPI_FLOAT, MPI_SUM, r->comm));
+      const float s = r->inv_size;
+      for (int i = 0; i < count; i++) g[i] *= s;
+      break;
+    }
+    case DIST_COMPRESS_BF16: {
+      uint16_t *h = r->half;
+      const float s = r->inv_size;
+      for (int i = 0; i < count; i++) h[i] = bf16_from_float(g[i] * s);
+      DIST_CHECK(MPI_Allreduce(MPI_IN_PLACE, h, count, MPI_UINT16_T, r->op16, r->comm));
+      for (int i = 0; i < count; i++) g[i] = bf16_to_float(h[i]);
+      break;
+    }
+    case DIST_COMPRESS_FP16: {
+      float m = max_abs(g, count);
+      DIST_CHECK(MPI_Allreduce(MPI_IN_PLACE, &m, 1, MPI_FLOAT, MPI_MAX, r->comm));
+      int e = 0;
+      if (m > 0 && isfinite(m)) {
+        int k;
+        frexpf(m, &k); /* m < 2^k */
+        e = FP16_TARGET_EXP - k;
+        e = e > 100 ? 100 : e < -100 ? -100 : e;
+      }
+      const float up = ldexpf(1.0f, e) * r->inv_size, down = ldexpf(1.0f, -e);
+      fp16_from_floats(g, r->half, count, up);
+      DIST_CHECK(MPI_Allreduce(MPI_IN_PLACE, r->half, count, MPI_UINT16_T, r->op16, r->comm));
+      fp16_to_floats(r->half, g, count, down);
+      break;
+    }
+  }
+  dist_watchdog_disarm(slot);
+}
+
+static void *comm_thread_main(void *arg) {
+  dist_reducer *r = arg;
+  pthread_mutex_lock(&r->mu);
+  for (;;) {
+    while (!r->stop && r->reduced == r->issued) pthread_cond_wait(&r->work, &r->mu);
+    if (r->stop) break;
+    int b = r->reduced;
+    pthread_mutex_unlock(&r->mu);
+    reduce_bucket(r, b);
+    pthread_mutex_lock(&r->mu);
+    r->reduced++;
+    pthread_cond_signal(&r->done);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+/* Hands buckets [0, upto) to the communication thread. */
+static void issue(dist_reducer *r, int upto) {
+  pthread_mutex_lock(&r->mu);
+  if (upto > r->issued) {
+    r->issued = upto;
+    pthread_cond_signal(&r->work);
+  }
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public                                                                   */
+
+dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opts *o) {
+  double mb = o && o->bucket_mb != 0 ? o->bucket_mb : DEFAULT_BUCKET_MB;
+  if (!(mb > 0 && mb <= MAX_BUCKET_MB))
+    dist_abort(1, "dist: bucket_mb %g is out of range (0, %g]", mb, MAX_BUCKET_MB);
+  dist_compress compress = o ? o->compress : DIST_COMPRESS_NONE;
+  if (compress != DIST_COMPRESS_NONE && compress != DIST_COMPRESS_BF16 &&
+      compress != DIST_COMPRESS_FP16)
+    dist_abort(1, "dist: unknown gradient compression %d", (int)compress);
+  if (!grads && n > 0) dist_abort(1, "dist: reducer over %zu floats with no buffer", n);
+
+  dist_reducer *r = calloc(1, sizeof *r);
+  if (!r) dist_abort(1, "dist: out of memory for a reducer");
+  r->grads = grads;
+  r->n = n;
+  size_t bucket = (size_t)(mb * (1024.0 * 1024.0 / sizeof(float)));
+  bucket = (bucket + BUCKET_ALIGN - 1) / BUCKET_ALIGN * BUCKET_ALIGN;
+  r->bucket = bucket;
+  r->nb = (int)((n + bucket - 1) / bucket);
+  r->overlap = o ? o->overlap != 0 : 1;
+  r->compress = compress;
+  r->size = dist_size();
+  r->inv_size = 1.0f / (float)r->size;
+  r->op16 = MPI_OP_NULL;
+  size_t longest = n < bucket ? n : bucket;
+  r->ready = calloc(r->nb > 0 ? (size_t)r->nb : 1, sizeof *r->ready);
+  if (compress != DIST_COMPRESS_NONE) r->half = malloc((longest ? longest : 1) * sizeof(uint16_t));
+  if (!r->ready || (compress != DIST_COMPRESS_NONE && !r->half))
+    dist_abort(1, "dist: out of memory for a reducer of %zu floats", n);
+
+  DIST_CHECK(MPI_Comm_dup(dist_comm(), &r->comm));
+  if (compress == DIST_COMPRESS_BF16) DIST_CHECK(MPI_Op_create(sum_bf16, 1, &r->op16));
+  if (compress == DIST_COMPRESS_FP16) DIST_CHECK(MPI_Op_create(sum_fp16, 1, &r->op16));
+
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->work, NULL);
+  pthread_cond_init(&r->done, NULL);
+  if (r->overlap && r->size > 1 && r->nb > 0) {
+    if (pthread_create(&r->thread, NULL, comm_thread_main, r) != 0)
+      dist_abort(1, "dist: cannot start the communication thread");
+    r->has_thread = 1;
+  }
+  return r;
+}
+
+void dist_reducer_free(dist_reducer *r) {
+  if (!r) return;
+  if (r->has_thread) {
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_cond_signal(&r->work);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL);
+  }
+  pthread_cond_destroy(&r->done);
+  pthread_cond_destroy(&r->work);
+  pthread_mutex_destroy(&r->mu);
+  if (r->op16 != MPI_OP_NULL) DIST_CHECK(MPI_Op_free(&r->op16));
+  DIST_CHECK(MPI_Comm_free(&r->comm));
+  free(r->half);
+  free(r->ready);
+  free(r);
+}
+
+void dist_reducer_begin(dist_reducer *r) {
+  if (r->in_pass)
+    dist_abort(1, "dist: dist_reducer_begin called twice without dist_reducer_finish");
+  r->in_pass = 1;
+}
+
+void dist_reducer_ready(dist_reducer *r, size_t offset, size_t count) {
+  if (!r->in_pass)
+    dist_abort(1, "dist: dist_reducer_ready called outside dist_reducer_begin/finish");
+  if (offset > r->n || count > r->n - offset)
+    dist_abort(1, "dist: gradients [%zu, %zu) reported ready are outside the buffer of %zu floats",
+               offset, offset + count, r->n);
+  if (count == 0) return;
+  size_t end = offset + count;
+  int first = (int)((r->n - end) / r->bucket), last = (int)((r->n - 1 - offset) / r->bucket);
+  for (int b = first; b <= last; b++) {
+    size_t lo = bucket_lo(r, b), hi = bucket_hi(r, b);
+    size_t from = offset > lo ? offset : lo, to = end < hi ? end : hi;
+    r->ready[b] += to - from;
+    if (r->ready[b] > hi - lo)
+      dist_abort(1,
+                 "dist: gradients [%zu, %zu) reported ready overlap floats already reported "
+                 "in this backward pass (bucket %d, floats [%zu, %zu))",
+                 offset, end, b, lo, hi);
+  }
+  int upto = r->released;
+  while (upto < r->nb && r->ready[upto] == bucket_hi(r, upto) - bucket_lo(r, upto)) upto++;
+  if (upto == r->released) return;
+  r->released = upto;
+  if (r->has_thread) issue(r, upto);
+}
+
+double dist_reducer_finish(dist_reducer *r) {
+  double t0 = dist_now();
+  if (r->has_thread) {
+    issue(r, r->nb);
+    pthread_mutex_lock(&r->mu);
+    while (r->reduced < r->nb) pthread_cond_wait(&r->done, &r->mu);
+    r->issued = r->reduced = 0;
+    pthread_mutex_unlock(&r->mu);
+  } else if (r->size > 1) {
+    for (int b = 0; b < r->nb; b++) reduce_bucket(r, b);
+  }
+  memset(r->ready, 0, (size_t)r->nb * sizeof *r->ready);
+  r->released = 0;
+  r->in_pass = 0;
+  return 1e3 * (dist_now() - t0);
+}

@@ -1,0 +1,263 @@
+/*
+ * alexnet-allreduce-bench: how fast dist averages a gradient buffer the size
+ * of AlexNet's (61,100,840 floats, 244 MB) over the ranks, compared with one
+ * plain MPI_Allreduce of the same buffer in the same run.
+ *
+ *   mpirun -n 2 alexnet-allreduce-bench [--mb 244.4] [--buckets 4,25,100]
+ *       [--compress none,bf16,fp16] [--iters 5] [--backward-ms 0] [--pieces 16] [--json]
+ *
+ * Rows (median over --iters runs after one warm-up, the slowest rank's time):
+ *   MPI_Allreduce        one call over the whole buffer, no scaling
+ *   plain average        the same plus the 1/size scale (dist_allreduce_average_plain)
+ *   reducer              dist's bucketed reducer, overlap on, every bucket
+ *                        reported at once: begin to end of finish
+ *   reducer+backward     with --backward-ms > 0: the buffer is reported in
+ *                        --pieces pieces from the end while the main thread
+ *                        spins for backward-ms in total (a stand-in for
+ *                        backward's compute); "exposed" is what finish waited
+ *                        (overlap on, then off for comparison)
+ * Bus bandwidth is NCCL's: bytes / time * 2 (size - 1) / size, for float
+ * bytes also when the wire carries 16 bits.
+ */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist.h"
+
+#define ALEXNET_PARAMS 61100840u
+
+typedef struct {
+  size_t n;
+  double buckets[16];
+  int nbuckets;
+  dist_compress compress[3];
+  int ncompress;
+  int iters;
+  double backward_ms;
+  int pieces;
+  int json;
+} options;
+
+static const char *compress_name(dist_compress c) {
+  return c == DIST_COMPRESS_BF16 ? "bf16" : c == DIST_COMPRESS_FP16 ? "fp16" : "none";
+}
+
+static void usage_error(const char *fmt, const char *arg) {
+  if (dist_rank() == 0) {
+    fprintf(stderr, "alexnet-allreduce-bench: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr,
+            "\nusage: mpirun -n P alexnet-allreduce-bench [--mb MB] [--buckets MiB,MiB,...] "
+            "[--compress none,bf16,fp16] [--iters N] [--backward-ms MS] [--pieces N] [--json]\n");
+  }
+  dist_finalize();
+  exit(2);
+}
+
+static double parse_number(const char *s, const char *opt) {
+  char *end;
+  double v = strtod(s, &end);
+  if (end == s || *end || !(v >= 0)) usage_error("%s needs a number >= 0", opt);
+  return v;
+}
+
+static options parse(int argc, char **argv) {
+  options o = {.n = ALEXNET_PARAMS, .buckets = {4, 25, 100}, .nbuckets = 3,
+               .compress = {DIST_COMPRESS_NONE}, .ncompress = 1, .iters = 5, .pieces = 16};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--json")) {
+      o.json = 1;
+      continue;
+    }
+    static const char *const valued[] = {"--mb",    "--buckets",     "--compress",
+                                         "--iters", "--backward-ms", "--pieces"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= !strcmp(a, valued[k]);
+    if (!known) usage_error("unknown option %s", a);
+    if (!v) usage_error("%s needs a value", a);
+    i++;
+    if (!strcmp(a, "--mb")) {
+      o.n = (size_t)(parse_number(v, a) * 1e6 / sizeof(float));
+      if (o.n == 0 || o.n > (size_t)1 << 30) usage_error("%s must be in (0, 4294]", a);
+    } else if (!strcmp(a, "--buckets")) {
+      char buf[256];
+      snprintf(buf, sizeof buf, "%s", v);
+      o.nbuckets = 0;
+      for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        if (o.nbuckets == 16) usage_error("%s takes at most 16 sizes", a);
+        o.buckets[o.nbuckets] = parse_number(t, a);
+        if (!(o.buckets[o.nbuckets] > 0 && o.buckets[o.nbuckets] <= 4096))
+          usage_error("bucket sizes must be in (0, 4096] MiB, not %s", t);
+        o.nbuckets++;
+      }
+    } else if (!strcmp(a, "--compress")) {
+      char buf[64];
+      snprintf(buf, sizeof buf, "%s", v);
+      o.ncompress = 0;
+      for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        if (o.ncompress == 3) usage_error("%s takes at most 3 formats", a);
+        if (!strcmp(t, "none")) o.compress[o.ncompress++] = DIST_COMPRESS_NONE;
+        else if (!strcmp(t, "bf16")) o.compress[o.ncompress++] = DIST_COMPRESS_BF16;
+        else if (!strcmp(t, "fp16")) o.compress[o.ncompress++] = DIST_COMPRESS_FP16;
+        else usage_error("unknown compression %s (none, bf16, fp16)", t);
+      }
+    } else if (!strcmp(a, "--iters")) {
+      o.iters = (int)parse_number(v, a);
+      if (o.iters < 1) usage_error("%s must be at least 1", a);
+    } else if (!strcmp(a, "--backward-ms")) {
+      o.backward_ms = parse_number(v, a);
+    } else { /* --pieces */
+      o.pieces = (int)parse_number(v, a);
+      if (o.pieces < 1) usage_error("%s must be at least 1", a);
+    }
+  }
+  if (o.nbuckets == 0 || o.ncompress == 0) usage_error("%s", "nothing to measure");
+  return o;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void check(int rc, const char *call) {
+  if (rc != MPI_SUCCESS) dist_abort(1, "alexnet-allreduce-bench: %s failed (MPI error %d)", call, rc);
+}
+
+/* The slowest rank's value (the step waits for it). */
+static double max_over_ranks(double v) {
+  double m = v;
+  check(MPI_Allreduce(&v, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "MPI_Allreduce(MAX)");
+  return m;
+}
+
+static void spin_ms(double ms) {
+  double end = MPI_Wtime() + ms * 1e-3;
+  while (MPI_Wtime() < end) {
+  }
+}
+
+typedef enum { RUN_RAW, RUN_PLAIN, RUN_REDUCER, RUN_BACKWARD } run_kind;
+
+typedef struct {
+  double total_ms;   /* median of the slowest rank's time */
+  double exposed_ms; /* median of the slowest rank's finish wait (reducer rows) */
+} result;
+
+static result measure(const options *o, float *g, run_kind kind, double bucket_mb,
+                      dist_compress c, int overlap) {
+  dist_reducer *r = NULL;
+  if (kind == RUN_REDUCER || kind == RUN_BACKWARD) {
+    dist_reducer_opts ro = {.bucket_mb = bucket_mb, .overlap = overlap, .compress = c};
+    r = dist_reducer_create(g, o->n, &ro);
+  }
+  double *tot = calloc((size_t)o->iters, sizeof *tot), *exp = calloc((size_t)o->iters, sizeof *exp);
+  if (!tot || !exp) dist_abort(1, "alexnet-allreduce-bench: out of memory");
+  for (int it = -1; it < o->iters; it++) { /* it = -1: warm-up */
+    dist_barrier();
+    double t0 = MPI_Wtime(), exposed = 0;
+    switch (kind) {
+      case RUN_RAW:
+        check(MPI_Allreduce(MPI_IN_PLACE, g, (int)o->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+              "MPI_Allreduce(SUM)");
+        break;
+      case RUN_PLAIN: dist_allreduce_average_plain(g, o->n); break;
+      case RUN_REDUCER:
+        dist_reducer_begin(r);
+        dist_reducer_ready(r, 0, o->n);
+        exposed = dist_reducer_finish(r);
+        break;
+      case RUN_BACKWARD: {
+        dist_reducer_begin(r);
+        size_t end = o->n, piece = (o->n + (size_t)o->pieces - 1) / (size_t)o->pieces;
+        while (end > 0) {
+          size_t take = piece < end ? piece : end;
+          spin_ms(o->backward_ms / o->pieces);
+          dist_reducer_ready(r, end - take, take);
+          end -= take;
+        }
+        exposed = dist_reducer_finish(r);
+        break;
+      }
+    }
+    double ms = 1e3 * (MPI_Wtime() - t0);
+    if (kind == RUN_RAW) { /* keep the values from growing run after run */
+      const float s = 1.0f / (float)dist_size();
+      for (size_t i = 0; i < o->n; i++) g[i] *= s;
+    }
+    ms = max_over_ranks(ms);
+    exposed = max_over_ranks(exposed);
+    if (it >= 0) {
+      tot[it] = ms;
+      exp[it] = exposed;
+    }
+  }
+  qsort(tot, (size_t)o->iters, sizeof *tot, cmp_double);
+  qsort(exp, (size_t)o->iters, sizeof *exp, cmp_double);
+  result res = {tot[o->iters / 2], exp[o->iters / 2]};
+  free(tot);
+  free(exp);
+  dist_reducer_free(r);
+  return res;
+}
+
+static void report(const options *o, const char *method, double bucket_mb, dist_compress c,
+                   result res, int with_exposed) {
+  if (dist_rank() != 0) return;
+  int p = dist_size();
+  double bytes = (double)o->n * sizeof(float);
+  double algbw = bytes / (res.total_ms * 1e-3) / 1e9;
+  double busbw = p > 1 ? algbw * 2.0 * (p - 1) / p : 0;
+  char bucket[32] = "-";
+  if (bucket_mb > 0) snprintf(bucket, sizeof bucket, "%g", bucket_mb);
+  if (o->json) {
+    printf("{\"method\": \"%s\", \"ranks\": %d, \"floats\": %zu, \"bucket_mb\": %s, "
+           "\"compress\": \"%s\", \"time_ms\": %.2f, \"busbw_gbs\": %.3f",
+           method, p, o->n, bucket_mb > 0 ? bucket : "null", compress_name(c), res.total_ms, busbw);
+    if (with_exposed) printf(", \"exposed_ms\": %.2f", res.exposed_ms);
+    printf("}\n");
+  } else {
+    char exposed[32] = "-";
+    if (with_exposed) snprintf(exposed, sizeof exposed, "%.1f", res.exposed_ms);
+    printf("%-26s %9s  %-8s %9.1f %11.2f %11s\n", method, bucket, compress_name(c),
+           res.total_ms, busbw, exposed);
+  }
+  fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+  dist_init(&argc, &argv);
+  options o = parse(argc, argv);
+  float *g = malloc(o.n * sizeof *g);
+  if (!g) dist_abort(1, "alexnet-allreduce-bench: no memory for %zu floats", o.n);
+  for (size_t i = 0; i < o.n; i++) g[i] = 1.0f + (float)((i + (size_t)dist_rank()) % 7) * 0.125f;
+
+  if (dist_rank() == 0 && !o.json) {
+    printf("alexnet-allreduce-bench: %d ranks, %zu floats (%.1f MB), median of %d runs",
+           dist_size(), o.n, o.n * sizeof(float) / 1e6, o.iters);
+    if (o.backward_ms > 0) printf(", backward stand-in %.0f ms in %d pieces", o.backward_ms, o.pieces);
+    printf("\n%-26s %9s  %-8s %9s %11s %11s\n", "method", "bucket_MiB", "compress", "time_ms",
+           "busbw_GB/s", "exposed_ms");
+  }
+  report(&o, "MPI_Allreduce", 0, DIST_COMPRESS_NONE,
+         measure(&o, g, RUN_RAW, 0, DIST_COMPRESS_NONE, 0), 0);
+  report(&o, "plain average", 0, DIST_COMPRESS_NONE,
+         measure(&o, g, RUN_PLAIN, 0, DIST_COMPRESS_NONE, 0), 0);
+  for (int c = 0; c < o.ncompress; c++)
+    for (int b = 0; b < o.nbuckets; b++)
+      report(&o, "reducer", o.buckets[b], o.compress[c],
+             measure(&o, g, RUN_REDUCER, o.buckets[b], o.compress[c], 1), 1);
+  if (o.backward_ms > 0)
+    for (int c = 0; c < o.ncompress; c++)
+      for (int b = 0; b < o.nbuckets; b++)
+        for (int overlap = 1; overlap >= 0; overlap--)
+          report(&o, overlap ? "reducer+backward overlap" : "reducer+backward no-overlap",
+                 o.buckets[b], o.compress[c],
+                 measure(&o, g, RUN_BACKWARD, o.buckets[b], o.compress[c], overlap), 1);
+  free(g);
+  dist_finalize();
+  return 0;
+}
