@@ -111,6 +111,23 @@ static void loader_opts(const cfg_config *c, const setup_data *s, int train,
   o->prefetch = c->data.prefetch;
 }
 
+/* The normalization into o: the config's mean/std, and the dataset file's
+ * statistics for whichever of them the config leaves unset (gray files have
+ * one channel, replicated). Returns 0, or -1 with the file's message. */
+static int normalization(const cfg_config *c, const char *path, data_loader_opts *o, char *err,
+                         size_t errlen) {
+  if (c->data.has_mean && c->data.has_std) return 0; /* loader_opts copied them */
+  data_dataset ds;
+  if (data_dataset_open(path, &ds, err, errlen) != 0) return -1;
+  for (int k = 0; k < 3; k++) {
+    int fk = k < ds.c ? k : 0;
+    o->mean[k] = c->data.has_mean ? (float)c->data.mean[k] : ds.mean[fk];
+    o->std[k] = c->data.has_std ? (float)c->data.std[k] : ds.std[fk];
+  }
+  data_dataset_close(&ds);
+  return 0;
+}
+
 int setup_open_loaders(const cfg_config *c, setup_data *s, int open_train, char *err,
                        size_t errlen) {
   char msg[2048] = "";
@@ -118,20 +135,7 @@ int setup_open_loaders(const cfg_config *c, setup_data *s, int open_train, char 
   data_loader_opts o;
   if (open_train && s->train_path[0]) {
     loader_opts(c, s, 1, &o);
-    if (!c->data.has_mean || !c->data.has_std) {
-      /* Take the file's statistics for what the config leaves unset. */
-      data_dataset ds;
-      if (data_dataset_open(s->train_path, &ds, msg, sizeof msg) != 0) {
-        failed = 1;
-      } else {
-        for (int k = 0; k < 3; k++) {
-          int fk = k < ds.c ? k : 0;
-          o.mean[k] = c->data.has_mean ? (float)c->data.mean[k] : ds.mean[fk];
-          o.std[k] = c->data.has_std ? (float)c->data.std[k] : ds.std[fk];
-        }
-        data_dataset_close(&ds);
-      }
-    }
+    failed = normalization(c, s->train_path, &o, msg, sizeof msg) != 0;
     if (!failed && data_loader_open(&o, &s->train, msg, sizeof msg) != 0) failed = 1;
     if (!failed) {
       memcpy(s->mean, o.mean, sizeof s->mean);
@@ -144,18 +148,8 @@ int setup_open_loaders(const cfg_config *c, setup_data *s, int open_train, char 
       /* Evaluate with the training normalization. */
       memcpy(o.mean, s->mean, sizeof o.mean);
       memcpy(o.std, s->std, sizeof o.std);
-    } else if (!c->data.has_mean || !c->data.has_std) {
-      data_dataset ds;
-      if (data_dataset_open(s->val_path, &ds, msg, sizeof msg) != 0) {
-        failed = 1;
-      } else {
-        for (int k = 0; k < 3; k++) {
-          int fk = k < ds.c ? k : 0;
-          o.mean[k] = c->data.has_mean ? (float)c->data.mean[k] : ds.mean[fk];
-          o.std[k] = c->data.has_std ? (float)c->data.std[k] : ds.std[fk];
-        }
-        data_dataset_close(&ds);
-      }
+    } else {
+      failed = normalization(c, s->val_path, &o, msg, sizeof msg) != 0;
     }
     if (!failed && data_loader_open(&o, &s->val, msg, sizeof msg) != 0) failed = 1;
     if (!failed && !s->train) {

@@ -68,6 +68,28 @@ static void classifier(builder *b, int hidden, int classes, float p) {
   linear(b, classes);
 }
 
+/* torchvision's features (alexnet_owt and the 32x32 variant differ only in
+ * these numbers): conv c1 (k1, stride s1, pad p1), ReLU, pool; conv 192
+ * (k2, pad p2), ReLU, pool; conv 384, 256, 256 (3x3, pad 1) with ReLUs; pool.
+ * pool = 3: overlapping 3x3 stride 2; pool = 2: 2x2 stride 2. */
+static void torchvision_features(builder *b, int c1, int k1, int s1, int p1, int c2, int k2,
+                                 int p2, int pool) {
+  int pool_stride = 2;
+  conv(b, c1, k1, s1, p1, 1);
+  relu(b);
+  maxpool(b, pool, pool_stride);
+  conv(b, c2, k2, 1, p2, 1);
+  relu(b);
+  maxpool(b, pool, pool_stride);
+  conv(b, 384, 3, 1, 1, 1);
+  relu(b);
+  conv(b, 256, 3, 1, 1, 1);
+  relu(b);
+  conv(b, 256, 3, 1, 1, 1);
+  relu(b);
+  maxpool(b, pool, pool_stride);
+}
+
 int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **specs, int *count,
               nn_shape *input, char *err, size_t errlen) {
   nn_preset_opts o = opts ? *opts : (nn_preset_opts){0};
@@ -109,19 +131,7 @@ int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **spec
     /* torchvision.models.alexnet ("one weird trick"), weight-compatible. */
     int classes = o.num_classes > 0 ? o.num_classes : 1000;
     size = o.input_size > 0 ? o.input_size : 224;
-    conv(&b, 64, 11, 4, 2, 1);
-    relu(&b);
-    maxpool(&b, 3, 2);
-    conv(&b, 192, 5, 1, 2, 1);
-    relu(&b);
-    maxpool(&b, 3, 2);
-    conv(&b, 384, 3, 1, 1, 1);
-    relu(&b);
-    conv(&b, 256, 3, 1, 1, 1);
-    relu(&b);
-    conv(&b, 256, 3, 1, 1, 1);
-    relu(&b);
-    maxpool(&b, 3, 2);
+    torchvision_features(&b, 64, 11, 4, 2, 192, 5, 2, 3);
     b.section = NN_AVGPOOL_SECTION;
     nn_layer_spec *s = push(&b, NN_AVGPOOL);
     s->out_h = s->out_w = 6;
@@ -130,19 +140,7 @@ int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **spec
     /* The seed's 32x32 variant: 3x3 convs, first stride 2, 2x2 pooling. */
     int classes = o.num_classes > 0 ? o.num_classes : 10;
     size = o.input_size > 0 ? o.input_size : 32;
-    conv(&b, 64, 3, 2, 1, 1);
-    relu(&b);
-    maxpool(&b, 2, 2);
-    conv(&b, 192, 3, 1, 1, 1);
-    relu(&b);
-    maxpool(&b, 2, 2);
-    conv(&b, 384, 3, 1, 1, 1);
-    relu(&b);
-    conv(&b, 256, 3, 1, 1, 1);
-    relu(&b);
-    conv(&b, 256, 3, 1, 1, 1);
-    relu(&b);
-    maxpool(&b, 2, 2);
+    torchvision_features(&b, 64, 3, 2, 1, 192, 3, 1, 2);
     classifier(&b, 4096, classes, p);
   } else {
     free(b.specs);
