@@ -299,12 +299,21 @@ int data_image_load(const char *path, int min_short_side, data_image *img, char 
  * bilinear (triangle) filter: output o (o0 <= o < o0 + n of a full output of
  * out_size) averages input [start[o], start[o] + count[o]) with weights
  * w[o * kmax + k]. Shrinking widens the triangle by in/out (antialiasing).
- * The picture spans `extent` input pixels (<= in_size, see data_image). */
+ * The picture spans `extent` input pixels (<= in_size, see data_image).
+ * Weights are PIL's fixed point (normalize_coeffs_8bpc), and each pass
+ * rounds to 8 bits as PIL does, so results equal Image.resize's bytes. */
+#define RESAMPLE_BITS 22 /* PIL's PRECISION_BITS */
 typedef struct {
   int *start, *count;
-  float *w;
+  int32_t *w; /* weight * 2^RESAMPLE_BITS, rounded half away from zero */
   int kmax;
 } axis_coeffs;
+
+/* A fixed-point sum (started at half a unit) to a byte, as PIL's clip8. */
+static inline uint8_t resample_clip8(int32_t acc) {
+  acc >>= RESAMPLE_BITS;
+  return (uint8_t)(acc < 0 ? 0 : acc > 255 ? 255 : acc);
+}
 
 static void axis_make(axis_coeffs *a, int in_size, double extent, int out_size, int o0, int n) {
   double scale = extent / out_size;
@@ -313,7 +322,7 @@ static void axis_make(axis_coeffs *a, int in_size, double extent, int out_size, 
   a->kmax = (int)ceil(support) * 2 + 1;
   a->start = xmalloc_or_die((size_t)n * sizeof(int));
   a->count = xmalloc_or_die((size_t)n * sizeof(int));
-  a->w = xmalloc_or_die((size_t)n * (size_t)a->kmax * sizeof(float));
+  a->w = xmalloc_or_die((size_t)n * (size_t)a->kmax * sizeof(int32_t));
   for (int i = 0; i < n; i++) {
     double center = (o0 + i + 0.5) * scale;
     int lo = (int)(center - support + 0.5);
@@ -324,15 +333,18 @@ static void axis_make(axis_coeffs *a, int in_size, double extent, int out_size, 
     double ww[64 + 1], total = 0;
     double *wp = a->kmax <= 64 ? ww : xmalloc_or_die((size_t)a->kmax * sizeof(double));
     for (int k = 0; k < hi - lo; k++) {
-      double x = (lo + k - center + 0.5) / fscale;
+      double x = (lo + k - center + 0.5) * (1.0 / fscale);
       double t = 1.0 - fabs(x);
       wp[k] = t > 0 ? t : 0;
       total += wp[k];
     }
     a->start[i] = lo;
     a->count[i] = hi - lo;
-    for (int k = 0; k < a->kmax; k++)
-      a->w[(size_t)i * a->kmax + k] = (k < hi - lo && total > 0) ? (float)(wp[k] / total) : 0.f;
+    for (int k = 0; k < a->kmax; k++) {
+      double v = (k < hi - lo && total > 0) ? wp[k] / total : 0.0;
+      v *= (double)(1 << RESAMPLE_BITS);
+      a->w[(size_t)i * a->kmax + k] = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
+    }
     if (wp != ww) free(wp);
   }
 }
@@ -371,42 +383,42 @@ static void resample(const data_image *im, int sw, int sh, int x0, int y0, int o
     if (ay.start[i] + ay.count[i] > r1) r1 = ay.start[i] + ay.count[i];
   }
   size_t rowlen = (size_t)out_w * c;
-  float *tmp = xmalloc_or_die((size_t)(r1 - r0 + 1) * rowlen * sizeof(float));
-  float *acc = tmp + (size_t)(r1 - r0) * rowlen; /* one output row */
+  uint8_t *tmp = xmalloc_or_die((size_t)(r1 - r0) * rowlen);
+  int32_t *acc = xmalloc_or_die(rowlen * sizeof(int32_t)); /* one output row */
+  const int32_t half = 1 << (RESAMPLE_BITS - 1);
   for (int y = r0; y < r1; y++) { /* horizontal pass over the rows the window needs */
     const uint8_t *s = src + (size_t)y * in_w * c;
-    float *t = tmp + (size_t)(y - r0) * rowlen;
+    uint8_t *t = tmp + (size_t)(y - r0) * rowlen;
     for (int o = 0; o < out_w; o++) {
-      const float *w = ax.w + (size_t)o * ax.kmax;
+      const int32_t *w = ax.w + (size_t)o * ax.kmax;
       const uint8_t *p = s + (size_t)ax.start[o] * c;
       int n = ax.count[o];
       if (c == 3) { /* the common case, three sums at once */
-        float a0 = 0, a1 = 0, a2 = 0;
+        int32_t a0 = half, a1 = half, a2 = half;
         for (int k = 0; k < n; k++, p += 3) a0 += w[k] * p[0], a1 += w[k] * p[1], a2 += w[k] * p[2];
-        t[o * 3] = a0, t[o * 3 + 1] = a1, t[o * 3 + 2] = a2;
+        t[o * 3] = resample_clip8(a0), t[o * 3 + 1] = resample_clip8(a1);
+        t[o * 3 + 2] = resample_clip8(a2);
       } else {
         for (int ch = 0; ch < c; ch++) {
-          float a = 0;
+          int32_t a = half;
           for (int k = 0; k < n; k++) a += w[k] * p[k * c + ch];
-          t[o * c + ch] = a;
+          t[o * c + ch] = resample_clip8(a);
         }
       }
     }
   }
   for (int o = 0; o < out_h; o++) { /* vertical pass: whole rows, vectorizable */
-    const float *w = ay.w + (size_t)o * ay.kmax;
-    const float *base = tmp + (size_t)(ay.start[o] - r0) * rowlen;
-    for (size_t x = 0; x < rowlen; x++) acc[x] = w[0] * base[x];
+    const int32_t *w = ay.w + (size_t)o * ay.kmax;
+    const uint8_t *base = tmp + (size_t)(ay.start[o] - r0) * rowlen;
+    for (size_t x = 0; x < rowlen; x++) acc[x] = half + w[0] * base[x];
     for (int k = 1; k < ay.count[o]; k++) {
-      const float *row = base + (size_t)k * rowlen;
+      const uint8_t *row = base + (size_t)k * rowlen;
       for (size_t x = 0; x < rowlen; x++) acc[x] += w[k] * row[x];
     }
     uint8_t *d = dst + (size_t)o * rowlen;
-    for (size_t x = 0; x < rowlen; x++) {
-      float v = acc[x] + 0.5f;
-      d[x] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : (int)v);
-    }
+    for (size_t x = 0; x < rowlen; x++) d[x] = resample_clip8(acc[x]);
   }
+  free(acc);
   free(tmp);
   axis_free(&ax);
   axis_free(&ay);

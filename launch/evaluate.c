@@ -75,8 +75,9 @@ int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_d
   }
   free(probs);
   net->training = was_training;
-  if (dist_agree(failed, msg, sizeof msg) != 0) {
-    snprintf(err, errlen, "%s", msg);
+  int who = dist_agree(failed, msg, sizeof msg);
+  if (who != 0) {
+    snprintf(err, errlen, "rank %d: %s", who - 1, msg);
     return -1;
   }
   dist_allreduce_sum_doubles(sums, 4);

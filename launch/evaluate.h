@@ -30,7 +30,8 @@ typedef struct {
  * batches the softmax outputs of the views are averaged. net must be
  * allocated for count * views samples of the loader's batches. Puts the net
  * in evaluation mode and restores its training flag. Returns 0, or -1 with
- * the loader's message in err (collective: every rank returns the same). */
+ * "rank R: " and the loader's message of the lowest failing rank R in err
+ * (collective: every rank returns the same). */
 int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d,
              char *err, size_t errlen);
 
