@@ -15,6 +15,7 @@
  * Exit status: 0 done (or stopped by a signal after a checkpoint), 1 a failure
  * while running, 2 a bad command line or config (nothing started).
  */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -190,6 +191,9 @@ static void initialize_state(trainer *t) {
       failed = ckpt_load(from, &t->net, t->momentum, &meta, msg, sizeof msg) != 0;
       resumed = !failed;
     }
+    /* Not resumed: the momentum starts at zero, even when auto-resume tried a
+     * broken checkpoint first (it may have filled the buffer before failing). */
+    if (!resumed) memset(t->momentum, 0, t->net.num_params * sizeof(float));
     if (resumed) {
       pos[0] = meta.step, pos[1] = meta.epoch, pos[2] = meta.step_in_epoch;
       printf("resuming from %s: step %lld, epoch %lld, step %lld of the epoch\n", from,
@@ -280,6 +284,15 @@ int main(int argc, char **argv) {
   /* Data, then the network sized for it. */
   bad = setup_mkdirs(c->run.dir, err, sizeof err) != 0;
   if (dist_agree(bad, err, sizeof err) != 0) finish(1, "%s", err);
+  /* A checkpoint directory that cannot be written fails now, not at the
+   * first checkpoint after hours of training. */
+  bad = dist_rank() == 0 && setup_mkdirs(t.ckpt_dir, err, sizeof err) != 0;
+  if (!bad && dist_rank() == 0 && access(t.ckpt_dir, W_OK | X_OK) != 0) {
+    snprintf(err, sizeof err, "checkpoint directory %s is not writable: %s", t.ckpt_dir,
+             strerror(errno));
+    bad = 1;
+  }
+  if (dist_agree(bad, err, sizeof err) != 0) finish(1, "%s", err);
   if (setup_resolve(c, &t.data, err, sizeof err) != 0) finish(1, "%s", err);
   if (!t.data.train_path[0]) finish(2, "%s: data: no training data (data.train or data.synthetic)",
                                     c->source);
@@ -327,9 +340,12 @@ int main(int argc, char **argv) {
   signal(SIGTERM, on_stop_signal);
   signal(SIGINT, on_stop_signal);
 
-  /* Test hooks (documented in docs/reliability.md): poison one rank's input. */
+  /* Test hooks (documented in docs/reliability.md): poison one rank's input
+   * (or, with ALEXNET_TEST_NAN_IN=loss, its loss). */
   int64_t nan_step = env_int("ALEXNET_TEST_NAN_AT_STEP", -1);
   int nan_rank = (int)env_int("ALEXNET_TEST_NAN_RANK", 0);
+  const char *nan_in = getenv("ALEXNET_TEST_NAN_IN");
+  int nan_loss = nan_in && strcmp(nan_in, "loss") == 0;
   int64_t sleep_step = env_int("ALEXNET_TEST_SLEEP_AT_STEP", -1);
 
   nn_sgd_opts sgd = {.momentum = (float)c->optimizer.momentum,
@@ -361,7 +377,8 @@ int main(int argc, char **argv) {
         epoch_done = 1;
         break;
       }
-      if (t.step == nan_step && dist_rank() == nan_rank) b.images[0] = NAN;
+      int poison = t.step == nan_step && dist_rank() == nan_rank;
+      if (poison && !nan_loss) b.images[0] = NAN;
       if (t.step == sleep_step && dist_rank() == nan_rank) sleep(3600);
       double t1 = now();
       double lr = cfg_lr_at(c, (double)t.step / (double)steps_per_epoch);
@@ -374,6 +391,7 @@ int main(int argc, char **argv) {
       nn_forward(&t.net, b.images, b.count);
       int c1 = 0, c5 = 0;
       float loss = nn_loss(&t.net, b.labels, b.count, &c1, &c5);
+      if (poison && nan_loss) loss = NAN;
       double t2 = now();
       hook.bad_layer = -1;
       dist_reducer_begin(t.reducer);
@@ -457,7 +475,8 @@ int main(int argc, char **argv) {
       if (m.tty) fprintf(stderr, "\n");
       eval_result r;
       if (eval_run(&t.net, t.data.val, t.epoch, &r, NULL, err, sizeof err) != 0)
-        finish(1, "%s", err);
+        finish(1, "%s; stopping in the evaluation after step %lld (the last checkpoint is %s)",
+               err, (long long)t.step, t.last_ckpt[0] ? t.last_ckpt : "none");
       log_val(&m, t.step, t.epoch - 1, &r);
     }
   }

@@ -1,0 +1,29 @@
+# The fault and determinism tests (issue 6) beyond the generic registration in
+# tests/CMakeLists.txt: they share tests/faults/trainrun.c (runs of the debug
+# config through alexnet-train, checkpoint comparison through launch's loader)
+# and run the executables, so building them builds the tools.
+foreach(t test_faults test_determinism)
+  if(TARGET ${t})
+    target_sources(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/faults/trainrun.c)
+    target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/faults)
+    foreach(tool alexnet-train alexnet-convert)
+      if(TARGET ${tool})
+        add_dependencies(${t} ${tool})
+      endif()
+    endforeach()
+  endif()
+endforeach()
+# test_bad_input runs every tool and writes a PNG header with zlib's crc32.
+if(TARGET test_bad_input)
+  target_link_libraries(test_bad_input PRIVATE ZLIB::ZLIB)
+  foreach(tool alexnet-train alexnet-convert alexnet-predict)
+    if(TARGET ${tool})
+      add_dependencies(test_bad_input ${tool})
+    endif()
+  endforeach()
+endif()
+# The determinism runs repeat what test_train and test_faults already run under
+# the sanitizers, only more often: left out of the sanitizer pass.
+if(TARGET test_determinism)
+  set_tests_properties(determinism PROPERTIES LABELS slow)
+endif()
