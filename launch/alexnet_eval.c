@@ -36,21 +36,6 @@
 #include "nn.h"
 #include "setup.h"
 
-/* Rank 0 prints; every rank leaves MPI cleanly with the same status. */
-static void finish(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void finish(int status, const char *fmt, ...) {
-  if (fmt && dist_rank() == 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "alexnet-eval: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    fflush(stderr);
-  }
-  dist_finalize();
-  exit(status);
-}
 
 static void usage(const char *why) {
   if (dist_rank() == 0) {
@@ -68,7 +53,7 @@ static void usage(const char *why) {
         "  --confusion FILE  write the confusion matrix as CSV (rows: true class)\n"
         "  --set K=V         override a config key (repeatable)\n");
   }
-  finish(2, NULL);
+  setup_exit(2, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -199,6 +184,7 @@ static int is_dir(const char *path) {
 /* ------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
+  setup_tool = "alexnet-eval";
   dist_init(&argc, &argv);
   const char *config_path = NULL, *data_path = NULL, *confusion = NULL;
   int ten_crop = 0, per_class = 0;
@@ -239,11 +225,11 @@ int main(int argc, char **argv) {
   cfg_config cfg;
   cfg_config *c = &cfg;
   char err[8192];
-  if (cfg_load(config_path, c, err, sizeof err) != 0) finish(2, "%s", err);
+  if (cfg_load(config_path, c, err, sizeof err) != 0) setup_exit(2, "%s", err);
   for (int i = 0; i < num_sets; i++)
-    if (cfg_set(c, sets[i], err, sizeof err) != 0) finish(2, "%s", err);
+    if (cfg_set(c, sets[i], err, sizeof err) != 0) setup_exit(2, "%s", err);
   free(sets);
-  if (cfg_validate(c, err, sizeof err) != 0) finish(2, "%s", err);
+  if (cfg_validate(c, err, sizeof err) != 0) setup_exit(2, "%s", err);
   if (ten_crop) c->eval.ten_crop = 1;
   if (data_path) {
     /* Only this file: no training data, no synthetic set, no split. */
@@ -256,7 +242,7 @@ int main(int argc, char **argv) {
   c->checkpoint.init[0] = '\0';
   c->checkpoint.resume = CFG_RESUME_NEVER;
   int bad = cfg_check_paths(c, err, sizeof err) != 0;
-  if (dist_agree(bad, err, sizeof err) != 0) finish(2, "%s", err);
+  if (dist_agree(bad, err, sizeof err) != 0) setup_exit(2, "%s", err);
   int ranks = dist_size();
   int eval_global = c->eval.batch_size > 0 ? c->eval.batch_size : c->train.batch_size;
   if (eval_global % ranks != 0) {
@@ -276,7 +262,7 @@ int main(int argc, char **argv) {
       bad = 1;
     }
   }
-  if (dist_agree(bad, err, sizeof err) != 0) finish(1, "%s", err);
+  if (dist_agree(bad, err, sizeof err) != 0) setup_exit(1, "%s", err);
 
   int threads = c->dist.threads_per_rank > 0 ? c->dist.threads_per_rank : dist_default_threads();
   nn_set_threads(threads);
@@ -289,32 +275,32 @@ int main(int argc, char **argv) {
 
   /* The validation data, and the network sized for it. */
   setup_data data;
-  if (setup_resolve(c, &data, err, sizeof err) != 0) finish(1, "%s", err);
+  if (setup_resolve(c, &data, err, sizeof err) != 0) setup_exit(1, "%s", err);
   if (!data.val_path[0])
-    finish(2,
+    setup_exit(2,
            "%s: data: no validation data (data.val, data.synthetic, data.val_fraction or "
            "--data)",
            c->source);
-  if (setup_open_loaders(c, &data, 0, err, sizeof err) != 0) finish(1, "%s", err);
+  if (setup_open_loaders(c, &data, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
   nn_net net;
-  if (setup_build_net(c, &data, &net, err, sizeof err) != 0) finish(2, "%s", err);
+  if (setup_build_net(c, &data, &net, err, sizeof err) != 0) setup_exit(2, "%s", err);
   int views = c->eval.ten_crop ? 10 : 1;
   if (nn_net_alloc(&net, eval_global / ranks * views, 0, err, sizeof err) != 0)
-    finish(1, "%s", err);
+    setup_exit(1, "%s", err);
   int classes = net.num_classes;
   const data_dataset *ds = data_loader_dataset(data.val);
   /* Copies: the loader (and its dataset's names) may be reopened below. */
   char **names = calloc((size_t)classes, sizeof(char *));
-  if (!names) finish(1, "out of memory for %d class names", classes);
+  if (!names) setup_exit(1, "out of memory for %d class names", classes);
   for (int k = 0; k < classes; k++) {
     char index[16];
     snprintf(index, sizeof index, "%d", k);
     names[k] =
         strdup(ds && ds->class_names && ds->num_classes == classes ? ds->class_names[k] : index);
-    if (!names[k]) finish(1, "out of memory for %d class names", classes);
+    if (!names[k]) setup_exit(1, "out of memory for %d class names", classes);
   }
   int64_t *counts = calloc((size_t)classes * (2 + (size_t)classes), sizeof(int64_t));
-  if (!counts) finish(1, "out of memory for a %dx%d confusion matrix", classes, classes);
+  if (!counts) setup_exit(1, "out of memory for a %dx%d confusion matrix", classes, classes);
   if (dist_rank() == 0)
     printf("alexnet-eval: %s, %lld samples of %s, %s, %d rank%s x %d thread%s, batch %d\n",
            c->run.name, (long long)data_loader_size(data.val), data.val_path,
@@ -372,13 +358,13 @@ int main(int argc, char **argv) {
       for (int k = 0; k < 3; k++) c->data.mean[k] = info[2 + k], c->data.std[k] = info[5 + k];
       data_loader_close(data.val);
       data.val = NULL;
-      if (setup_open_loaders(c, &data, 0, err, sizeof err) != 0) finish(1, "%s", err);
+      if (setup_open_loaders(c, &data, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
     }
 
     eval_result r;
     eval_detail d = {.hits = counts, .totals = counts + classes, .confusion = counts + 2 * classes};
     memset(counts, 0, (size_t)classes * (2 + (size_t)classes) * sizeof(int64_t));
-    if (eval_run(&net, data.val, 0, &r, &d, err, sizeof err) != 0) finish(1, "%s", err);
+    if (eval_run(&net, data.val, 0, &r, &d, err, sizeof err) != 0) setup_exit(1, "%s", err);
     if (dist_rank() != 0) continue;
 
     report rp = {.path = path,

@@ -42,21 +42,6 @@ static double now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Rank 0 prints; every rank leaves MPI cleanly with the same status. */
-static void finish(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void finish(int status, const char *fmt, ...) {
-  if (fmt && dist_rank() == 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "alexnet-train: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    fflush(stderr);
-  }
-  dist_finalize();
-  exit(status);
-}
 
 static void usage(void) {
   if (dist_rank() == 0)
@@ -66,7 +51,7 @@ static void usage(void) {
             "  --set K=V       override any key, e.g. --set optimizer.lr=0.1 (repeatable)\n"
             "  --print-config  print the effective config and exit\n"
             "  --summary       print the model summary (shapes, parameters, FLOPs) and exit\n");
-  finish(2, NULL);
+  setup_exit(2, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -211,7 +196,7 @@ static void initialize_state(trainer *t) {
     ckpt_meta_free(&meta);
     fflush(stdout);
   }
-  if (dist_agree(failed, msg, sizeof msg) != 0) finish(1, "%s", msg);
+  if (dist_agree(failed, msg, sizeof msg) != 0) setup_exit(1, "%s", msg);
   dist_bcast_bytes(pos, sizeof pos, 0);
   dist_bcast_floats(t->net.params, t->net.num_params, 0);
   dist_bcast_floats(t->momentum, t->net.num_params, 0);
@@ -234,6 +219,7 @@ static int64_t env_int(const char *name, int64_t fallback) {
 }
 
 int main(int argc, char **argv) {
+  setup_tool = "alexnet-train";
   dist_init(&argc, &argv);
   const char *config_path = NULL;
   int print_config = 0, summary = 0;
@@ -254,26 +240,26 @@ int main(int argc, char **argv) {
   memset(&t, 0, sizeof t);
   cfg_config *c = &t.cfg;
   char err[8192];
-  if (cfg_load(config_path, c, err, sizeof err) != 0) finish(2, "%s", err);
+  if (cfg_load(config_path, c, err, sizeof err) != 0) setup_exit(2, "%s", err);
   for (int i = 0; i < num_sets; i++)
-    if (cfg_set(c, sets[i], err, sizeof err) != 0) finish(2, "%s", err);
+    if (cfg_set(c, sets[i], err, sizeof err) != 0) setup_exit(2, "%s", err);
   free(sets);
-  if (cfg_validate(c, err, sizeof err) != 0) finish(2, "%s", err);
+  if (cfg_validate(c, err, sizeof err) != 0) setup_exit(2, "%s", err);
   if (print_config) {
     char *yaml = cfg_to_yaml(c);
     if (dist_rank() == 0 && yaml) fputs(yaml, stdout);
     free(yaml);
-    finish(0, NULL);
+    setup_exit(0, NULL);
   }
   if (summary) {
-    if (cfg_build_net(c, &t.net, err, sizeof err) != 0) finish(2, "%s", err);
+    if (cfg_build_net(c, &t.net, err, sizeof err) != 0) setup_exit(2, "%s", err);
     if (dist_rank() == 0) nn_summary(&t.net, stdout);
     nn_net_free(&t.net);
-    finish(0, NULL);
+    setup_exit(0, NULL);
   }
   int bad = cfg_check_ranks(c, dist_size(), err, sizeof err) != 0 ||
             cfg_check_paths(c, err, sizeof err) != 0;
-  if (dist_agree(bad, err, sizeof err) != 0) finish(2, "%s", err);
+  if (dist_agree(bad, err, sizeof err) != 0) setup_exit(2, "%s", err);
 
   int threads = c->dist.threads_per_rank > 0 ? c->dist.threads_per_rank : dist_default_threads();
   nn_set_threads(threads);
@@ -283,7 +269,7 @@ int main(int argc, char **argv) {
 
   /* Data, then the network sized for it. */
   bad = setup_mkdirs(c->run.dir, err, sizeof err) != 0;
-  if (dist_agree(bad, err, sizeof err) != 0) finish(1, "%s", err);
+  if (dist_agree(bad, err, sizeof err) != 0) setup_exit(1, "%s", err);
   /* A checkpoint directory that cannot be written fails now, not at the
    * first checkpoint after hours of training. */
   bad = dist_rank() == 0 && setup_mkdirs(t.ckpt_dir, err, sizeof err) != 0;
@@ -292,25 +278,25 @@ int main(int argc, char **argv) {
              strerror(errno));
     bad = 1;
   }
-  if (dist_agree(bad, err, sizeof err) != 0) finish(1, "%s", err);
-  if (setup_resolve(c, &t.data, err, sizeof err) != 0) finish(1, "%s", err);
-  if (!t.data.train_path[0]) finish(2, "%s: data: no training data (data.train or data.synthetic)",
+  if (dist_agree(bad, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  if (setup_resolve(c, &t.data, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  if (!t.data.train_path[0]) setup_exit(2, "%s: data: no training data (data.train or data.synthetic)",
                                     c->source);
-  if (setup_open_loaders(c, &t.data, 1, err, sizeof err) != 0) finish(1, "%s", err);
-  if (setup_build_net(c, &t.data, &t.net, err, sizeof err) != 0) finish(2, "%s", err);
+  if (setup_open_loaders(c, &t.data, 1, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  if (setup_build_net(c, &t.data, &t.net, err, sizeof err) != 0) setup_exit(2, "%s", err);
   int ranks = dist_size();
   int local_batch = c->train.batch_size / ranks;
   int eval_global = c->eval.batch_size > 0 ? c->eval.batch_size : c->train.batch_size;
   int eval_local = (eval_global + ranks - 1) / ranks * (c->eval.ten_crop ? 10 : 1);
   int alloc_batch = local_batch > eval_local ? local_batch : eval_local;
-  if (nn_net_alloc(&t.net, alloc_batch, 0, err, sizeof err) != 0) finish(1, "%s", err);
+  if (nn_net_alloc(&t.net, alloc_batch, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
   t.momentum = calloc(t.net.num_params, sizeof(float));
-  if (!t.momentum) finish(1, "out of memory for %zu momentum values", t.net.num_params);
+  if (!t.momentum) setup_exit(1, "out of memory for %zu momentum values", t.net.num_params);
   t.config_yaml = cfg_to_yaml(c);
 
   int64_t steps_per_epoch = data_loader_steps(t.data.train);
   if (steps_per_epoch <= 0)
-    finish(2, "%s: train.batch_size: %d is larger than the %lld training samples", c->source,
+    setup_exit(2, "%s: train.batch_size: %d is larger than the %lld training samples", c->source,
            c->train.batch_size, (long long)data_loader_size(t.data.train));
   int64_t total_steps = steps_per_epoch * c->train.epochs;
   int64_t stop_at = c->train.max_steps > 0 && c->train.max_steps < total_steps
@@ -355,7 +341,7 @@ int main(int argc, char **argv) {
   int64_t epoch_start_step = t.step_in_epoch;
   while (t.step < stop_at && !stopped_by) {
     if (data_loader_start_epoch(t.data.train, t.epoch, epoch_start_step, err, sizeof err) != 0)
-      finish(1, "[rank %d] %s", dist_rank(), err);
+      setup_exit(1, "[rank %d] %s", dist_rank(), err);
     int epoch_done = 0;
     while (t.step < stop_at) {
       double t0 = now();
@@ -369,7 +355,7 @@ int main(int argc, char **argv) {
         snprintf(msg, sizeof msg, "%s", tmp);
       }
       if (dist_agree(failed, msg, sizeof msg) != 0)
-        finish(1, "%s; stopping at step %lld (the last checkpoint is %s)", msg,
+        setup_exit(1, "%s; stopping at step %lld (the last checkpoint is %s)", msg,
                (long long)t.step, t.last_ckpt[0] ? t.last_ckpt : "none");
       if (got == 0) { /* the loader ran out before steps_per_epoch: treat as the end */
         t.epoch++;
@@ -408,7 +394,7 @@ int main(int argc, char **argv) {
                  hook.bad_layer >= 0 ? t.net.layers[hook.bad_layer].name : "");
       }
       if (dist_agree(failed, msg, sizeof msg) != 0)
-        finish(1, "%s; stopped before the update reached the weights (the last checkpoint is %s)",
+        setup_exit(1, "%s; stopped before the update reached the weights (the last checkpoint is %s)",
                msg, t.last_ckpt[0] ? t.last_ckpt : "none");
       nn_sgd_step(&t.net, t.momentum, &sgd);
       double t5 = now();
@@ -464,7 +450,7 @@ int main(int argc, char **argv) {
                      (epoch_done && c->checkpoint.every_epochs > 0 &&
                       t.epoch % c->checkpoint.every_epochs == 0));
       if (ckpt_now && t.step < stop_at && save_checkpoint(&t, err, sizeof err) != 0)
-        finish(1, "%s", err);
+        setup_exit(1, "%s", err);
       if (stopped_by || epoch_done) break;
     }
     if (!epoch_done && !stopped_by && t.step < stop_at) break;
@@ -475,24 +461,24 @@ int main(int argc, char **argv) {
       if (m.tty) fprintf(stderr, "\n");
       eval_result r;
       if (eval_run(&t.net, t.data.val, t.epoch, &r, NULL, err, sizeof err) != 0)
-        finish(1, "%s; stopping in the evaluation after step %lld (the last checkpoint is %s)",
+        setup_exit(1, "%s; stopping in the evaluation after step %lld (the last checkpoint is %s)",
                err, (long long)t.step, t.last_ckpt[0] ? t.last_ckpt : "none");
       log_val(&m, t.step, t.epoch - 1, &r);
     }
   }
   if (m.tty) fprintf(stderr, "\n");
   if (stopped_by) {
-    if (save_checkpoint(&t, err, sizeof err) != 0) finish(1, "%s", err);
+    if (save_checkpoint(&t, err, sizeof err) != 0) setup_exit(1, "%s", err);
     if (dist_rank() == 0)
       printf("stopped by a signal at step %lld; checkpoint %s written; resume with the same "
              "command\n", (long long)t.step, t.last_ckpt);
   } else {
     /* The end: a final checkpoint and a full evaluation. */
-    if (save_checkpoint(&t, err, sizeof err) != 0) finish(1, "%s", err);
+    if (save_checkpoint(&t, err, sizeof err) != 0) setup_exit(1, "%s", err);
     if (t.data.val) {
       eval_result r;
       if (eval_run(&t.net, t.data.val, t.epoch, &r, NULL, err, sizeof err) != 0)
-        finish(1, "%s", err);
+        setup_exit(1, "%s", err);
       log_val(&m, t.step, t.step_in_epoch == 0 ? t.epoch - 1 : t.epoch, &r);
     }
     if (dist_rank() == 0)

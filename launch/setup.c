@@ -5,6 +5,7 @@
 #include "setup.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,4 +194,20 @@ void setup_free(setup_data *s) {
   free(s->train_indices);
   free(s->val_indices);
   memset(s, 0, sizeof *s);
+}
+
+const char *setup_tool = "alexnet";
+
+void setup_exit(int status, const char *fmt, ...) {
+  if (fmt && dist_rank() == 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", setup_tool);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    fflush(stderr);
+  }
+  dist_finalize();
+  exit(status);
 }

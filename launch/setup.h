@@ -42,6 +42,14 @@ int setup_build_net(cfg_config *c, const setup_data *s, nn_net *net, char *err, 
 
 void setup_free(setup_data *s);
 
+/* The tool's name for messages ("alexnet-train"); main sets it first. */
+extern const char *setup_tool;
+
+/* Leaves the job: rank 0 prints "<tool>: <message>" on stderr (fmt NULL:
+ * nothing), then every rank finalizes MPI and exits with status, so mpirun
+ * sees one consistent status and nothing hangs. Every rank must call it. */
+void setup_exit(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
 /* Creates dir and its parents (mkdir -p). Returns 0, or -1 with a message. */
 int setup_mkdirs(const char *dir, char *err, size_t errlen);
 
