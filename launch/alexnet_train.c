@@ -124,6 +124,9 @@ typedef struct {
 static int save_checkpoint(trainer *t, char *err, size_t errlen) {
   int failed = 0;
   char msg[4600] = "";
+  /* The other ranks wait in dist_agree while rank 0 writes: file I/O time,
+   * not a stuck peer, so the collective watchdog is off until it is done. */
+  dist_set_timeout(0);
   if (dist_rank() == 0) {
     char path[CFG_PATH_MAX + 64];
     ckpt_step_path(t->ckpt_dir, t->step, path, sizeof path);
@@ -148,7 +151,9 @@ static int save_checkpoint(trainer *t, char *err, size_t errlen) {
       ckpt_prune(t->ckpt_dir, t->cfg.checkpoint.keep);
     }
   }
-  if (dist_agree(failed, msg, sizeof msg) != 0) {
+  int agreed = dist_agree(failed, msg, sizeof msg);
+  dist_set_timeout(t->cfg.dist.timeout_s);
+  if (agreed != 0) {
     snprintf(err, errlen, "%s", msg);
     return -1;
   }
@@ -161,6 +166,7 @@ static void initialize_state(trainer *t) {
   cfg_config *c = &t->cfg;
   char msg[4600] = "";
   int failed = 0, resumed = 0;
+  dist_set_timeout(0); /* rank 0 reads files while the others wait: see save_checkpoint */
   char from[CFG_PATH_MAX + 64] = "";
   int64_t pos[3] = {0, 0, 0};
   if (dist_rank() == 0) {
@@ -197,6 +203,7 @@ static void initialize_state(trainer *t) {
     fflush(stdout);
   }
   if (dist_agree(failed, msg, sizeof msg) != 0) setup_exit(1, "%s", msg);
+  dist_set_timeout(c->dist.timeout_s);
   dist_bcast_bytes(pos, sizeof pos, 0);
   dist_bcast_floats(t->net.params, t->net.num_params, 0);
   dist_bcast_floats(t->momentum, t->net.num_params, 0);
