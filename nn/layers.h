@@ -26,7 +26,9 @@ typedef struct {
 } nn_conv_geom;
 
 /* Floats of workspace the conv needs for a batch of n, at most cap_floats
- * (the kernel folds as many images into one GEMM as fit, at least one). */
+ * unless one image needs more (the kernel splits the batch between the current
+ * OpenMP threads, each folding a cache-sized chunk of images into its GEMMs, so
+ * size it after setting the thread count; fewer threads fit if cap is small). */
 size_t nn_conv_workspace_floats(const nn_conv_geom *g, int n, size_t cap_floats);
 
 /* x: (n, C, H, W); w: (O, C/G, KH, KW); b: (O) or NULL; y: (n, O, OH, OW).

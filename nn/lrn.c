@@ -109,8 +109,7 @@ void nn_lrn_backward(int n, int c, int h, int w, int size, float alpha, float be
       const size_t o = (size_t)i * hw;
       pow_neg(cnt, sb + o, beta, pw);
       float *dxc = dx + base + o;
-      for (int p = 0; p < cnt; p++)
-        dxc[p] = db[o + p] * pw[p] - coef * xb[o + p] * (float)acc[p];
+      for (int p = 0; p < cnt; p++) dxc[p] = db[o + p] * pw[p] - coef * xb[o + p] * (float)acc[p];
     }
   }
 }

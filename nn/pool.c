@@ -4,6 +4,7 @@
  * maximum in row-major scan order (a NaN wins), and the gradient goes there.
  * Work is split across threads by (image, channel) plane.
  */
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -34,6 +35,57 @@ static inline long window_argmax(const nn_pool_geom *g, const float *plane, int 
   return best;
 }
 
+/* The larger of a and b, a NaN in either winning, as the scan above. */
+static inline float max_nan(float a, float b) {
+  return (b > a) | isnan(b) ? b : a;
+}
+
+/* Widest input row the separable forward keeps on the stack. */
+enum { POOL_ROW_MAX = 4096 };
+
+/* One plane's forward: per output row, the max over the window's input rows
+ * (contiguous, vectorized) into t, then over each window's columns of t. The
+ * values equal the scan's: a max does not depend on the order. */
+static void maxpool_plane(const nn_pool_geom *g, const float *xp, float *yp) {
+  float t[POOL_ROW_MAX];
+  const int wd = g->in_w;
+  for (int oh = 0; oh < g->out_h; oh++) {
+    float *yr = yp + (size_t)oh * (size_t)g->out_w;
+    int h0 = oh * g->stride_h - g->pad_top, h1 = h0 + g->kernel_h;
+    if (h1 > g->in_h) h1 = g->in_h;
+    if (h0 < 0) h0 = 0;
+    if (h0 >= h1) {
+      for (int ow = 0; ow < g->out_w; ow++) yr[ow] = -INFINITY;
+      continue;
+    }
+    memcpy(t, xp + (size_t)h0 * (size_t)wd, sizeof(float) * (size_t)wd);
+    for (int ih = h0 + 1; ih < h1; ih++) {
+      const float *r = xp + (size_t)ih * (size_t)wd;
+      for (int iw = 0; iw < wd; iw++) t[iw] = max_nan(t[iw], r[iw]);
+    }
+    /* Windows wholly inside the row, [in0, in1), as vector loops over ow (a
+     * scalar max would branch, and ties are common after a ReLU); the others
+     * clipped one by one. */
+    const int sw = g->stride_w, kw = g->kernel_w, pl = g->pad_left;
+    int in0 = (pl + sw - 1) / sw, in1 = wd - kw + pl < 0 ? 0 : (wd - kw + pl) / sw + 1;
+    if (in1 > g->out_w) in1 = g->out_w;
+    if (in0 > in1) in0 = in1;
+    for (int ow = in0; ow < in1; ow++) yr[ow] = t[ow * sw - pl];
+    for (int k = 1; k < kw; k++)
+      for (int ow = in0; ow < in1; ow++) yr[ow] = max_nan(yr[ow], t[ow * sw - pl + k]);
+    for (int ow = 0; ow < g->out_w; ow++) {
+      if (ow == in0) ow = in1;
+      if (ow >= g->out_w) break;
+      int w0 = ow * sw - pl, w1 = w0 + kw;
+      if (w1 > wd) w1 = wd;
+      if (w0 < 0) w0 = 0;
+      float m = -INFINITY;
+      for (int iw = w0; iw < w1; iw++) m = max_nan(m, t[iw]);
+      yr[ow] = m;
+    }
+  }
+}
+
 void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y) {
   const size_t hw = (size_t)g->in_h * (size_t)g->in_w;
   const size_t ohw = (size_t)g->out_h * (size_t)g->out_w;
@@ -42,6 +94,10 @@ void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y) 
   for (long pl = 0; pl < planes; pl++) {
     const float *xp = x + (size_t)pl * hw;
     float *yp = y + (size_t)pl * ohw;
+    if (g->in_w <= POOL_ROW_MAX) {
+      maxpool_plane(g, xp, yp);
+      continue;
+    }
     for (int oh = 0; oh < g->out_h; oh++) {
       for (int ow = 0; ow < g->out_w; ow++) {
         const long at = window_argmax(g, xp, oh, ow);
@@ -51,29 +107,90 @@ void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y) 
   }
 }
 
+/* The scan's choice, found faster: its first maximum is the first cell equal
+ * to the window's max v (a NaN max, equal to nothing, takes the scan). */
+static inline long window_first(const nn_pool_geom *g, const float *plane, int oh, int ow,
+                                float v) {
+  if (isnan(v)) return window_argmax(g, plane, oh, ow);
+  int h0 = oh * g->stride_h - g->pad_top, w0 = ow * g->stride_w - g->pad_left;
+  int h1 = h0 + g->kernel_h, w1 = w0 + g->kernel_w;
+  if (h1 > g->in_h) h1 = g->in_h;
+  if (w1 > g->in_w) w1 = g->in_w;
+  if (h0 < 0) h0 = 0;
+  if (w0 < 0) w0 = 0;
+  for (int ih = h0; ih < h1; ih++) {
+    const float *row = plane + (size_t)ih * (size_t)g->in_w;
+    for (int iw = w0; iw < w1; iw++)
+      if (row[iw] == v) return (long)ih * g->in_w + iw;
+  }
+  return window_argmax(g, plane, oh, ow); /* y not from this x: still a valid choice */
+}
+
+/* One plane's backward. Per output row, the windows wholly inside the input
+ * find their first match of y as vector loops over ow, scanning the window
+ * backwards with selects so the last match kept is the first in scan order
+ * (after a ReLU, ties make an early exit's branch unpredictable); the others
+ * through window_first. */
+static void maxpool_plane_backward(const nn_pool_geom *g, const float *xp, const float *yp,
+                                   const float *dyp, float *dxp) {
+  int at[POOL_ROW_MAX];
+  const int wd = g->in_w, sw = g->stride_w, kw = g->kernel_w, pl = g->pad_left;
+  int in0 = (pl + sw - 1) / sw, in1 = wd - kw + pl < 0 ? 0 : (wd - kw + pl) / sw + 1;
+  if (in1 > g->out_w) in1 = g->out_w;
+  if (in0 > in1) in0 = in1;
+  for (int oh = 0; oh < g->out_h; oh++) {
+    const float *yr = yp + (size_t)oh * (size_t)g->out_w;
+    const float *dyr = dyp + (size_t)oh * (size_t)g->out_w;
+    int h0 = oh * g->stride_h - g->pad_top, h1 = h0 + g->kernel_h;
+    if (h1 > g->in_h) h1 = g->in_h;
+    if (h0 < 0) h0 = 0;
+    for (int ow = in0; ow < in1; ow++) at[ow] = -1;
+    for (int ih = h1 - 1; ih >= h0; ih--) {
+      const float *row = xp + (size_t)ih * (size_t)wd;
+      for (int k = kw - 1; k >= 0; k--)
+        for (int ow = in0; ow < in1; ow++) {
+          const int iw = ow * sw - pl + k;
+          at[ow] = row[iw] == yr[ow] ? ih * wd + iw : at[ow];
+        }
+    }
+    for (int ow = 0; ow < g->out_w; ow++) {
+      const int inside = ow >= in0 && ow < in1 && at[ow] >= 0;
+      const long a = inside ? at[ow] : window_first(g, xp, oh, ow, yr[ow]);
+      if (a >= 0) dxp[a] += dyr[ow];
+    }
+  }
+}
+
 void nn_maxpool_backward(const nn_pool_geom *g, int n, const float *x, const float *y,
                          const float *dy, float *dx) {
-  (void)y; /* the scan that produced y is repeated, so ties resolve identically */
   const size_t hw = (size_t)g->in_h * (size_t)g->in_w;
   const size_t ohw = (size_t)g->out_h * (size_t)g->out_w;
   const long planes = (long)n * g->c;
 #pragma omp parallel for schedule(static)
   for (long pl = 0; pl < planes; pl++) {
     const float *xp = x + (size_t)pl * hw;
+    const float *yp = y + (size_t)pl * ohw;
     const float *dyp = dy + (size_t)pl * ohw;
     float *dxp = dx + (size_t)pl * hw;
     memset(dxp, 0, sizeof(float) * hw);
+    if (g->in_w <= POOL_ROW_MAX && (long)g->in_h * g->in_w <= INT_MAX) {
+      maxpool_plane_backward(g, xp, yp, dyp, dxp);
+      continue;
+    }
     for (int oh = 0; oh < g->out_h; oh++) {
       for (int ow = 0; ow < g->out_w; ow++) {
-        const long at = window_argmax(g, xp, oh, ow);
-        if (at >= 0) dxp[at] += dyp[(size_t)oh * (size_t)g->out_w + (size_t)ow];
+        const size_t o = (size_t)oh * (size_t)g->out_w + (size_t)ow;
+        const long at = window_first(g, xp, oh, ow, yp[o]);
+        if (at >= 0) dxp[at] += dyp[o];
       }
     }
   }
 }
 
 /* PyTorch's adaptive bins: [floor(i*in/out), ceil((i+1)*in/out)). */
-static inline int bin_start(int i, int in, int out) { return (int)(((long)i * in) / out); }
+static inline int bin_start(int i, int in, int out) {
+  return (int)(((long)i * in) / out);
+}
 static inline int bin_end(int i, int in, int out) {
   return (int)(((long)(i + 1) * in + out - 1) / out);
 }
@@ -112,7 +229,8 @@ void nn_avgpool_backward(int n, int c, int h, int w, int out_h, int out_w, const
       const int h0 = bin_start(oh, h, out_h), h1 = bin_end(oh, h, out_h);
       for (int ow = 0; ow < out_w; ow++) {
         const int w0 = bin_start(ow, w, out_w), w1 = bin_end(ow, w, out_w);
-        const float d = dyp[(size_t)oh * (size_t)out_w + (size_t)ow] / (float)((h1 - h0) * (w1 - w0));
+        const float d =
+            dyp[(size_t)oh * (size_t)out_w + (size_t)ow] / (float)((h1 - h0) * (w1 - w0));
         for (int ih = h0; ih < h1; ih++)
           for (int iw = w0; iw < w1; iw++) dxp[(size_t)ih * (size_t)w + (size_t)iw] += d;
       }

@@ -7,6 +7,7 @@
  * gradient, itself checked against finite differences here.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,17 @@ static float *copy_floats(const float *a, size_t n) {
   return c;
 }
 
+static void fill_nan(float *a, size_t n) {
+  for (size_t i = 0; i < n; i++) a[i] = NAN;
+}
+
+/* An output buffer: NaN until the kernel writes it. */
+static float *nan_floats(size_t n) {
+  float *a = malloc(sizeof(float) * (n ? n : 1));
+  fill_nan(a, n);
+  return a;
+}
+
 /* max_i |got_i - want_i| / max(|want_i|, 1% of max|want|): elements near the
  * largest are held to a relative error, tiny ones to an absolute one. */
 static double err_vs(const float *got, const double *want, size_t n) {
@@ -57,11 +69,11 @@ static double err_vs(const float *got, const double *want, size_t n) {
   return worst;
 }
 
-#define EXPECT_CLOSE(got, want, n, tol, what)                                          \
-  do {                                                                                 \
-    double e_ = err_vs((got), (want), (n));                                            \
+#define EXPECT_CLOSE(got, want, n, tol, what)                                             \
+  do {                                                                                    \
+    double e_ = err_vs((got), (want), (n));                                               \
     if (!(e_ < (tol))) fprintf(stderr, "\n  %s: error %.3g > %.3g\n", (what), e_, (tol)); \
-    CU_ASSERT(e_ < (tol));                                                             \
+    CU_ASSERT(e_ < (tol));                                                                \
   } while (0)
 
 /* Central differences of loss(ctx) with respect to each of v[0..n). */
@@ -88,8 +100,9 @@ static double dot(const double *a, const double *b, size_t n) {
 
 static nn_conv_geom make_conv(int c, int h, int w, int o, int kh, int kw, int sh, int sw, int pt,
                               int pb, int pl, int pr, int groups) {
-  nn_conv_geom g = {c, h, w, o, (h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1,
-                    kh, kw, sh, sw, pt, pl, groups};
+  nn_conv_geom g = {
+      c,  h,  w,  o,     (h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1, kh, kw, sh,
+      sw, pt, pl, groups};
   return g;
 }
 
@@ -172,68 +185,79 @@ static double conv_loss(const void *p) {
 }
 
 /* Runs the kernel forward and backward with a workspace of exactly
- * nn_conv_workspace_floats(g, n, cap) and checks them against the reference
- * (and against finite differences when fd). */
+ * nn_conv_workspace_floats(g, n, cap), on 1, 2 and 3 threads (the batch is
+ * split between workers), and checks them against the reference; with fd,
+ * the gradients also against finite differences. */
 static void check_conv(const char *what, const nn_conv_geom *g, int n, int relu, int bias,
                        size_t cap, int fd) {
   size_t xs = conv_x_size(g, n), ys = conv_y_size(g, n), wsz = conv_w_size(g);
   float *x = rand_floats(xs, 1.0), *w = rand_floats(wsz, 0.5), *b = rand_floats(g->out_c, 0.5);
   float *r = rand_floats(ys, 1.0), *y = malloc(sizeof(float) * ys);
-  size_t wsf = nn_conv_workspace_floats(g, n, cap);
-  float *ws = malloc(sizeof(float) * wsf);
-  nn_conv_forward(g, n, x, w, bias ? b : NULL, relu, y, ws, wsf);
-
   double *xd = to_double(x, xs), *wd = to_double(w, wsz), *bd = to_double(b, g->out_c);
   double *rd = to_double(r, ys), *yd = malloc(sizeof(double) * ys);
   ref_conv_forward(g, n, xd, wd, bias ? bd : NULL, relu, yd);
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: conv forward", what);
-  EXPECT_CLOSE(y, yd, ys, 1e-4, msg);
-
-  float *dy = copy_floats(r, ys), *dx = malloc(sizeof(float) * xs);
-  float *dw = malloc(sizeof(float) * wsz), *db = malloc(sizeof(float) * g->out_c);
-  nn_conv_backward(g, n, x, w, y, relu, dy, dx, dw, db, ws, wsf);
   double *dxd = malloc(sizeof(double) * xs), *dwd = malloc(sizeof(double) * wsz);
   double *dbd = malloc(sizeof(double) * g->out_c);
   ref_conv_backward(g, n, xd, wd, yd, relu, rd, dxd, dwd, dbd);
-  snprintf(msg, sizeof msg, "%s: conv dx", what);
-  EXPECT_CLOSE(dx, dxd, xs, 1e-4, msg);
-  snprintf(msg, sizeof msg, "%s: conv dw", what);
-  EXPECT_CLOSE(dw, dwd, wsz, 1e-4, msg);
-  snprintf(msg, sizeof msg, "%s: conv db", what);
-  EXPECT_CLOSE(db, dbd, g->out_c, 1e-4, msg);
-  /* dy is left masked by y > 0 when relu, untouched otherwise. */
-  int masked_ok = 1;
-  for (size_t i = 0; i < ys; i++) masked_ok &= dy[i] == ((relu && !(y[i] > 0)) ? 0.0f : r[i]);
-  CU_ASSERT(masked_ok);
+  float *dy = malloc(sizeof(float) * ys), *dx = malloc(sizeof(float) * xs);
+  float *dw = malloc(sizeof(float) * wsz), *db = malloc(sizeof(float) * g->out_c);
+  float *dw2 = malloc(sizeof(float) * wsz);
+  char msg[256];
+  const int saved_threads = omp_get_max_threads();
 
-  if (fd) {
-    conv_loss_ctx ctx = {g, n, relu, xd, wd, bias ? bd : NULL, rd, malloc(sizeof(double) * ys)};
-    double *gx = malloc(sizeof(double) * xs), *gw = malloc(sizeof(double) * wsz);
-    double *gb = malloc(sizeof(double) * g->out_c);
-    fd_grad(conv_loss, &ctx, xd, xs, 1e-5, gx);
-    fd_grad(conv_loss, &ctx, wd, wsz, 1e-5, gw);
-    snprintf(msg, sizeof msg, "%s: conv dx vs finite differences", what);
-    EXPECT_CLOSE(dx, gx, xs, 1e-4, msg);
-    snprintf(msg, sizeof msg, "%s: conv dw vs finite differences", what);
-    EXPECT_CLOSE(dw, gw, wsz, 1e-4, msg);
-    if (bias) {
-      fd_grad(conv_loss, &ctx, bd, g->out_c, 1e-5, gb);
-      snprintf(msg, sizeof msg, "%s: conv db vs finite differences", what);
-      EXPECT_CLOSE(db, gb, g->out_c, 1e-4, msg);
+  for (int threads = 1; threads <= 3; threads++) {
+    omp_set_num_threads(threads);
+    size_t wsf = nn_conv_workspace_floats(g, n, cap);
+    float *ws = malloc(sizeof(float) * wsf);
+    /* Outputs start as NaN: a cell the kernel forgets cannot pass. */
+    fill_nan(y, ys), fill_nan(dx, xs), fill_nan(dw, wsz), fill_nan(db, g->out_c);
+    fill_nan(dw2, wsz), fill_nan(ws, wsf);
+    nn_conv_forward(g, n, x, w, bias ? b : NULL, relu, y, ws, wsf);
+    snprintf(msg, sizeof msg, "%s, %d threads: conv forward", what, threads);
+    EXPECT_CLOSE(y, yd, ys, 1e-4, msg);
+
+    memcpy(dy, r, sizeof(float) * ys);
+    nn_conv_backward(g, n, x, w, y, relu, dy, dx, dw, db, ws, wsf);
+    snprintf(msg, sizeof msg, "%s, %d threads: conv dx", what, threads);
+    EXPECT_CLOSE(dx, dxd, xs, 1e-4, msg);
+    snprintf(msg, sizeof msg, "%s, %d threads: conv dw", what, threads);
+    EXPECT_CLOSE(dw, dwd, wsz, 1e-4, msg);
+    snprintf(msg, sizeof msg, "%s, %d threads: conv db", what, threads);
+    EXPECT_CLOSE(db, dbd, g->out_c, 1e-4, msg);
+    /* dy is left masked by y > 0 when relu, untouched otherwise. */
+    int masked_ok = 1;
+    for (size_t i = 0; i < ys; i++) masked_ok &= dy[i] == ((relu && !(y[i] > 0)) ? 0.0f : r[i]);
+    CU_ASSERT(masked_ok);
+
+    /* Without dx and db (a first layer, no bias): the same dw. */
+    memcpy(dy, r, sizeof(float) * ys);
+    nn_conv_backward(g, n, x, w, y, relu, dy, NULL, dw2, NULL, ws, wsf);
+    snprintf(msg, sizeof msg, "%s, %d threads: conv dw without dx", what, threads);
+    EXPECT_CLOSE(dw2, dwd, wsz, 1e-4, msg);
+    free(ws);
+
+    if (fd && threads == 1) {
+      conv_loss_ctx ctx = {g, n, relu, xd, wd, bias ? bd : NULL, rd, malloc(sizeof(double) * ys)};
+      double *gx = malloc(sizeof(double) * xs), *gw = malloc(sizeof(double) * wsz);
+      double *gb = malloc(sizeof(double) * g->out_c);
+      fd_grad(conv_loss, &ctx, xd, xs, 1e-5, gx);
+      fd_grad(conv_loss, &ctx, wd, wsz, 1e-5, gw);
+      snprintf(msg, sizeof msg, "%s: conv dx vs finite differences", what);
+      EXPECT_CLOSE(dx, gx, xs, 1e-4, msg);
+      snprintf(msg, sizeof msg, "%s: conv dw vs finite differences", what);
+      EXPECT_CLOSE(dw, gw, wsz, 1e-4, msg);
+      if (bias) {
+        fd_grad(conv_loss, &ctx, bd, g->out_c, 1e-5, gb);
+        snprintf(msg, sizeof msg, "%s: conv db vs finite differences", what);
+        EXPECT_CLOSE(db, gb, g->out_c, 1e-4, msg);
+      }
+      free(gx), free(gw), free(gb), free(ctx.y);
     }
-    free(gx), free(gw), free(gb), free(ctx.y);
   }
+  omp_set_num_threads(saved_threads);
 
-  /* Without dx and db (a first layer, no bias): the same dw. */
-  float *dy2 = copy_floats(r, ys), *dw2 = malloc(sizeof(float) * wsz);
-  nn_conv_backward(g, n, x, w, y, relu, dy2, NULL, dw2, NULL, ws, wsf);
-  snprintf(msg, sizeof msg, "%s: conv dw without dx", what);
-  EXPECT_CLOSE(dw2, dwd, wsz, 1e-4, msg);
-
-  free(x), free(w), free(b), free(r), free(y), free(ws), free(xd), free(wd), free(bd), free(rd);
-  free(yd), free(dy), free(dx), free(dw), free(db), free(dxd), free(dwd), free(dbd), free(dy2);
-  free(dw2);
+  free(x), free(w), free(b), free(r), free(y), free(xd), free(wd), free(bd), free(rd), free(yd);
+  free(dy), free(dx), free(dw), free(db), free(dxd), free(dwd), free(dbd), free(dw2);
 }
 
 static void test_conv_small_shapes(void) {
@@ -250,6 +274,19 @@ static void test_conv_small_shapes(void) {
   nn_conv_geom c = make_conv(2, 28, 28, 4, 11, 11, 4, 4, 1, 2, 1, 2, 1);
   CU_ASSERT_EQUAL(c.out_h, 6);
   check_conv("k11 s4 p[1,2]", &c, 1, 1, 0, (size_t)1 << 24, 1);
+  /* Stride 1 keeping the width, with asymmetric padding: the flat im2col. */
+  nn_conv_geom f = make_conv(3, 6, 7, 4, 4, 4, 1, 1, 2, 1, 1, 2, 1);
+  CU_ASSERT(f.out_w == f.in_w && f.out_h == f.in_h);
+  check_conv("k4 s1 p[2,1]x[1,2]", &f, 2, 1, 1, (size_t)1 << 24, 1);
+  /* Outputs up to 64 cells go through a table of taps; larger ones copy rows,
+   * or whole planes when the stride is 1 and the width is kept: the same
+   * geometries again on larger planes. */
+  nn_conv_geom a2 = make_conv(4, 19, 16, 6, 3, 2, 2, 1, 1, 2, 0, 1, 2);
+  CU_ASSERT(a2.out_h * a2.out_w > 64);
+  check_conv("k3x2 s2x1 g2, rows", &a2, 2, 1, 1, (size_t)1 << 24, 1);
+  nn_conv_geom f2 = make_conv(3, 9, 10, 4, 4, 4, 1, 1, 2, 1, 1, 2, 1);
+  CU_ASSERT(f2.out_w == f2.in_w && f2.out_h * f2.out_w > 64);
+  check_conv("k4 s1 p[2,1]x[1,2], planes", &f2, 2, 1, 1, (size_t)1 << 24, 1);
   /* Kernel 1, stride 3, no padding; and a kernel wider than the input with padding. */
   nn_conv_geom d = make_conv(2, 7, 10, 3, 1, 1, 3, 3, 0, 0, 0, 0, 1);
   check_conv("k1 s3", &d, 2, 0, 1, (size_t)1 << 24, 1);
@@ -257,21 +294,36 @@ static void test_conv_small_shapes(void) {
   check_conv("k2x5 wider than input", &e, 2, 1, 1, (size_t)1 << 24, 1);
 }
 
-/* A workspace cap below the batch forces several chunks, the last one short. */
+/* A workspace cap below the batch forces several chunks, the last one short;
+ * with threads, the batch is split between workers (unevenly for 5 images). */
 static void test_conv_batch_folding(void) {
   rng_state = 12;
+  const int saved_threads = omp_get_max_threads();
   nn_conv_geom g = make_conv(6, 9, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  omp_set_num_threads(1);
   size_t one = nn_conv_workspace_floats(&g, 1, (size_t)1 << 30);
-  CU_ASSERT_EQUAL(nn_conv_workspace_floats(&g, 5, (size_t)1 << 30), 5 * one);
-  CU_ASSERT_EQUAL(nn_conv_workspace_floats(&g, 5, 2 * one + 1), 2 * one);
   CU_ASSERT_EQUAL(nn_conv_workspace_floats(&g, 5, 1), one); /* at least one image */
-  check_conv("5 images in chunks of 2", &g, 5, 1, 1, 2 * one, 0);
-  check_conv("5 images in chunks of 1", &g, 5, 0, 1, 1, 0);
-  check_conv("5 images in one chunk", &g, 5, 1, 1, (size_t)1 << 30, 0);
+  CU_ASSERT_EQUAL(nn_conv_workspace_floats(&g, 5, 2 * one + 1), 2 * one);
+  CU_ASSERT_EQUAL(nn_conv_workspace_floats(&g, 5, (size_t)1 << 30), 5 * one);
+  /* More workers need more, but never more than the cap once one image fits. */
+  omp_set_num_threads(2);
+  CU_ASSERT(nn_conv_workspace_floats(&g, 5, (size_t)1 << 30) > one);
+  CU_ASSERT_EQUAL(nn_conv_workspace_floats(&g, 5, 1), one);
+  CU_ASSERT(nn_conv_workspace_floats(&g, 5, 3 * one) <= 3 * one);
+  omp_set_num_threads(saved_threads);
+  /* On one thread: chunks of 2 and of 1; on 2 and 3 the caps below leave room
+   * for one worker (cap 1), or for fewer images per worker than it wants. */
+  check_conv("5 images, cap 2 images", &g, 5, 1, 1, 2 * one, 0);
+  check_conv("5 images, cap 1 float", &g, 5, 0, 1, 1, 0);
+  check_conv("5 images, cap 3.5 images", &g, 5, 1, 0, 3 * one + one / 2, 0);
+  check_conv("5 images, no cap", &g, 5, 1, 1, (size_t)1 << 30, 0);
+  check_conv("1 image, no cap", &g, 1, 1, 1, (size_t)1 << 30, 0);
   /* Stride 2 and a short last chunk of odd width. */
   nn_conv_geom h = make_conv(4, 11, 13, 6, 3, 3, 2, 2, 0, 0, 1, 1, 1);
+  omp_set_num_threads(1);
   size_t one_h = nn_conv_workspace_floats(&h, 1, (size_t)1 << 30);
-  check_conv("7 images s2 in chunks of 3", &h, 7, 1, 1, 3 * one_h, 1);
+  omp_set_num_threads(saved_threads);
+  check_conv("7 images s2, cap 3 images", &h, 7, 1, 1, 3 * one_h, 1);
 }
 
 /* Outputs of 2048 pixels and more take the direct (per-image) plan. */
@@ -288,8 +340,12 @@ static void test_conv_large_outputs(void) {
   /* Groups and a non-square output in the direct plan. */
   nn_conv_geom q = make_conv(4, 46, 50, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2);
   check_conv("46x50 k3 g2", &q, 3, 1, 1, (size_t)1 << 30, 0);
+  /* One image per chunk in the direct plan: on one thread, one image's col. */
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
   size_t per_image = (size_t)4 * 9 * 46 * 50;
   CU_ASSERT_EQUAL(nn_conv_workspace_floats(&q, 3, (size_t)1 << 30), per_image);
+  omp_set_num_threads(saved_threads);
 }
 
 /* ---- fully connected ----------------------------------------------------- */
@@ -318,7 +374,7 @@ static double linear_loss(const void *p) {
 static void check_linear(int n, int in, int out, int relu, int bias) {
   size_t xs = (size_t)n * in, ys = (size_t)n * out, wsz = (size_t)out * in;
   float *x = rand_floats(xs, 1.0), *w = rand_floats(wsz, 0.5), *b = rand_floats(out, 0.5);
-  float *r = rand_floats(ys, 1.0), *y = malloc(sizeof(float) * ys);
+  float *r = rand_floats(ys, 1.0), *y = nan_floats(ys);
   nn_linear_forward(n, in, out, x, w, bias ? b : NULL, relu, y);
   double *xd = to_double(x, xs), *wd = to_double(w, wsz), *bd = to_double(b, out);
   double *rd = to_double(r, ys), *yd = malloc(sizeof(double) * ys);
@@ -326,8 +382,8 @@ static void check_linear(int n, int in, int out, int relu, int bias) {
   linear_loss(&ctx);
   EXPECT_CLOSE(y, yd, ys, 1e-5, "linear forward");
 
-  float *dy = copy_floats(r, ys), *dx = malloc(sizeof(float) * xs);
-  float *dw = malloc(sizeof(float) * wsz), *db = malloc(sizeof(float) * out);
+  float *dy = copy_floats(r, ys), *dx = nan_floats(xs);
+  float *dw = nan_floats(wsz), *db = nan_floats(out);
   nn_linear_backward(n, in, out, x, w, y, relu, dy, dx, dw, db);
   double *gx = malloc(sizeof(double) * xs), *gw = malloc(sizeof(double) * wsz);
   double *gb = malloc(sizeof(double) * out);
@@ -339,7 +395,7 @@ static void check_linear(int n, int in, int out, int relu, int bias) {
     fd_grad(linear_loss, &ctx, bd, out, 1e-5, gb);
     EXPECT_CLOSE(db, gb, out, 1e-4, "linear db");
   }
-  float *dy2 = copy_floats(r, ys), *dw2 = malloc(sizeof(float) * wsz);
+  float *dy2 = copy_floats(r, ys), *dw2 = nan_floats(wsz);
   nn_linear_backward(n, in, out, x, w, y, relu, dy2, NULL, dw2, NULL);
   EXPECT_CLOSE(dw2, gw, wsz, 1e-4, "linear dw without dx");
   free(x), free(w), free(b), free(r), free(y), free(xd), free(wd), free(bd), free(rd), free(yd);
@@ -359,8 +415,8 @@ static void test_linear(void) {
 static void test_relu_tanh(void) {
   rng_state = 31;
   const size_t n = 1001;
-  float *x = rand_floats(n, 2.0), *r = rand_floats(n, 1.0), *y = malloc(sizeof(float) * n);
-  float *dx = malloc(sizeof(float) * n);
+  float *x = rand_floats(n, 2.0), *r = rand_floats(n, 1.0), *y = nan_floats(n);
+  float *dx = nan_floats(n);
   int ok = 1;
   nn_relu_forward(n, x, y);
   for (size_t i = 0; i < n; i++) ok &= y[i] == (x[i] > 0 ? x[i] : 0.0f);
@@ -393,8 +449,8 @@ static void test_relu_tanh(void) {
 
 static void test_dropout(void) {
   const size_t n = 200003;
-  float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
-  float *y2 = malloc(sizeof(float) * n), *dx = malloc(sizeof(float) * n);
+  float *x = nan_floats(n), *y = nan_floats(n);
+  float *y2 = nan_floats(n), *dx = nan_floats(n);
   for (size_t i = 0; i < n; i++) x[i] = 1.0f + (float)(i % 7);
   const float p = 0.3f, scale = 1.0f / (1.0f - p);
   nn_dropout_forward(n, p, 42, x, y);
@@ -423,6 +479,13 @@ static void test_dropout(void) {
   memcpy(y2, x, sizeof(float) * n);
   nn_dropout_forward(n, p, 42, y2, y2);
   CU_ASSERT(memcmp(y2, y, sizeof(float) * n) == 0);
+  /* A slice starting at element `first` gets the whole array's mask there
+   * (a rank holding part of a global batch), forward and backward. */
+  const size_t first = 1000, part = 5003;
+  nn_dropout_forward_at(part, p, 42, first, x + first, y2);
+  CU_ASSERT(memcmp(y2, y + first, sizeof(float) * part) == 0);
+  nn_dropout_backward_at(part, p, 42, first, x + first, y2);
+  CU_ASSERT(memcmp(y2, y + first, sizeof(float) * part) == 0);
   /* p = 0 is the identity, p = 1 drops everything. */
   nn_dropout_forward(n, 0.0f, 42, x, y2);
   CU_ASSERT(memcmp(y2, x, sizeof(float) * n) == 0);
@@ -472,10 +535,19 @@ static void check_lrn(int n, int c, int h, int w, int size, float alpha, float b
                       double xscale) {
   size_t cnt = (size_t)n * c * h * w;
   float *x = rand_floats(cnt, xscale), *r = rand_floats(cnt, 1.0);
-  float *y = malloc(sizeof(float) * cnt), *scale = malloc(sizeof(float) * cnt);
-  float *dx = malloc(sizeof(float) * cnt);
+  float *y = nan_floats(cnt), *scale = nan_floats(cnt);
+  float *dx = nan_floats(cnt);
   nn_lrn_forward(n, c, h, w, size, alpha, beta, k, x, scale, y);
-  lrn_ctx ctx = {n, c, h, w, size, alpha, beta, k, to_double(x, cnt), to_double(r, cnt),
+  lrn_ctx ctx = {n,
+                 c,
+                 h,
+                 w,
+                 size,
+                 alpha,
+                 beta,
+                 k,
+                 to_double(x, cnt),
+                 to_double(r, cnt),
                  malloc(sizeof(double) * cnt)};
   double *yd = malloc(sizeof(double) * cnt), *sd = malloc(sizeof(double) * cnt);
   ref_lrn(&ctx, ctx.x, sd, yd);
@@ -507,15 +579,15 @@ static void test_lrn(void) {
 
 static nn_pool_geom make_pool(int c, int h, int w, int kh, int kw, int sh, int sw, int pt, int pb,
                               int pl, int pr) {
-  nn_pool_geom g = {c, h, w, (h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1,
-                    kh, kw, sh, sw, pt, pl};
+  nn_pool_geom g = {c,  h,  w, (h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1, kh, kw, sh,
+                    sw, pt, pl};
   return g;
 }
 
 /* Max over the valid cells of each window; the gradient goes to the first
  * maximum met in row-major order. */
-static void ref_maxpool(const nn_pool_geom *g, int n, const double *x, const double *dy,
-                        double *y, double *dx) {
+static void ref_maxpool(const nn_pool_geom *g, int n, const double *x, const double *dy, double *y,
+                        double *dx) {
   size_t hw = (size_t)g->in_h * g->in_w, ohw = (size_t)g->out_h * g->out_w;
   if (dx) memset(dx, 0, sizeof(double) * n * g->c * hw);
   for (int pl = 0; pl < n * g->c; pl++)
@@ -548,7 +620,7 @@ static double maxpool_loss(const void *p) {
   return dot(c->y, c->r, (size_t)c->n * c->g->c * c->g->out_h * c->g->out_w);
 }
 
-static void check_maxpool(const nn_pool_geom *g, int n) {
+static void check_maxpool(const nn_pool_geom *g, int n, int fd) {
   size_t xs = (size_t)n * g->c * g->in_h * g->in_w, ys = (size_t)n * g->c * g->out_h * g->out_w;
   /* Distinct values at least 1e-3 apart (a shuffled ramp), so no window has a
    * near-tie the finite differences could cross; all negative so a padded
@@ -560,18 +632,20 @@ static void check_maxpool(const nn_pool_geom *g, int n) {
     float t = x[i];
     x[i] = x[j], x[j] = t;
   }
-  float *r = rand_floats(ys, 1.0), *y = malloc(sizeof(float) * ys);
-  float *dx = malloc(sizeof(float) * xs);
+  float *r = rand_floats(ys, 1.0), *y = nan_floats(ys);
+  float *dx = nan_floats(xs);
   nn_maxpool_forward(g, n, x, y);
   pool_ctx ctx = {g, n, to_double(x, xs), to_double(r, ys), malloc(sizeof(double) * ys)};
   double *yd = malloc(sizeof(double) * ys), *dxd = malloc(sizeof(double) * xs);
   ref_maxpool(g, n, ctx.x, ctx.r, yd, dxd);
   EXPECT_CLOSE(y, yd, ys, 1e-7, "maxpool forward");
   nn_maxpool_backward(g, n, x, y, r, dx);
-  EXPECT_CLOSE(dx, dxd, xs, 1e-6, "maxpool backward");
+  EXPECT_CLOSE(dx, dxd, xs, 1e-5, "maxpool backward");
   double *gd = malloc(sizeof(double) * xs);
-  fd_grad(maxpool_loss, &ctx, ctx.x, xs, 1e-5, gd);
-  EXPECT_CLOSE(dx, gd, xs, 1e-6, "maxpool backward vs finite differences");
+  if (fd) {
+    fd_grad(maxpool_loss, &ctx, ctx.x, xs, 1e-5, gd);
+    EXPECT_CLOSE(dx, gd, xs, 1e-6, "maxpool backward vs finite differences");
+  }
   free(x), free(r), free(y), free(dx), free(ctx.x), free(ctx.r), free(ctx.y), free(yd), free(dxd);
   free(gd);
 }
@@ -579,19 +653,24 @@ static void check_maxpool(const nn_pool_geom *g, int n) {
 static void test_maxpool(void) {
   rng_state = 51;
   nn_pool_geom a = make_pool(3, 13, 13, 3, 3, 2, 2, 0, 0, 0, 0); /* AlexNet's 3/2 */
-  check_maxpool(&a, 2);
+  check_maxpool(&a, 2, 1);
   nn_pool_geom b = make_pool(2, 8, 9, 2, 2, 2, 2, 0, 0, 0, 0); /* 2x2, odd width floors */
-  check_maxpool(&b, 2);
+  check_maxpool(&b, 2, 1);
   nn_pool_geom c = make_pool(2, 7, 6, 3, 2, 2, 1, 1, 1, 0, 1); /* padded, non-square */
-  check_maxpool(&c, 3);
+  check_maxpool(&c, 3, 1);
+  nn_pool_geom e = make_pool(2, 6, 7, 2, 3, 2, 2, 1, 0, 1, 1); /* padded left and top */
+  check_maxpool(&e, 2, 1);
+  /* Rows wider than the forward's row buffer take the plain scan. */
+  nn_pool_geom d = make_pool(1, 3, 4101, 2, 3, 1, 2, 0, 1, 1, 1);
+  check_maxpool(&d, 1, 0);
 }
 
 /* Ties go to the first maximum in row-major order, in forward and backward. */
 static void test_maxpool_ties(void) {
   nn_pool_geom g = make_pool(1, 4, 4, 3, 3, 1, 1, 0, 0, 0, 0); /* 2x2 outputs */
-  float x[16] = {1, 0, 5, 0,  /* window (0,0): 5 at (0,2) and (1,0) */
-                 5, 2, 2, 2,  /* window (0,1): 5 at (0,2) */
-                 3, 3, 3, 2,  /* windows (1,*): 5 at (1,0) for (1,0); (1,1) all <= 3 */
+  float x[16] = {1, 0, 5, 0, /* window (0,0): 5 at (0,2) and (1,0) */
+                 5, 2, 2, 2, /* window (0,1): 5 at (0,2) */
+                 3, 3, 3, 2, /* windows (1,*): 5 at (1,0) for (1,0); (1,1) all <= 3 */
                  3, 3, 3, 3};
   float y[4], dy[4] = {1, 10, 100, 1000}, dx[16];
   nn_maxpool_forward(&g, 1, x, y);
@@ -613,6 +692,12 @@ static void test_maxpool_ties(void) {
   nn_pool_geom q = make_pool(1, 4, 4, 3, 3, 2, 2, 1, 1, 1, 1);
   nn_maxpool_forward(&q, 1, flat, y);
   CU_ASSERT(y[0] == -2.0f && y[3] == -2.0f);
+  /* A NaN wins its windows, and takes their gradient, as in PyTorch. */
+  float xn[16] = {1, 2, 3, 4, 5, NAN, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  nn_maxpool_forward(&g, 1, xn, y); /* 3x3 stride 1: every window holds (1,1) */
+  CU_ASSERT(isnan(y[0]) && isnan(y[1]) && isnan(y[2]) && isnan(y[3]));
+  nn_maxpool_backward(&g, 1, xn, y, dy, dx);
+  CU_ASSERT(dx[5] == 1111.0f && dx[0] == 0.0f && dx[15] == 0.0f);
 }
 
 static void ref_avgpool(int n, int c, int h, int w, int oh_n, int ow_n, const double *x,
@@ -642,11 +727,11 @@ static double avgpool_loss(const void *p) {
 
 static void check_avgpool(int n, int c, int h, int w, int oh, int ow) {
   size_t xs = (size_t)n * c * h * w, ys = (size_t)n * c * oh * ow;
-  float *x = rand_floats(xs, 1.0), *r = rand_floats(ys, 1.0), *y = malloc(sizeof(float) * ys);
-  float *dx = malloc(sizeof(float) * xs);
+  float *x = rand_floats(xs, 1.0), *r = rand_floats(ys, 1.0), *y = nan_floats(ys);
+  float *dx = nan_floats(xs);
   nn_avgpool_forward(n, c, h, w, oh, ow, x, y);
-  avg_ctx ctx = {n, c, h, w, oh, ow, to_double(x, xs), to_double(r, ys),
-                 malloc(sizeof(double) * ys)};
+  avg_ctx ctx = {
+      n, c, h, w, oh, ow, to_double(x, xs), to_double(r, ys), malloc(sizeof(double) * ys)};
   avgpool_loss(&ctx);
   EXPECT_CLOSE(y, ctx.y, ys, 1e-5, "avgpool forward");
   nn_avgpool_backward(n, c, h, w, oh, ow, r, dx);
@@ -661,8 +746,8 @@ static void test_avgpool(void) {
   check_avgpool(2, 3, 13, 13, 6, 6); /* overlapping bins */
   check_avgpool(1, 2, 6, 6, 6, 6);   /* identity */
   check_avgpool(2, 2, 7, 5, 3, 2);
-  check_avgpool(1, 1, 2, 3, 5, 4);   /* output larger than input */
-  check_avgpool(1, 3, 9, 9, 1, 1);   /* global */
+  check_avgpool(1, 1, 2, 3, 5, 4); /* output larger than input */
+  check_avgpool(1, 3, 9, 9, 1, 1); /* global */
 }
 
 /* ---- loss ---------------------------------------------------------------- */
@@ -690,7 +775,7 @@ static void test_softmax_xent(void) {
   rng_state = 71;
   const int n = 5, classes = 11;
   int labels[5] = {0, 3, 10, 7, 3};
-  float *z = rand_floats((size_t)n * classes, 4.0), *dz = malloc(sizeof(float) * n * classes);
+  float *z = rand_floats((size_t)n * classes, 4.0), *dz = nan_floats(n * classes);
   /* A row of huge logits: stable only if the max is taken out. */
   for (int j = 0; j < classes; j++) z[2 * classes + j] += 1000.0f;
   int c1 = -1, c5 = -1;
@@ -719,9 +804,9 @@ static void test_softmax_xent(void) {
 /* rank = classes with a strictly larger logit; hit@k when rank < k. */
 static void test_topk_ties(void) {
   float z[3][8] = {
-      {1, 5, 5, 0, 0, 0, 0, 0},  /* label 2 ties the max (class 1): top-1 hit */
-      {9, 8, 7, 6, 5, 4, 4, 0},  /* label 5: 5 strictly above: miss at 5 */
-      {9, 8, 7, 6, 4, 4, 4, 0},  /* label 6: 4 strictly above: hit at 5, miss at 1 */
+      {1, 5, 5, 0, 0, 0, 0, 0}, /* label 2 ties the max (class 1): top-1 hit */
+      {9, 8, 7, 6, 5, 4, 4, 0}, /* label 5: 5 strictly above: miss at 5 */
+      {9, 8, 7, 6, 4, 4, 4, 0}, /* label 6: 4 strictly above: hit at 5, miss at 1 */
   };
   int labels[3] = {2, 5, 6}, c1 = 0, c5 = 0;
   float loss = nn_softmax_xent(3, 8, &z[0][0], labels, NULL, &c1, &c5);
@@ -738,10 +823,11 @@ static void test_topk_ties(void) {
 }
 
 int main(void) {
-  static const tu_test conv[] = {{"small shapes vs reference and finite differences", test_conv_small_shapes},
-                                 {"batch folded in chunks", test_conv_batch_folding},
-                                 {"large outputs (direct plan)", test_conv_large_outputs},
-                                 {NULL, NULL}};
+  static const tu_test conv[] = {
+      {"small shapes vs reference and finite differences", test_conv_small_shapes},
+      {"batch folded in chunks", test_conv_batch_folding},
+      {"large outputs (direct plan)", test_conv_large_outputs},
+      {NULL, NULL}};
   static const tu_test others[] = {{"linear", test_linear},
                                    {"relu and tanh", test_relu_tanh},
                                    {"dropout", test_dropout},
