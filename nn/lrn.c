@@ -7,15 +7,16 @@
  *   dx_i = dy_i scale_i^-beta
  *          - 2 alpha beta / size * x_i * sum_{j = i - (size-1)/2 .. i + size/2} dy_j y_j / scale_j.
  *
- * Both window sums slide along the channels, per tile of pixels, in double
- * (one add and one subtract per channel, whatever the size, with no drift
- * worth the name); the rest is vectorizable float loops.
+ * Both go plane by plane and sum each window directly, `size` terms per
+ * output (as PyTorch's average pool does), so a plane's reads stream from
+ * memory once and the window's other planes come from cache; everything is
+ * vectorizable float loops.
  */
 #include <math.h>
 
 #include "layers.h"
 
-/* Pixels per unit of work: the running sums of a tile stay in L1. */
+/* Pixels per inner block: a block's window sums stay in L1. */
 enum { LRN_TILE = 256 };
 
 /* out[p] = s[p]^-beta; AlexNet's beta = 0.75 and 0.5 take square roots,
@@ -30,46 +31,32 @@ static void pow_neg(int count, const float *s, float beta, float *out) {
   }
 }
 
-static inline void acc_squares(int count, const float *x, double sign, double *acc) {
-  for (int p = 0; p < count; p++) acc[p] += sign * ((double)x[p] * (double)x[p]);
-}
-
 void nn_lrn_forward(int n, int c, int h, int w, int size, float alpha, float beta, float k,
                     const float *x, float *scale, float *y) {
   const size_t hw = (size_t)h * (size_t)w;
-  const int tiles = (int)((hw + LRN_TILE - 1) / LRN_TILE);
   const int before = size / 2, after = (size - 1) / 2;
   const float a = alpha / (float)size;
-  const long units = (long)n * tiles;
+  const long planes = (long)n * c;
 #pragma omp parallel for schedule(static)
-  for (long u = 0; u < units; u++) {
-    const size_t img = (size_t)(u / tiles), p0 = (size_t)(u % tiles) * LRN_TILE;
-    const int cnt = (int)(hw - p0 < LRN_TILE ? hw - p0 : LRN_TILE);
-    const size_t base = img * (size_t)c * hw + p0;
-    const float *xb = x + base;
-    double acc[LRN_TILE];
-    float pw[LRN_TILE];
-    for (int p = 0; p < cnt; p++) acc[p] = 0.0;
-    for (int j = 0; j <= after && j < c; j++) acc_squares(cnt, xb + (size_t)j * hw, 1.0, acc);
-    for (int ch = 0; ch < c; ch++) {
-      if (ch > 0) {
-        if (ch + after < c) acc_squares(cnt, xb + (size_t)(ch + after) * hw, 1.0, acc);
-        if (ch - before - 1 >= 0) acc_squares(cnt, xb + (size_t)(ch - before - 1) * hw, -1.0, acc);
+  for (long u = 0; u < planes; u++) {
+    const int ch = (int)(u % c);
+    const int lo = ch - before < 0 ? 0 : ch - before, hi = ch + after < c ? ch + after : c - 1;
+    const float *xb = x + (size_t)(u - ch) * hw; /* this image's channel 0 */
+    const float *xc = x + (size_t)u * hw;
+    float *sc = scale + (size_t)u * hw, *yc = y + (size_t)u * hw;
+    for (size_t p0 = 0; p0 < hw; p0 += LRN_TILE) {
+      const int cnt = (int)(hw - p0 < LRN_TILE ? hw - p0 : LRN_TILE);
+      float acc[LRN_TILE], pw[LRN_TILE];
+      for (int p = 0; p < cnt; p++) acc[p] = 0.0f;
+      for (int j = lo; j <= hi; j++) {
+        const float *xj = xb + (size_t)j * hw + p0;
+        for (int p = 0; p < cnt; p++) acc[p] += xj[p] * xj[p];
       }
-      float *sc = scale + base + (size_t)ch * hw;
-      for (int p = 0; p < cnt; p++) sc[p] = k + a * (float)(acc[p] > 0.0 ? acc[p] : 0.0);
-      pow_neg(cnt, sc, beta, pw);
-      const float *xc = xb + (size_t)ch * hw;
-      float *yc = y + base + (size_t)ch * hw;
-      for (int p = 0; p < cnt; p++) yc[p] = xc[p] * pw[p];
+      for (int p = 0; p < cnt; p++) sc[p0 + p] = k + a * acc[p];
+      pow_neg(cnt, sc + p0, beta, pw);
+      for (int p = 0; p < cnt; p++) yc[p0 + p] = xc[p0 + p] * pw[p];
     }
   }
-}
-
-/* acc[p] += sign * dy[p] * y[p] / s[p]: channel j's share of the window sum. */
-static inline void acc_ratio(int count, const float *dy, const float *y, const float *s,
-                             double sign, double *acc) {
-  for (int p = 0; p < count; p++) acc[p] += sign * (double)(dy[p] * y[p] / s[p]);
 }
 
 void nn_lrn_backward(int n, int c, int h, int w, int size, float alpha, float beta, float k,
@@ -77,39 +64,26 @@ void nn_lrn_backward(int n, int c, int h, int w, int size, float alpha, float be
                      float *dx) {
   (void)k; /* already inside scale */
   const size_t hw = (size_t)h * (size_t)w;
-  const int tiles = (int)((hw + LRN_TILE - 1) / LRN_TILE);
   const int before = size / 2, after = (size - 1) / 2;
   const float coef = 2.0f * alpha * beta / (float)size;
-  const long units = (long)n * tiles;
+  const long planes = (long)n * c;
 #pragma omp parallel for schedule(static)
-  for (long u = 0; u < units; u++) {
-    const size_t img = (size_t)(u / tiles), p0 = (size_t)(u % tiles) * LRN_TILE;
-    const int cnt = (int)(hw - p0 < LRN_TILE ? hw - p0 : LRN_TILE);
-    const size_t base = img * (size_t)c * hw + p0;
-    const float *xb = x + base, *sb = scale + base, *yb = y + base, *db = dy + base;
-    double acc[LRN_TILE];
-    float pw[LRN_TILE];
-    for (int p = 0; p < cnt; p++) acc[p] = 0.0;
+  for (long u = 0; u < planes; u++) {
     /* Channel i collects j in [i - after, i + before]. */
-    for (int j = 0; j <= before && j < c; j++) {
-      const size_t o = (size_t)j * hw;
-      acc_ratio(cnt, db + o, yb + o, sb + o, 1.0, acc);
-    }
-    for (int i = 0; i < c; i++) {
-      if (i > 0) {
-        if (i + before < c) {
-          const size_t o = (size_t)(i + before) * hw;
-          acc_ratio(cnt, db + o, yb + o, sb + o, 1.0, acc);
-        }
-        if (i - after - 1 >= 0) {
-          const size_t o = (size_t)(i - after - 1) * hw;
-          acc_ratio(cnt, db + o, yb + o, sb + o, -1.0, acc);
-        }
+    const int i = (int)(u % c);
+    const int lo = i - after < 0 ? 0 : i - after, hi = i + before < c ? i + before : c - 1;
+    const size_t b0 = (size_t)(u - i) * hw, bi = (size_t)u * hw;
+    for (size_t p0 = 0; p0 < hw; p0 += LRN_TILE) {
+      const int cnt = (int)(hw - p0 < LRN_TILE ? hw - p0 : LRN_TILE);
+      float acc[LRN_TILE], pw[LRN_TILE];
+      for (int p = 0; p < cnt; p++) acc[p] = 0.0f;
+      for (int j = lo; j <= hi; j++) {
+        const size_t o = b0 + (size_t)j * hw + p0;
+        for (int p = 0; p < cnt; p++) acc[p] += dy[o + p] * y[o + p] / scale[o + p];
       }
-      const size_t o = (size_t)i * hw;
-      pow_neg(cnt, sb + o, beta, pw);
-      float *dxc = dx + base + o;
-      for (int p = 0; p < cnt; p++) dxc[p] = db[o + p] * pw[p] - coef * xb[o + p] * (float)acc[p];
+      pow_neg(cnt, scale + bi + p0, beta, pw);
+      for (int p = 0; p < cnt; p++)
+        dx[bi + p0 + p] = dy[bi + p0 + p] * pw[p] - coef * x[bi + p0 + p] * acc[p];
     }
   }
 }
