@@ -149,6 +149,7 @@ int main(int argc, char **argv) {
   }
   /* Inference (evaluation mode). */
   net.training = 0;
+  net.no_grad = 1;
   for (int s = -1; s < steps; s++) {
     double t0 = now();
     nn_forward(&net, x, batch);
@@ -157,6 +158,13 @@ int main(int argc, char **argv) {
   double step = median(t_step, steps), inf = median(t_inf, steps);
   double train_ips = batch / step, fwd_ips = batch / inf;
   double flops = nn_total_flops(&net);
+  /* The training process's peak, read before the roof measurements below
+   * allocate their own matrices (up to 151 MB for classifier.1's shape). */
+  double rss_mib = peak_rss_mib();
+  const double mib = 1024.0 * 1024.0;
+  double params_mib = 3.0 * (double)net.num_params * sizeof(float) / mib;
+  double act_mib = (double)nn_activation_bytes(&net) / mib;
+  double input_mib = (double)in_count * sizeof(float) / mib;
   double big = sgemm_gflops(2048, 2048, 2048);
 
   if (!json) {
@@ -198,15 +206,18 @@ int main(int argc, char **argv) {
            step * 1e3);
     printf("train: %.1f images/s (%.1f GFLOP/s achieved); inference: %.1f images/s "
            "(%.1f GFLOP/s); sgemm 2048^3: %.1f GFLOP/s; peak RSS %.0f MiB\n",
-           train_ips, train_gflops, fwd_ips, flops * batch / inf / 1e9, big, peak_rss_mib());
+           train_ips, train_gflops, fwd_ips, flops * batch / inf / 1e9, big, rss_mib);
+    printf("memory: parameters + gradients + momentum %.0f MiB, activations and workspace "
+           "%.0f MiB, input batch %.0f MiB\n", params_mib, act_mib, input_mib);
   } else {
     printf("{\"arch\":\"%s\",\"batch\":%d,\"threads\":%d,\"train_images_per_sec\":%.2f,"
            "\"forward_images_per_sec\":%.2f,\"step_ms\":%.2f,\"forward_ms\":%.2f,"
            "\"backward_ms\":%.2f,\"update_ms\":%.2f,\"train_gflops\":%.1f,"
-           "\"sgemm_2048_gflops\":%.1f,\"peak_rss_mib\":%.0f,\"layers\":[%s]}\n",
+           "\"sgemm_2048_gflops\":%.1f,\"peak_rss_mib\":%.0f,\"state_mib\":%.0f,"
+           "\"activation_mib\":%.0f,\"layers\":[%s]}\n",
            arch, batch, threads, train_ips, fwd_ips, step * 1e3, median(t_fwd, steps) * 1e3,
            median(t_bwd, steps) * 1e3, median(t_upd, steps) * 1e3, train_gflops, big,
-           peak_rss_mib(), layers_json);
+           rss_mib, params_mib, act_mib, layers_json);
   }
   free(layers_json);
   free(fwd), free(bwd), free(t_step), free(t_fwd), free(t_bwd), free(t_upd), free(t_inf);

@@ -198,12 +198,14 @@ int main(int argc, char **argv) {
     goto done;
   }
   int batch = nimages < batch_max ? nimages : batch_max;
+  net.keep_outputs = 1; /* the activation maps read conv outputs after the forward */
   if (nn_net_alloc(&net, batch, 0, err, sizeof err) != 0) {
     fprintf(stderr, "alexnet-predict: %s\n", err);
     status = 1;
     goto done;
   }
   net.training = 0;
+  net.no_grad = 1;
   int conv_layers[MAX_CONVS];
   int nconv = predict_conv_outputs(&net, conv_layers, MAX_CONVS);
   if (nconv > MAX_CONVS) nconv = MAX_CONVS;

@@ -35,8 +35,9 @@ static void mean_softmax(const float *logits, int views, int classes, double *pr
 int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d,
              char *err, size_t errlen) {
   int classes = net->num_classes;
-  int was_training = net->training;
+  int was_training = net->training, was_no_grad = net->no_grad;
   net->training = 0;
+  net->no_grad = 1;
   double *probs = malloc((size_t)classes * sizeof(double));
   double t0 = now();
   /* sums: loss, top-1 hits, top-5 hits, samples */
@@ -75,6 +76,7 @@ int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_d
   }
   free(probs);
   net->training = was_training;
+  net->no_grad = was_no_grad;
   int who = dist_agree(failed, msg, sizeof msg);
   if (who != 0) {
     snprintf(err, errlen, "rank %d: %s", who - 1, msg);

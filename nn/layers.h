@@ -78,11 +78,16 @@ void nn_dropout_backward_at(size_t count, float p, uint64_t seed, uint64_t first
 
 /* PyTorch's LocalResponseNorm: y = x / (k + alpha/size * sum_{window} x^2)^beta,
  * the window being channels [c - size/2, c + (size-1)/2] clipped to [0, C).
- * x, y: (n, C, H, W). scale: (n, C, H, W), saved for backward (the k + ... term). */
+ * x, y: (n, C, H, W). Nothing is saved for backward. */
 void nn_lrn_forward(int n, int c, int h, int w, int size, float alpha, float beta, float k,
-                    const float *x, float *scale, float *y);
+                    const float *x, float *y);
+/* Floats of workspace nn_lrn_backward needs with `threads` threads. */
+size_t nn_lrn_workspace_floats(int c, int h, int w, int threads);
+/* From x and dy alone (the scale is recomputed); dx may equal dy (in place).
+ * ws: at least nn_lrn_workspace_floats(c, h, w, 1) floats; as many threads
+ * run as ws holds. */
 void nn_lrn_backward(int n, int c, int h, int w, int size, float alpha, float beta, float k,
-                     const float *x, const float *scale, const float *y, const float *dy, float *dx);
+                     const float *x, const float *dy, float *dx, float *ws, size_t ws_floats);
 
 /* ---- pooling ------------------------------------------------------------- */
 
@@ -91,12 +96,16 @@ typedef struct {
   int kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left;
 } nn_pool_geom;
 
-/* Max pooling; padded cells are -inf. x: (n, C, H, W); y: (n, C, OH, OW). */
-void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y);
-/* Routes dy to the first maximum of each window (PyTorch's tie rule), found
- * again from x and y; dx is overwritten. */
-void nn_maxpool_backward(const nn_pool_geom *g, int n, const float *x, const float *y,
-                         const float *dy, float *dx);
+/* Max pooling; padded cells are -inf. x: (n, C, H, W); y: (n, C, OH, OW).
+ * argmax (n, C, OH, OW) or NULL: where each window's first maximum is
+ * (PyTorch's tie rule), as kh * KW + kw within the window, for backward;
+ * NN_POOL_NO_ARGMAX for a window with no cell inside the input. */
+enum { NN_POOL_NO_ARGMAX = 0xFFFF, NN_POOL_MAX_WINDOW = 0xFFFF };
+void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y,
+                        uint16_t *argmax);
+/* Routes dy to the saved argmax of each window; dx is overwritten. */
+void nn_maxpool_backward(const nn_pool_geom *g, int n, const uint16_t *argmax, const float *dy,
+                         float *dx);
 
 /* Adaptive average pooling with PyTorch's bins: start = floor(i*H/OH),
  * end = ceil((i+1)*H/OH). */

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <omp.h>
+
 #include "layers.h"
 #include "nn.h"
 
@@ -122,6 +124,11 @@ static int layer_shape(nn_layer *l, char *err, size_t errlen) {
       int sh = s->stride_h > 0 ? s->stride_h : kh, sw = s->stride_w > 0 ? s->stride_w : kw;
       if (kh <= 0 || kw <= 0) {
         set_err(err, errlen, "%s (maxpool): kernel must be > 0", l->name);
+        return -1;
+      }
+      if ((long)kh * kw >= NN_POOL_MAX_WINDOW) { /* the argmax is a 16-bit window index */
+        set_err(err, errlen, "%s (maxpool): window %dx%d has more than %d cells", l->name, kh,
+                kw, NN_POOL_MAX_WINDOW - 1);
         return -1;
       }
       if (s->pad_top > kh / 2 || s->pad_left > kw / 2 || s->pad_bottom > kh / 2 ||
@@ -260,14 +267,16 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
 static void free_activations(nn_net *net) {
   for (int i = 0; i < net->num_layers; i++) {
     free(net->layers[i].buffer);
-    free(net->layers[i].aux);
-    net->layers[i].buffer = net->layers[i].aux = net->layers[i].output = NULL;
+    free(net->layers[i].argmax);
+    net->layers[i].buffer = net->layers[i].output = NULL;
+    net->layers[i].argmax = NULL;
   }
   free(net->grad_a);
   free(net->grad_b);
   free(net->workspace);
   free(net->dlogits);
   net->grad_a = net->grad_b = net->workspace = net->dlogits = NULL;
+  net->grad_a_floats = net->grad_b_floats = 0;
   net->workspace_floats = 0;
   net->batch = 0;
 }
@@ -309,18 +318,33 @@ static nn_pool_geom pool_geom(const nn_layer *l) {
 }
 
 /* Whether a layer's backward reads its own output (so nothing may overwrite
- * it in place): ReLU/tanh derivatives come from y, max pooling finds its
- * argmax again from y, LRN uses y. Conv/linear read it only for a fused ReLU,
- * and that ReLU would be in place anyway. */
+ * it in place): ReLU/tanh derivatives come from y. Conv/linear read it only for
+ * a fused ReLU (set when planning); max pooling saves its argmax instead. */
 static int backward_reads_output(const nn_layer *l) {
+  return l->spec.kind == NN_RELU || l->spec.kind == NN_TANH;
+}
+
+/* Whether a layer's backward reads its input: the weight gradients of conv
+ * and linear, LRN's recomputed scale. */
+static int backward_reads_input(const nn_layer *l) {
+  nn_kind k = l->spec.kind;
+  return k == NN_CONV || k == NN_LINEAR || k == NN_LRN;
+}
+
+/* Whether a layer's backward can write dx over dy (same shape, each dy read
+ * before its dx is written). */
+static int backward_in_place(const nn_layer *l) {
   switch (l->spec.kind) {
     case NN_RELU:
     case NN_TANH:
-    case NN_LRN:
-    case NN_MAXPOOL: return 1;
+    case NN_DROPOUT:
+    case NN_FLATTEN:
+    case NN_LRN: return 1;
     default: return 0;
   }
 }
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
 int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, size_t errlen) {
   if (batch <= 0) {
@@ -328,15 +352,19 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
     return -1;
   }
   free_activations(net);
+  const int L = net->num_layers;
   size_t cap = (workspace_cap_mib ? workspace_cap_mib : 64) * (1024 * 1024 / sizeof(float));
-  size_t max_act = 0;
   size_t workspace = 0;
-  for (int i = 0; i < net->num_layers; i++) {
+  /* Fusions, in-place layers and the workspace. */
+  for (int i = 0; i < L; i++) {
     nn_layer *l = &net->layers[i];
     nn_layer *prev = i > 0 ? &net->layers[i - 1] : NULL;
     l->fused_relu = 0;
     l->in_place = 0;
     l->needs_output = backward_reads_output(l);
+    l->reads_input = backward_reads_input(l);
+    l->grad_in_place = backward_in_place(l);
+    l->scratch = -1;
     nn_kind k = l->spec.kind;
     /* The input batch is the caller's (const): the first layer never works in place. */
     int prev_output_free = prev && !prev->needs_output;
@@ -352,32 +380,66 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
     } else if ((k == NN_RELU || k == NN_DROPOUT) && prev_output_free) {
       l->in_place = 1;
     }
-    size_t per_sample = nn_shape_size(l->out);
-    if (per_sample * (size_t)batch > max_act) max_act = per_sample * (size_t)batch;
-    if (nn_shape_size(l->in) * (size_t)batch > max_act) max_act = nn_shape_size(l->in) * batch;
     if (k == NN_CONV) {
       nn_conv_geom g = conv_geom(l);
-      size_t ws = nn_conv_workspace_floats(&g, batch, cap);
-      if (ws > workspace) workspace = ws;
+      workspace = max_size(workspace, nn_conv_workspace_floats(&g, batch, cap));
+    } else if (k == NN_LRN) {
+      workspace = max_size(workspace, nn_lrn_workspace_floats(l->in.c, l->in.h, l->in.w,
+                                                              omp_get_max_threads()));
     }
   }
-  for (int i = 0; i < net->num_layers; i++) {
+  /* The backward's ping-pong: dx goes to the buffer dy is not in, unless the
+   * layer writes it over dy; the first layer computes none. */
+  size_t need[2] = {0, 0};
+  int dy_slot = -1; /* dlogits */
+  for (int i = L - 1; i > 0; i--) {
     nn_layer *l = &net->layers[i];
+    if (l->grad_in_place) continue;
+    dy_slot = dy_slot == 0 ? 1 : 0;
+    need[dy_slot] = max_size(need[dy_slot], nn_shape_size(l->in) * (size_t)batch);
+  }
+  /* Which outputs must survive until backward. A run of in-place layers shares
+   * its first layer's storage, which must survive if any of them needs its
+   * output, if the layer after the run reads its input, or if it holds the
+   * logits. The others go to a scratch buffer the input is not in, the one
+   * that grows least. */
+  int owner = 0, owner_slot = -1; /* storage of the previous layer's output */
+  for (int i = 0; i < L; i++) {
+    nn_layer *l = &net->layers[i];
+    if (!l->in_place) owner = i;
+    int keep = net->keep_outputs;
+    int end = i;
+    for (int j = i; j < L && (j == i || net->layers[j].in_place); j++) {
+      end = j;
+      keep |= net->layers[j].needs_output;
+    }
+    keep |= end == L - 1 || net->layers[end + 1].reads_input;
     size_t floats = nn_shape_size(l->out) * (size_t)batch;
-    if (!l->in_place) {
+    if (l->in_place) {
+      l->scratch = net->layers[owner].scratch;
+    } else if (keep) {
       l->buffer = alloc_floats(floats);
       if (!l->buffer) goto oom;
+    } else {
+      size_t grow[2];
+      for (int k = 0; k < 2; k++) grow[k] = floats > need[k] ? floats - need[k] : 0;
+      int slot = owner_slot >= 0 ? 1 - owner_slot : grow[1] < grow[0];
+      l->scratch = slot;
+      need[slot] = max_size(need[slot], floats);
     }
-    if (l->spec.kind == NN_LRN) {
-      l->aux = alloc_floats(floats);
-      if (!l->aux) goto oom;
+    owner_slot = l->scratch;
+    if (l->spec.kind == NN_MAXPOOL) {
+      l->argmax = malloc(floats * sizeof(uint16_t));
+      if (!l->argmax) goto oom;
     }
   }
-  net->grad_a = alloc_floats(max_act);
-  net->grad_b = alloc_floats(max_act);
+  net->grad_a = alloc_floats(need[0]);
+  net->grad_b = alloc_floats(need[1]);
   net->workspace = alloc_floats(workspace);
   net->dlogits = alloc_floats((size_t)batch * (size_t)net->num_classes);
   if (!net->grad_a || !net->grad_b || !net->workspace || !net->dlogits) goto oom;
+  net->grad_a_floats = need[0];
+  net->grad_b_floats = need[1];
   net->workspace_floats = workspace;
   net->batch = batch;
   return 0;
@@ -454,8 +516,12 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
     double t0 = now_seconds();
     const nn_layer_spec *s = &l->spec;
     size_t in_count = nn_shape_size(l->in) * (size_t)n;
-    /* In place: the output is the input buffer (never the caller's x: see alloc). */
-    float *y = l->in_place ? (float *)in : l->buffer;
+    /* In place: the output is the input buffer (never the caller's x: see
+     * alloc). Scratch: the activation-gradient buffer alloc planned, never
+     * the one the input is in. */
+    float *y = l->in_place ? (float *)in
+               : l->buffer ? l->buffer
+               : l->scratch == 0 ? net->grad_a : net->grad_b;
     switch (s->kind) {
       case NN_CONV: {
         nn_conv_geom g = conv_geom(l);
@@ -483,11 +549,11 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
       case NN_FLATTEN: y = (float *)in; break;
       case NN_LRN:
         nn_lrn_forward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,
-                       s->lrn_k, in, l->aux, y);
+                       s->lrn_k, in, y);
         break;
       case NN_MAXPOOL: {
         nn_pool_geom g = pool_geom(l);
-        nn_maxpool_forward(&g, n, in, y);
+        nn_maxpool_forward(&g, n, in, y, net->no_grad ? NULL : l->argmax);
         break;
       }
       case NN_AVGPOOL:
@@ -515,9 +581,10 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
     const nn_layer_spec *s = &l->spec;
     const float *in = i > 0 ? net->layers[i - 1].output : x;
     size_t in_count = nn_shape_size(l->in) * (size_t)n;
-    /* dx goes to whichever ping-pong buffer dy is not in; layer 0 needs none. */
+    /* dx goes over dy, or to whichever ping-pong buffer dy is not in (the plan
+     * nn_net_alloc sized them by); layer 0 needs none. */
     float *other = dy == net->grad_a ? net->grad_b : net->grad_a;
-    float *dx = i > 0 ? other : NULL;
+    float *dx = i == 0 ? NULL : l->grad_in_place ? dy : other;
     switch (s->kind) {
       case NN_CONV: {
         nn_conv_geom g = conv_geom(l);
@@ -552,12 +619,12 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
       case NN_LRN:
         if (dx)
           nn_lrn_backward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,
-                          s->lrn_k, in, l->aux, l->output, dy, dx);
+                          s->lrn_k, in, dy, dx, net->workspace, net->workspace_floats);
         break;
       case NN_MAXPOOL:
         if (dx) {
           nn_pool_geom g = pool_geom(l);
-          nn_maxpool_backward(&g, n, in, l->output, dy, dx);
+          nn_maxpool_backward(&g, n, l->argmax, dy, dx);
         }
         break;
       case NN_AVGPOOL:

@@ -79,10 +79,17 @@ typedef struct {
   int fused_relu;          /* conv/linear: the following ReLU is applied here */
   int in_place;            /* relu/dropout/flatten: output aliases input */
   int needs_output;        /* backward reads this layer's own output */
-  float *buffer;           /* (N, out) own activation storage, or NULL when in_place */
-  float *output;           /* (N, out) activations of the last forward (buffer, or the
-                              input when in place or an identity in evaluation) */
-  float *aux;              /* lrn: (N, C, H, W) scale saved for backward */
+  int reads_input;         /* backward reads this layer's input (conv, linear, lrn) */
+  int grad_in_place;       /* backward writes dx over dy (elementwise layers, lrn) */
+  int scratch;             /* the output lives in grad_a (0) or grad_b (1) during the
+                              forward, or -1: own buffer or in place */
+  float *buffer;           /* (N, out) own activation storage; NULL when in_place or
+                              when the output lives in a scratch buffer (nothing
+                              reads it after the forward: see nn_net_alloc) */
+  float *output;           /* (N, out) activations of the last forward (buffer, scratch,
+                              or the input when in place or an identity in evaluation) */
+  uint16_t *argmax;        /* maxpool: (N, C, OH, OW) window index of each maximum,
+                              saved by a training forward for backward */
 } nn_layer;
 
 typedef struct nn_net {
@@ -96,12 +103,18 @@ typedef struct nn_net {
   /* Execution state, owned; see nn_net_alloc. */
   int batch;               /* batch size the buffers are sized for; 0 = none */
   int training;            /* 1: dropout active; 0: evaluation */
+  int no_grad;             /* 1: forward only, nothing saved for a backward (max
+                              pooling's argmax); like torch.no_grad() */
   uint64_t dropout_seed;   /* set by the caller each step for reproducible masks */
   int64_t sample_offset;   /* position of this process's first sample in the global
                               batch: dropout masks then depend on the sample, not on
                               how the batch is split over ranks */
-  float *arena;            /* activations */
-  float *grad_a, *grad_b;  /* ping-pong activation gradients, max layer size each */
+  int keep_outputs;        /* set before nn_net_alloc: every layer keeps its own output
+                              buffer, so all activations can be read after a forward
+                              (activation maps, parity checks), at a cost in memory */
+  float *grad_a, *grad_b;  /* ping-pong activation gradients; during a forward, the
+                              outputs nothing reads later (scratch) */
+  size_t grad_a_floats, grad_b_floats;
   float *workspace;        /* im2col / col2im / transposes */
   size_t workspace_floats;
   float *dlogits;          /* (N, num_classes) gradient of the loss */
@@ -148,7 +161,11 @@ void nn_init_torch_default(nn_net *net, uint64_t seed);
 
 /* Allocates activations, activation gradients and workspace for up to `batch`
  * samples, and plans fusions. Everything a step needs is allocated here, none
- * during forward/backward. workspace_cap_mib bounds the im2col workspace
+ * during forward/backward. An output that neither its own backward nor the
+ * next layer's reads (an LRN's, feeding max pooling that saved its argmax)
+ * gets no buffer of its own: the forward writes it into one of the two
+ * activation-gradient buffers, free until backward; set net->keep_outputs
+ * first to keep every output. workspace_cap_mib bounds the im2col workspace
  * (0 = 64 MiB). Returns 0, or -1 with a message on allocation failure. */
 int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, size_t errlen);
 
@@ -208,6 +225,9 @@ void nn_sgd_step(nn_net *net, float *momentum, const nn_sgd_opts *opts);
  * totals to f (a FILE *, void to keep stdio out of this header). */
 void nn_summary(const nn_net *net, void *f);
 double nn_total_flops(const nn_net *net); /* forward FLOPs per sample */
+/* Bytes nn_net_alloc allocated for the batch: activations kept for backward,
+ * the two activation-gradient (and scratch) buffers, argmaxes, workspace. */
+size_t nn_activation_bytes(const nn_net *net);
 
 /* Sets the threads used by OpenBLAS and by nn's own loops. */
 void nn_set_threads(int threads);

@@ -86,27 +86,6 @@ static void maxpool_plane(const nn_pool_geom *g, const float *xp, float *yp) {
   }
 }
 
-void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y) {
-  const size_t hw = (size_t)g->in_h * (size_t)g->in_w;
-  const size_t ohw = (size_t)g->out_h * (size_t)g->out_w;
-  const long planes = (long)n * g->c;
-#pragma omp parallel for schedule(static)
-  for (long pl = 0; pl < planes; pl++) {
-    const float *xp = x + (size_t)pl * hw;
-    float *yp = y + (size_t)pl * ohw;
-    if (g->in_w <= POOL_ROW_MAX) {
-      maxpool_plane(g, xp, yp);
-      continue;
-    }
-    for (int oh = 0; oh < g->out_h; oh++) {
-      for (int ow = 0; ow < g->out_w; ow++) {
-        const long at = window_argmax(g, xp, oh, ow);
-        yp[(size_t)oh * (size_t)g->out_w + (size_t)ow] = at < 0 ? -INFINITY : xp[at];
-      }
-    }
-  }
-}
-
 /* The scan's choice, found faster: its first maximum is the first cell equal
  * to the window's max v (a NaN max, equal to nothing, takes the scan). */
 static inline long window_first(const nn_pool_geom *g, const float *plane, int oh, int ow,
@@ -126,13 +105,22 @@ static inline long window_first(const nn_pool_geom *g, const float *plane, int o
   return window_argmax(g, plane, oh, ow); /* y not from this x: still a valid choice */
 }
 
-/* One plane's backward. Per output row, the windows wholly inside the input
- * find their first match of y as vector loops over ow, scanning the window
- * backwards with selects so the last match kept is the first in scan order
- * (after a ReLU, ties make an early exit's branch unpredictable); the others
- * through window_first. */
-static void maxpool_plane_backward(const nn_pool_geom *g, const float *xp, const float *yp,
-                                   const float *dyp, float *dxp) {
+/* Plane offset `at` of window (oh, ow) as kh * KW + kw within the window. */
+static inline uint16_t window_index(const nn_pool_geom *g, int oh, int ow, long at) {
+  if (at < 0) return NN_POOL_NO_ARGMAX;
+  const long ih = at / g->in_w, iw = at % g->in_w;
+  const long kh = ih - ((long)oh * g->stride_h - g->pad_top);
+  const long kw = iw - ((long)ow * g->stride_w - g->pad_left);
+  return (uint16_t)(kh * g->kernel_w + kw);
+}
+
+/* One plane's argmax, given its output. Per output row, the windows wholly
+ * inside the input find their first match of y as vector loops over ow,
+ * scanning the window backwards with selects so the last match kept is the
+ * first in scan order (after a ReLU, ties make an early exit's branch
+ * unpredictable); the others through window_first. */
+static void maxpool_plane_argmax(const nn_pool_geom *g, const float *xp, const float *yp,
+                                 uint16_t *ap) {
   int at[POOL_ROW_MAX];
   const int wd = g->in_w, sw = g->stride_w, kw = g->kernel_w, pl = g->pad_left;
   int in0 = (pl + sw - 1) / sw, in1 = wd - kw + pl < 0 ? 0 : (wd - kw + pl) / sw + 1;
@@ -140,48 +128,77 @@ static void maxpool_plane_backward(const nn_pool_geom *g, const float *xp, const
   if (in0 > in1) in0 = in1;
   for (int oh = 0; oh < g->out_h; oh++) {
     const float *yr = yp + (size_t)oh * (size_t)g->out_w;
-    const float *dyr = dyp + (size_t)oh * (size_t)g->out_w;
-    int h0 = oh * g->stride_h - g->pad_top, h1 = h0 + g->kernel_h;
+    uint16_t *ar = ap + (size_t)oh * (size_t)g->out_w;
+    const int top = oh * g->stride_h - g->pad_top; /* the window's first row, unclipped */
+    int h0 = top, h1 = h0 + g->kernel_h;
     if (h1 > g->in_h) h1 = g->in_h;
     if (h0 < 0) h0 = 0;
     for (int ow = in0; ow < in1; ow++) at[ow] = -1;
     for (int ih = h1 - 1; ih >= h0; ih--) {
       const float *row = xp + (size_t)ih * (size_t)wd;
-      for (int k = kw - 1; k >= 0; k--)
-        for (int ow = in0; ow < in1; ow++) {
-          const int iw = ow * sw - pl + k;
-          at[ow] = row[iw] == yr[ow] ? ih * wd + iw : at[ow];
-        }
+      for (int k = kw - 1; k >= 0; k--) {
+        const int cell = (ih - top) * kw + k;
+        const float *r = row - pl + k;
+        for (int ow = in0; ow < in1; ow++) at[ow] = r[ow * sw] == yr[ow] ? cell : at[ow];
+      }
     }
     for (int ow = 0; ow < g->out_w; ow++) {
-      const int inside = ow >= in0 && ow < in1 && at[ow] >= 0;
-      const long a = inside ? at[ow] : window_first(g, xp, oh, ow, yr[ow]);
-      if (a >= 0) dxp[a] += dyr[ow];
+      if (ow >= in0 && ow < in1 && at[ow] >= 0) {
+        ar[ow] = (uint16_t)at[ow];
+      } else {
+        ar[ow] = window_index(g, oh, ow, window_first(g, xp, oh, ow, yr[ow]));
+      }
     }
   }
 }
 
-void nn_maxpool_backward(const nn_pool_geom *g, int n, const float *x, const float *y,
-                         const float *dy, float *dx) {
+void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y,
+                        uint16_t *argmax) {
+  const size_t hw = (size_t)g->in_h * (size_t)g->in_w;
+  const size_t ohw = (size_t)g->out_h * (size_t)g->out_w;
+  const long planes = (long)n * g->c;
+  const int fast = g->in_w <= POOL_ROW_MAX && (long)g->in_h * g->in_w <= INT_MAX;
+#pragma omp parallel for schedule(static)
+  for (long pl = 0; pl < planes; pl++) {
+    const float *xp = x + (size_t)pl * hw;
+    float *yp = y + (size_t)pl * ohw;
+    uint16_t *ap = argmax ? argmax + (size_t)pl * ohw : NULL;
+    if (fast) {
+      maxpool_plane(g, xp, yp);
+      if (ap) maxpool_plane_argmax(g, xp, yp, ap);
+      continue;
+    }
+    for (int oh = 0; oh < g->out_h; oh++) {
+      for (int ow = 0; ow < g->out_w; ow++) {
+        const long at = window_argmax(g, xp, oh, ow);
+        const size_t o = (size_t)oh * (size_t)g->out_w + (size_t)ow;
+        yp[o] = at < 0 ? -INFINITY : xp[at];
+        if (ap) ap[o] = window_index(g, oh, ow, at);
+      }
+    }
+  }
+}
+
+void nn_maxpool_backward(const nn_pool_geom *g, int n, const uint16_t *argmax, const float *dy,
+                         float *dx) {
   const size_t hw = (size_t)g->in_h * (size_t)g->in_w;
   const size_t ohw = (size_t)g->out_h * (size_t)g->out_w;
   const long planes = (long)n * g->c;
 #pragma omp parallel for schedule(static)
   for (long pl = 0; pl < planes; pl++) {
-    const float *xp = x + (size_t)pl * hw;
-    const float *yp = y + (size_t)pl * ohw;
+    const uint16_t *ap = argmax + (size_t)pl * ohw;
     const float *dyp = dy + (size_t)pl * ohw;
     float *dxp = dx + (size_t)pl * hw;
     memset(dxp, 0, sizeof(float) * hw);
-    if (g->in_w <= POOL_ROW_MAX && (long)g->in_h * g->in_w <= INT_MAX) {
-      maxpool_plane_backward(g, xp, yp, dyp, dxp);
-      continue;
-    }
     for (int oh = 0; oh < g->out_h; oh++) {
+      const long h0 = (long)oh * g->stride_h - g->pad_top;
       for (int ow = 0; ow < g->out_w; ow++) {
         const size_t o = (size_t)oh * (size_t)g->out_w + (size_t)ow;
-        const long at = window_first(g, xp, oh, ow, yp[o]);
-        if (at >= 0) dxp[at] += dyp[o];
+        const int k = ap[o];
+        if (k == NN_POOL_NO_ARGMAX) continue;
+        const long ih = h0 + k / g->kernel_w;
+        const long iw = (long)ow * g->stride_w - g->pad_left + k % g->kernel_w;
+        dxp[ih * g->in_w + iw] += dyp[o];
       }
     }
   }

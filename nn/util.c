@@ -68,6 +68,20 @@ double nn_total_flops(const nn_net *net) {
   return total;
 }
 
+size_t nn_activation_bytes(const nn_net *net) {
+  size_t floats = net->grad_a_floats + net->grad_b_floats + net->workspace_floats;
+  size_t bytes = 0;
+  if (!net->batch) return 0;
+  floats += (size_t)net->batch * (size_t)net->num_classes; /* dlogits */
+  for (int i = 0; i < net->num_layers; i++) {
+    const nn_layer *l = &net->layers[i];
+    size_t out = nn_shape_size(l->out) * (size_t)net->batch;
+    if (l->buffer) floats += out;
+    if (l->argmax) bytes += out * sizeof(uint16_t);
+  }
+  return bytes + floats * sizeof(float);
+}
+
 void nn_summary(const nn_net *net, void *out) {
   FILE *f = out;
   fprintf(f, "%-16s %-8s %-18s %14s %12s\n", "layer", "kind", "output (C,H,W)", "parameters",

@@ -535,9 +535,9 @@ static void check_lrn(int n, int c, int h, int w, int size, float alpha, float b
                       double xscale) {
   size_t cnt = (size_t)n * c * h * w;
   float *x = rand_floats(cnt, xscale), *r = rand_floats(cnt, 1.0);
-  float *y = nan_floats(cnt), *scale = nan_floats(cnt);
+  float *y = nan_floats(cnt);
   float *dx = nan_floats(cnt);
-  nn_lrn_forward(n, c, h, w, size, alpha, beta, k, x, scale, y);
+  nn_lrn_forward(n, c, h, w, size, alpha, beta, k, x, y);
   lrn_ctx ctx = {n,
                  c,
                  h,
@@ -549,16 +549,23 @@ static void check_lrn(int n, int c, int h, int w, int size, float alpha, float b
                  to_double(x, cnt),
                  to_double(r, cnt),
                  malloc(sizeof(double) * cnt)};
-  double *yd = malloc(sizeof(double) * cnt), *sd = malloc(sizeof(double) * cnt);
-  ref_lrn(&ctx, ctx.x, sd, yd);
+  double *yd = malloc(sizeof(double) * cnt);
+  ref_lrn(&ctx, ctx.x, NULL, yd);
   EXPECT_CLOSE(y, yd, cnt, 1e-5, "lrn forward");
-  EXPECT_CLOSE(scale, sd, cnt, 1e-5, "lrn scale");
-  nn_lrn_backward(n, c, h, w, size, alpha, beta, k, x, scale, y, r, dx);
+  /* Backward from x alone, with room for one thread, then for two. */
+  size_t ws_floats = nn_lrn_workspace_floats(c, h, w, 1);
+  float *ws = nan_floats(2 * ws_floats);
+  nn_lrn_backward(n, c, h, w, size, alpha, beta, k, x, r, dx, ws, ws_floats);
   double *g = malloc(sizeof(double) * cnt);
   fd_grad(lrn_loss, &ctx, ctx.x, cnt, 1e-5 * xscale, g);
   EXPECT_CLOSE(dx, g, cnt, 1e-4, "lrn backward vs finite differences");
-  free(x), free(r), free(y), free(scale), free(dx), free(ctx.x), free(ctx.r), free(ctx.y);
-  free(yd), free(sd), free(g);
+  /* In place over dy, two workers: the same bits. */
+  float *dy = malloc(sizeof(float) * cnt);
+  memcpy(dy, r, sizeof(float) * cnt);
+  nn_lrn_backward(n, c, h, w, size, alpha, beta, k, x, dy, dy, ws, 2 * ws_floats);
+  CU_ASSERT(memcmp(dy, dx, sizeof(float) * cnt) == 0);
+  free(x), free(r), free(y), free(dx), free(dy), free(ws), free(ctx.x), free(ctx.r), free(ctx.y);
+  free(yd), free(g);
 }
 
 static void test_lrn(void) {
@@ -634,13 +641,19 @@ static void check_maxpool(const nn_pool_geom *g, int n, int fd) {
   }
   float *r = rand_floats(ys, 1.0), *y = nan_floats(ys);
   float *dx = nan_floats(xs);
-  nn_maxpool_forward(g, n, x, y);
+  uint16_t *am = malloc(sizeof(uint16_t) * ys);
+  nn_maxpool_forward(g, n, x, y, am);
   pool_ctx ctx = {g, n, to_double(x, xs), to_double(r, ys), malloc(sizeof(double) * ys)};
   double *yd = malloc(sizeof(double) * ys), *dxd = malloc(sizeof(double) * xs);
   ref_maxpool(g, n, ctx.x, ctx.r, yd, dxd);
   EXPECT_CLOSE(y, yd, ys, 1e-7, "maxpool forward");
-  nn_maxpool_backward(g, n, x, y, r, dx);
+  nn_maxpool_backward(g, n, am, r, dx);
   EXPECT_CLOSE(dx, dxd, xs, 1e-5, "maxpool backward");
+  /* Without an argmax (evaluation), the same values. */
+  float *y2 = nan_floats(ys);
+  nn_maxpool_forward(g, n, x, y2, NULL);
+  CU_ASSERT(memcmp(y, y2, sizeof(float) * ys) == 0);
+  free(y2), free(am);
   double *gd = malloc(sizeof(double) * xs);
   if (fd) {
     fd_grad(maxpool_loss, &ctx, ctx.x, xs, 1e-5, gd);
@@ -673,9 +686,10 @@ static void test_maxpool_ties(void) {
                  3, 3, 3, 2, /* windows (1,*): 5 at (1,0) for (1,0); (1,1) all <= 3 */
                  3, 3, 3, 3};
   float y[4], dy[4] = {1, 10, 100, 1000}, dx[16];
-  nn_maxpool_forward(&g, 1, x, y);
+  uint16_t am[4];
+  nn_maxpool_forward(&g, 1, x, y, am);
   CU_ASSERT(y[0] == 5 && y[1] == 5 && y[2] == 5 && y[3] == 3);
-  nn_maxpool_backward(&g, 1, x, y, dy, dx);
+  nn_maxpool_backward(&g, 1, am, dy, dx);
   /* (0,0) -> (0,2); (0,1) -> (0,2); (1,0) -> (1,0); (1,1): first 3 of rows 1..3,
    * cols 1..3 in row-major order is (2,1). */
   float want[16] = {0, 0, 11, 0, 100, 0, 0, 0, 0, 1000, 0, 0, 0, 0, 0, 0};
@@ -684,19 +698,19 @@ static void test_maxpool_ties(void) {
   float flat[16];
   for (int i = 0; i < 16; i++) flat[i] = -2.0f;
   nn_pool_geom p = make_pool(1, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
-  nn_maxpool_forward(&p, 1, flat, y);
-  nn_maxpool_backward(&p, 1, flat, y, dy, dx);
+  nn_maxpool_forward(&p, 1, flat, y, am);
+  nn_maxpool_backward(&p, 1, am, dy, dx);
   float want_flat[16] = {1, 0, 10, 0, 0, 0, 0, 0, 100, 0, 1000, 0, 0, 0, 0, 0};
   CU_ASSERT(memcmp(dx, want_flat, sizeof want_flat) == 0);
   /* Padding is -inf: a window of negative values keeps its maximum. */
   nn_pool_geom q = make_pool(1, 4, 4, 3, 3, 2, 2, 1, 1, 1, 1);
-  nn_maxpool_forward(&q, 1, flat, y);
+  nn_maxpool_forward(&q, 1, flat, y, am);
   CU_ASSERT(y[0] == -2.0f && y[3] == -2.0f);
   /* A NaN wins its windows, and takes their gradient, as in PyTorch. */
   float xn[16] = {1, 2, 3, 4, 5, NAN, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
-  nn_maxpool_forward(&g, 1, xn, y); /* 3x3 stride 1: every window holds (1,1) */
+  nn_maxpool_forward(&g, 1, xn, y, am); /* 3x3 stride 1: every window holds (1,1) */
   CU_ASSERT(isnan(y[0]) && isnan(y[1]) && isnan(y[2]) && isnan(y[3]));
-  nn_maxpool_backward(&g, 1, xn, y, dy, dx);
+  nn_maxpool_backward(&g, 1, am, dy, dx);
   CU_ASSERT(dx[5] == 1111.0f && dx[0] == 0.0f && dx[15] == 0.0f);
 }
 

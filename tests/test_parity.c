@@ -331,11 +331,13 @@ static void on_ready(void *ctx, size_t offset, size_t count) {
 
 /* Diagnostics after a failure: each layer's output (sample 0) against torch's
  * module output. A layer whose buffer a later in-place layer reused (fused
- * ReLU, dropout in eval) holds that later module's output. */
+ * ReLU, dropout in eval) holds that later module's output; outputs planned
+ * into scratch are not shown. */
 static void print_activations(hid_t f, const nn_net *net) {
   printf("diagnostics: module outputs, sample 0\n");
   for (int i = 0; i < net->num_layers; i++) {
     const nn_layer *l = &net->layers[i];
+    if (l->scratch >= 0) continue; /* overwritten later in the forward: see nn_net_alloc */
     int j = i;
     while (j + 1 < net->num_layers && net->layers[j + 1].output == l->output) j++;
     const char *tname = net->layers[j].name;
