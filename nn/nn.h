@@ -234,8 +234,26 @@ void nn_set_threads(int threads);
 
 /* Counter-based random numbers: the same (seed, index) gives the same value
  * whatever the thread or order; used for init, dropout and augmentation. */
-uint64_t nn_hash64(uint64_t seed, uint64_t index);
-float nn_uniform(uint64_t seed, uint64_t index);  /* [0, 1) */
+/* splitmix64's finalizer over (seed, index): a statistically sound hash, so
+ * element i's random value depends on nothing but (seed, i), whatever thread
+ * computes it and in whatever order. Inline: dropout draws one per element
+ * (6.3 million a step for alexnet_owt's classifier at batch 64), and the
+ * vectorizer can only widen a loop it sees whole. */
+static inline uint64_t nn_hash64(uint64_t seed, uint64_t index) {
+  uint64_t z = seed ^ (index * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  /* A second round decorrelates nearby seeds (seed and seed+1 at index 0). */
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+/* [0, 1), 24 bits. */
+static inline float nn_uniform(uint64_t seed, uint64_t index) {
+  return (float)(nn_hash64(seed, index) >> 40) * 0x1p-24f;
+}
 float nn_normal(uint64_t seed, uint64_t index);   /* N(0, 1) */
 
 const char *nn_kind_name(nn_kind kind);

@@ -13,25 +13,6 @@
  * that a reference CBLAS header would still compile (and fail to link, loudly). */
 void openblas_set_num_threads(int num_threads);
 
-/* splitmix64's finalizer over (seed, index): a statistically sound hash, so
- * element i's random value depends on nothing but (seed, i), whatever thread
- * computes it and in whatever order. */
-uint64_t nn_hash64(uint64_t seed, uint64_t index) {
-  uint64_t z = seed ^ (index * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  /* A second round decorrelates nearby seeds (seed and seed+1 at index 0). */
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-float nn_uniform(uint64_t seed, uint64_t index) {
-  return (float)(nn_hash64(seed, index) >> 40) * 0x1p-24f;
-}
-
 /* Box-Muller on two 32-bit halves of one hash; u1 is kept away from 0. */
 float nn_normal(uint64_t seed, uint64_t index) {
   uint64_t h = nn_hash64(seed, index);
