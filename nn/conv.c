@@ -26,6 +26,10 @@
  *
  * Rows of col are r = (c*KH + kh)*KW + kw, so group g's rows are the
  * contiguous block [g*Kg, (g+1)*Kg), Kg = C/G*KH*KW.
+ *
+ * 3x3 stride-1 convolutions with enough channels (nn_winograd_applies) run
+ * their forward and their dx through Winograd instead (nn/winograd.c); their
+ * dW, db and the ReLU mask of dy stay here. The workspace covers both.
  */
 #include <cblas.h>
 #include <omp.h>
@@ -94,7 +98,12 @@ static conv_plan plan_of(const nn_conv_geom *g, int n, size_t budget) {
 
 size_t nn_conv_workspace_floats(const nn_conv_geom *g, int n, size_t cap_floats) {
   conv_plan p = plan_of(g, n, cap_floats);
-  return region(&p, p.workers);
+  size_t need = region(&p, p.workers);
+  if (nn_winograd_applies(g)) {
+    size_t wino = nn_winograd_workspace_floats(g, n, cap_floats);
+    if (wino > need) need = wino;
+  }
+  return need;
 }
 
 /* Valid output columns [*lo, *hi) for kernel column kw: those whose input
@@ -359,6 +368,10 @@ static int slice_start(int n, int t, int nt) {
 
 void nn_conv_forward(const nn_conv_geom *g, int n, const float *x, const float *w, const float *b,
                      int relu, float *y, float *ws, size_t ws_floats) {
+  if (nn_winograd_applies(g)) {
+    nn_winograd_forward(g, n, x, w, b, relu, y, ws, ws_floats);
+    return;
+  }
   const conv_plan p = plan_of(g, n, ws_floats);
   if (p.workers == 1) {
     forward_slice(g, &p, 0, n, x, w, b, relu, y, ws);
@@ -440,8 +453,13 @@ void nn_conv_backward(const nn_conv_geom *g, int n, const float *x, const float 
   const conv_plan p = plan_of(g, n, ws_floats);
   const size_t wcount = (size_t)g->out_c * (size_t)p.kg;
   const size_t chunk = (size_t)p.nb * p.per_img;
+  /* With Winograd, the slices below compute dW and db and mask dy; dx follows
+   * from the masked dy. */
+  float *wino_dx = dx && nn_winograd_applies(g) ? dx : NULL;
+  if (wino_dx) dx = NULL;
   if (p.workers == 1) {
     backward_slice(g, &p, 0, n, x, w, y, relu, dy, dx, dw, db, ws);
+    if (wino_dx) nn_winograd_backward_data(g, n, w, dy, wino_dx, ws, ws_floats);
     return;
   }
   int used = 1;
@@ -462,4 +480,5 @@ void nn_conv_backward(const nn_conv_geom *g, int n, const float *x, const float 
     if (db)
       for (int o = 0; o < g->out_c; o++) db[o] += dwt[wcount + (size_t)o];
   }
+  if (wino_dx) nn_winograd_backward_data(g, n, w, dy, wino_dx, ws, ws_floats);
 }

@@ -43,6 +43,29 @@ void nn_conv_backward(const nn_conv_geom *g, int n, const float *x, const float 
                       int relu, float *dy, float *dx, float *dw, float *db, float *ws,
                       size_t ws_floats);
 
+/* Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions (nn/winograd.c). The conv
+ * functions above dispatch to it by themselves (the forward, and dx in the
+ * backward) when nn_winograd_applies; these are public for tests and benches. */
+
+/* 1 when g is a geometry the Winograd kernels compute: 3x3, stride 1, any
+ * padding and groups; 0 otherwise. */
+int nn_winograd_supports(const nn_conv_geom *g);
+/* 1 when nn_conv_forward/backward use Winograd for g: supported, at least 16
+ * channels per group in and out, tiles wasting little of the plane, and not
+ * turned off by the environment (ALEXNET_CONV_ALGO=im2col, read once). */
+int nn_winograd_applies(const nn_conv_geom *g);
+/* Floats of workspace the Winograd forward and backward need for n images
+ * (the larger of the two), at most cap_floats unless the transformed weights
+ * and one tile column per worker need more. Same threading rule as the conv's. */
+size_t nn_winograd_workspace_floats(const nn_conv_geom *g, int n, size_t cap_floats);
+/* The contract of nn_conv_forward, for g with nn_winograd_supports. */
+void nn_winograd_forward(const nn_conv_geom *g, int n, const float *x, const float *w,
+                         const float *b, int relu, float *y, float *ws, size_t ws_floats);
+/* dx (n, C, H, W), overwritten, from dy (n, O, OH, OW) (already masked by the
+ * ReLU) and w (O, C/G, 3, 3), for g with nn_winograd_supports. */
+void nn_winograd_backward_data(const nn_conv_geom *g, int n, const float *w, const float *dy,
+                               float *dx, float *ws, size_t ws_floats);
+
 /* ---- fully connected ----------------------------------------------------- */
 
 /* x: (n, in); w: (out, in); b: (out) or NULL; y: (n, out). */

@@ -4,7 +4,9 @@
  * central finite differences of that reference (loss = sum(y * r) for a fixed
  * random r) on small odd shapes; larger shapes (the real conv1 geometry, the
  * direct conv plan, chunked batches) against the reference's own analytic
- * gradient, itself checked against finite differences here.
+ * gradient, itself checked against finite differences here. The Winograd
+ * kernels (3x3 stride 1) are checked directly on any channel count, and
+ * through nn_conv_* where the dispatch picks them.
  */
 #include <math.h>
 #include <omp.h>
@@ -346,6 +348,132 @@ static void test_conv_large_outputs(void) {
   size_t per_image = (size_t)4 * 9 * 46 * 50;
   CU_ASSERT_EQUAL(nn_conv_workspace_floats(&q, 3, (size_t)1 << 30), per_image);
   omp_set_num_threads(saved_threads);
+}
+
+/* ---- winograd ------------------------------------------------------------ */
+
+/* The Winograd kernels called directly (any channel count), with a workspace
+ * of exactly nn_winograd_workspace_floats(g, n, cap) filled with NaN, on 1, 2
+ * and 3 threads: the forward against the reference, and dx from a dy masked
+ * as nn_conv_backward masks it (by the reference's y > 0 when relu). */
+static void check_wino(const char *what, const nn_conv_geom *g, int n, int relu, int bias,
+                       size_t cap) {
+  CU_ASSERT_FATAL(nn_winograd_supports(g));
+  size_t xs = conv_x_size(g, n), ys = conv_y_size(g, n), wsz = conv_w_size(g);
+  float *x = rand_floats(xs, 1.0), *w = rand_floats(wsz, 0.5), *b = rand_floats(g->out_c, 0.5);
+  float *r = rand_floats(ys, 1.0);
+  double *xd = to_double(x, xs), *wd = to_double(w, wsz), *bd = to_double(b, g->out_c);
+  double *rd = calloc(ys, sizeof(double)), *yd = calloc(ys, sizeof(double));
+  for (size_t i = 0; i < ys; i++) rd[i] = r[i];
+  double *dxd = malloc(sizeof(double) * xs), *dwd = malloc(sizeof(double) * wsz);
+  double *dbd = malloc(sizeof(double) * g->out_c);
+  ref_conv_forward(g, n, xd, wd, bias ? bd : NULL, relu, yd);
+  ref_conv_backward(g, n, xd, wd, yd, relu, rd, dxd, dwd, dbd);
+  float *dy = malloc(sizeof(float) * ys), *y = malloc(sizeof(float) * ys);
+  float *dx = malloc(sizeof(float) * xs);
+  for (size_t i = 0; i < ys; i++) dy[i] = (relu && !(yd[i] > 0)) ? 0.0f : r[i];
+  const int saved_threads = omp_get_max_threads();
+  double worst_y = 0.0, worst_dx = 0.0;
+  char msg[256];
+  for (int threads = 1; threads <= 3; threads++) {
+    omp_set_num_threads(threads);
+    size_t wsf = nn_winograd_workspace_floats(g, n, cap);
+    float *ws = nan_floats(wsf);
+    fill_nan(y, ys), fill_nan(dx, xs);
+    nn_winograd_forward(g, n, x, w, bias ? b : NULL, relu, y, ws, wsf);
+    snprintf(msg, sizeof msg, "%s, %d threads: winograd forward", what, threads);
+    EXPECT_CLOSE(y, yd, ys, 1e-4, msg);
+    worst_y = fmax(worst_y, err_vs(y, yd, ys));
+    fill_nan(ws, wsf);
+    nn_winograd_backward_data(g, n, w, dy, dx, ws, wsf);
+    snprintf(msg, sizeof msg, "%s, %d threads: winograd dx", what, threads);
+    EXPECT_CLOSE(dx, dxd, xs, 1e-4, msg);
+    worst_dx = fmax(worst_dx, err_vs(dx, dxd, xs));
+    free(ws);
+  }
+  omp_set_num_threads(saved_threads);
+  printf("\n  %-34s forward err %.2g, dx err %.2g", what, worst_y, worst_dx);
+  free(x), free(w), free(b), free(r), free(xd), free(wd), free(bd), free(rd), free(yd);
+  free(dxd), free(dwd), free(dbd), free(dy), free(y), free(dx);
+}
+
+static void test_winograd_kernels(void) {
+  rng_state = 14;
+  const size_t big = (size_t)1 << 24;
+  /* The AlexNet planes (13x13: 7x7 tiles, the last row and column half
+   * outside), odd and tiny ones, groups 2, batch 1 and 3. */
+  nn_conv_geom a = make_conv(5, 13, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  check_wino("13x13 c5 o7", &a, 1, 1, 1, big);
+  check_wino("13x13 c5 o7, no bias, no relu", &a, 3, 0, 0, big);
+  nn_conv_geom b = make_conv(4, 7, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  check_wino("7x5 g2", &b, 3, 1, 1, big);
+  check_wino("7x5 g2, no relu", &b, 1, 0, 1, big);
+  nn_conv_geom c = make_conv(3, 1, 1, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  check_wino("1x1", &c, 3, 1, 1, big);
+  nn_conv_geom t23 = make_conv(2, 2, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  check_wino("2x3 g2", &t23, 2, 0, 1, big);
+  /* Other paddings: none (9x8 -> 7x6), 2 (5x5 -> 7x7), and asymmetric. */
+  nn_conv_geom e = make_conv(3, 9, 8, 4, 3, 3, 1, 1, 0, 0, 0, 0, 1);
+  CU_ASSERT(e.out_h == 7 && e.out_w == 6);
+  check_wino("pad 0", &e, 2, 1, 1, big);
+  nn_conv_geom f = make_conv(3, 5, 5, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1);
+  check_wino("pad 2", &f, 2, 1, 1, big);
+  nn_conv_geom h = make_conv(4, 6, 7, 2, 3, 3, 1, 1, 0, 2, 2, 0, 2);
+  check_wino("pad [0,2]x[2,0]", &h, 2, 0, 1, big);
+  /* Padding wider than the kernel: rows and columns of zeros only. */
+  nn_conv_geom k = make_conv(2, 3, 4, 3, 3, 3, 1, 1, 3, 1, 4, 2, 1);
+  check_wino("pad [3,1]x[4,2]", &k, 2, 1, 1, big);
+  /* Small workspaces: one tile column per chunk (cap 1 float), chunks that
+   * end inside an image and inside a tile row. */
+  check_wino("7x5 g2, cap 1 float", &b, 3, 1, 1, 1);
+  nn_conv_geom m = make_conv(3, 13, 13, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  size_t u = (size_t)16 * 5 * 3, per_col = (size_t)16 * (3 + 5);
+  check_wino("13x13, cap 10 columns", &m, 3, 1, 1, u + 10 * per_col + 4096);
+  /* The sizing: at most the cap once the transformed weights and one column
+   * per worker fit; the same for any cap below that. */
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(2);
+  size_t cap = u + 10 * per_col + 4096;
+  CU_ASSERT(nn_winograd_workspace_floats(&m, 3, cap) <= cap);
+  CU_ASSERT_EQUAL(nn_winograd_workspace_floats(&m, 3, 1), nn_winograd_workspace_floats(&m, 3, 2));
+  CU_ASSERT(nn_winograd_workspace_floats(&m, 3, big) >= nn_winograd_workspace_floats(&m, 3, cap));
+  omp_set_num_threads(saved_threads);
+}
+
+static void test_winograd_dispatch(void) {
+  rng_state = 15;
+  const char *env = getenv("ALEXNET_CONV_ALGO");
+  const int on = !(env && strcmp(env, "im2col") == 0); /* this process's setting */
+  /* AlexNet's conv3-5 (and the paper's groups 2) use Winograd; stride 2,
+   * 5x5 kernels, thin groups and 1x1 planes do not. */
+  nn_conv_geom c3 = make_conv(192, 13, 13, 384, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  nn_conv_geom c4 = make_conv(384, 13, 13, 384, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  CU_ASSERT_EQUAL(nn_winograd_applies(&c3), on);
+  CU_ASSERT_EQUAL(nn_winograd_applies(&c4), on);
+  nn_conv_geom s2 = make_conv(64, 32, 32, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1);
+  nn_conv_geom k5 = make_conv(96, 27, 27, 256, 5, 5, 1, 1, 2, 2, 2, 2, 2);
+  nn_conv_geom thin = make_conv(30, 13, 13, 64, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  nn_conv_geom one = make_conv(64, 1, 1, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  CU_ASSERT(!nn_winograd_supports(&s2) && !nn_winograd_applies(&s2));
+  CU_ASSERT(!nn_winograd_supports(&k5) && !nn_winograd_applies(&k5));
+  CU_ASSERT(nn_winograd_supports(&thin) && !nn_winograd_applies(&thin));
+  CU_ASSERT(nn_winograd_supports(&one) && !nn_winograd_applies(&one));
+  /* The conv's workspace covers Winograd's. */
+  CU_ASSERT(nn_conv_workspace_floats(&c4, 64, (size_t)1 << 24) >=
+            (on ? nn_winograd_workspace_floats(&c4, 64, (size_t)1 << 24) : 0));
+  /* nn_conv_forward/backward through Winograd: against the reference and
+   * finite differences (dx, dw, db and dy's mask), dense and groups 2. */
+  nn_conv_geom a = make_conv(16, 4, 3, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  nn_conv_geom g2 = make_conv(32, 4, 3, 32, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  CU_ASSERT_EQUAL(nn_winograd_applies(&a), on);
+  CU_ASSERT_EQUAL(nn_winograd_applies(&g2), on);
+  check_conv("winograd 4x3 c16", &a, 2, 1, 1, (size_t)1 << 24, 1);
+  check_conv("winograd 4x3 c32 g2", &g2, 1, 1, 1, (size_t)1 << 24, 1);
+  /* The real plane on several images, small caps included. */
+  nn_conv_geom p = make_conv(16, 13, 13, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  CU_ASSERT_EQUAL(nn_winograd_applies(&p), on);
+  check_conv("winograd 13x13 c16 o24", &p, 3, 1, 1, (size_t)1 << 24, 0);
+  check_conv("winograd 13x13, cap 1 float", &p, 3, 0, 1, 1, 0);
 }
 
 /* ---- fully connected ----------------------------------------------------- */
@@ -852,7 +980,14 @@ int main(void) {
                                    {"softmax cross-entropy", test_softmax_xent},
                                    {"top-k with ties", test_topk_ties},
                                    {NULL, NULL}};
+  static const tu_test winograd[] = {
+      {"kernels vs reference: odd planes, paddings, groups, small workspaces",
+       test_winograd_kernels},
+      {"dispatch, and the conv through it vs reference and finite differences",
+       test_winograd_dispatch},
+      {NULL, NULL}};
   tu_add_suite("conv", conv);
+  tu_add_suite("winograd", winograd);
   tu_add_suite("layers", others);
   return tu_run_all();
 }
