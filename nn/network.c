@@ -362,8 +362,6 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
     l->fused_relu = 0;
     l->in_place = 0;
     l->needs_output = backward_reads_output(l);
-    l->reads_input = backward_reads_input(l);
-    l->grad_in_place = backward_in_place(l);
     l->scratch = -1;
     nn_kind k = l->spec.kind;
     /* The input batch is the caller's (const): the first layer never works in place. */
@@ -394,7 +392,7 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
   int dy_slot = -1; /* dlogits */
   for (int i = L - 1; i > 0; i--) {
     nn_layer *l = &net->layers[i];
-    if (l->grad_in_place) continue;
+    if (backward_in_place(l)) continue;
     dy_slot = dy_slot == 0 ? 1 : 0;
     need[dy_slot] = max_size(need[dy_slot], nn_shape_size(l->in) * (size_t)batch);
   }
@@ -406,15 +404,15 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
   int owner = 0, owner_slot = -1; /* storage of the previous layer's output */
   for (int i = 0; i < L; i++) {
     nn_layer *l = &net->layers[i];
-    if (!l->in_place) owner = i;
-    int keep = net->keep_outputs;
-    int end = i;
-    for (int j = i; j < L && (j == i || net->layers[j].in_place); j++) {
-      end = j;
-      keep |= net->layers[j].needs_output;
-    }
-    keep |= end == L - 1 || net->layers[end + 1].reads_input;
     size_t floats = nn_shape_size(l->out) * (size_t)batch;
+    int keep = 0;
+    if (!l->in_place) {
+      owner = i;
+      int end = i; /* the last in-place layer sharing this storage */
+      keep = net->keep_outputs || l->needs_output;
+      while (end + 1 < L && net->layers[end + 1].in_place) keep |= net->layers[++end].needs_output;
+      keep |= end == L - 1 || backward_reads_input(&net->layers[end + 1]);
+    }
     if (l->in_place) {
       l->scratch = net->layers[owner].scratch;
     } else if (keep) {
@@ -584,7 +582,7 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
     /* dx goes over dy, or to whichever ping-pong buffer dy is not in (the plan
      * nn_net_alloc sized them by); layer 0 needs none. */
     float *other = dy == net->grad_a ? net->grad_b : net->grad_a;
-    float *dx = i == 0 ? NULL : l->grad_in_place ? dy : other;
+    float *dx = i == 0 ? NULL : backward_in_place(l) ? dy : other;
     switch (s->kind) {
       case NN_CONV: {
         nn_conv_geom g = conv_geom(l);
@@ -597,25 +595,19 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
                            l->fused_relu, dy, dx, l->dweight, l->dbias);
         break;
       case NN_RELU:
-        if (i > 0 && net->layers[i - 1].fused_relu && l->in_place) {
-          dx = dy; /* the conv/linear below masks dy itself */
-        } else if (dx) {
+        /* Fused: dx stays dy, and the conv/linear below masks it itself. */
+        if (dx && !(net->layers[i - 1].fused_relu && l->in_place))
           nn_relu_backward(in_count, l->output, dy, dx);
-        }
         break;
       case NN_TANH:
         if (dx) nn_tanh_backward(in_count, l->output, dy, dx);
         break;
-      case NN_DROPOUT:
-        if (net->training && s->dropout_p > 0) {
-          if (dx)
-            nn_dropout_backward_at(in_count, s->dropout_p, dropout_seed(net, i),
-                                   (uint64_t)net->sample_offset * nn_shape_size(l->in), dy, dx);
-        } else {
-          dx = dy;
-        }
+      case NN_DROPOUT: /* the identity in evaluation: dx is dy already */
+        if (dx && net->training && s->dropout_p > 0)
+          nn_dropout_backward_at(in_count, s->dropout_p, dropout_seed(net, i),
+                                 (uint64_t)net->sample_offset * nn_shape_size(l->in), dy, dx);
         break;
-      case NN_FLATTEN: dx = dy; break;
+      case NN_FLATTEN: break; /* dx is dy */
       case NN_LRN:
         if (dx)
           nn_lrn_backward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,

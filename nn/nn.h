@@ -79,8 +79,6 @@ typedef struct {
   int fused_relu;          /* conv/linear: the following ReLU is applied here */
   int in_place;            /* relu/dropout/flatten: output aliases input */
   int needs_output;        /* backward reads this layer's own output */
-  int reads_input;         /* backward reads this layer's input (conv, linear, lrn) */
-  int grad_in_place;       /* backward writes dx over dy (elementwise layers, lrn) */
   int scratch;             /* the output lives in grad_a (0) or grad_b (1) during the
                               forward, or -1: own buffer or in place */
   float *buffer;           /* (N, out) own activation storage; NULL when in_place or

@@ -10,16 +10,29 @@
 
 #include "layers.h"
 
+/* The cells of window (oh, ow) inside the input: rows [h0, h1), columns
+ * [w0, w1), empty when the window lies wholly over padding. */
+typedef struct {
+  int h0, h1, w0, w1;
+} window_cells;
+
+static inline window_cells clip_window(const nn_pool_geom *g, int oh, int ow) {
+  window_cells c;
+  c.h0 = oh * g->stride_h - g->pad_top, c.w0 = ow * g->stride_w - g->pad_left;
+  c.h1 = c.h0 + g->kernel_h, c.w1 = c.w0 + g->kernel_w;
+  if (c.h1 > g->in_h) c.h1 = g->in_h;
+  if (c.w1 > g->in_w) c.w1 = g->in_w;
+  if (c.h0 < 0) c.h0 = 0;
+  if (c.w0 < 0) c.w0 = 0;
+  return c;
+}
+
 /* Index (into the plane) of the maximum of window (oh, ow), as PyTorch's CPU
  * kernel picks it: starts at the window's first valid cell, then moves on a
  * strictly greater value or a NaN. Returns -1 for a window with no valid cell. */
 static inline long window_argmax(const nn_pool_geom *g, const float *plane, int oh, int ow) {
-  int h0 = oh * g->stride_h - g->pad_top, w0 = ow * g->stride_w - g->pad_left;
-  int h1 = h0 + g->kernel_h, w1 = w0 + g->kernel_w;
-  if (h1 > g->in_h) h1 = g->in_h;
-  if (w1 > g->in_w) w1 = g->in_w;
-  if (h0 < 0) h0 = 0;
-  if (w0 < 0) w0 = 0;
+  const window_cells c = clip_window(g, oh, ow);
+  const int h0 = c.h0, h1 = c.h1, w0 = c.w0, w1 = c.w1;
   if (h0 >= h1 || w0 >= w1) return -1;
   long best = (long)h0 * g->in_w + w0;
   float m = -INFINITY;
@@ -91,15 +104,10 @@ static void maxpool_plane(const nn_pool_geom *g, const float *xp, float *yp) {
 static inline long window_first(const nn_pool_geom *g, const float *plane, int oh, int ow,
                                 float v) {
   if (isnan(v)) return window_argmax(g, plane, oh, ow);
-  int h0 = oh * g->stride_h - g->pad_top, w0 = ow * g->stride_w - g->pad_left;
-  int h1 = h0 + g->kernel_h, w1 = w0 + g->kernel_w;
-  if (h1 > g->in_h) h1 = g->in_h;
-  if (w1 > g->in_w) w1 = g->in_w;
-  if (h0 < 0) h0 = 0;
-  if (w0 < 0) w0 = 0;
-  for (int ih = h0; ih < h1; ih++) {
+  const window_cells c = clip_window(g, oh, ow);
+  for (int ih = c.h0; ih < c.h1; ih++) {
     const float *row = plane + (size_t)ih * (size_t)g->in_w;
-    for (int iw = w0; iw < w1; iw++)
+    for (int iw = c.w0; iw < c.w1; iw++)
       if (row[iw] == v) return (long)ih * g->in_w + iw;
   }
   return window_argmax(g, plane, oh, ow); /* y not from this x: still a valid choice */

@@ -672,6 +672,19 @@ static void test_ranks_paths_and_shapes(void) {
   CU_ASSERT_EQUAL(net.num_layers, 0);
   cfg_free(&c);
 
+  /* A max-pooling window too large for its 16-bit argmax. */
+  CU_ASSERT_EQUAL_FATAL(cfg_load_string("model:\n  features: [{maxpool: {kernel: 256}}]\n"
+                                        "  classifier: [{linear: 10}]\n"
+                                        "data: {synthetic: {n: 64, size: 8}, crop: 8}\n",
+                                        "t.yaml", &c, err, ERRLEN),
+                        0);
+  CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(cfg_build_net(&c, &net, err, ERRLEN), -1);
+  TU_ASSERT_CONTAINS(err, "t.yaml: model: features.0 (maxpool): window 256x256 has more than "
+                          "65534 cells");
+  CU_ASSERT_EQUAL(net.num_layers, 0);
+  cfg_free(&c);
+
   /* cfg_model_specs without validation reports an unknown arch itself. */
   CU_ASSERT_EQUAL_FATAL(cfg_load_string("model: {arch: vgg}\n", "t.yaml", &c, err, ERRLEN), 0);
   nn_layer_spec *specs = NULL;
