@@ -225,11 +225,8 @@ int main(int argc, char **argv) {
   cfg_config cfg;
   cfg_config *c = &cfg;
   char err[8192];
-  if (cfg_load(config_path, c, err, sizeof err) != 0) setup_exit(2, "%s", err);
-  for (int i = 0; i < num_sets; i++)
-    if (cfg_set(c, sets[i], err, sizeof err) != 0) setup_exit(2, "%s", err);
+  setup_load_config(config_path, sets, num_sets, c);
   free(sets);
-  if (cfg_validate(c, err, sizeof err) != 0) setup_exit(2, "%s", err);
   if (ten_crop) c->eval.ten_crop = 1;
   if (data_path) {
     /* Only this file: no training data, no synthetic set, no split. */

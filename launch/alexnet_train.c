@@ -247,11 +247,8 @@ int main(int argc, char **argv) {
   memset(&t, 0, sizeof t);
   cfg_config *c = &t.cfg;
   char err[8192];
-  if (cfg_load(config_path, c, err, sizeof err) != 0) setup_exit(2, "%s", err);
-  for (int i = 0; i < num_sets; i++)
-    if (cfg_set(c, sets[i], err, sizeof err) != 0) setup_exit(2, "%s", err);
+  setup_load_config(config_path, sets, num_sets, c);
   free(sets);
-  if (cfg_validate(c, err, sizeof err) != 0) setup_exit(2, "%s", err);
   if (print_config) {
     char *yaml = cfg_to_yaml(c);
     if (dist_rank() == 0 && yaml) fputs(yaml, stdout);

@@ -188,6 +188,15 @@ int setup_build_net(cfg_config *c, const setup_data *s, nn_net *net, char *err, 
   return cfg_build_net(c, net, err, errlen);
 }
 
+void setup_load_config(const char *config_path, const char *const *sets, int num_sets,
+                       cfg_config *c) {
+  char err[8192];
+  if (cfg_load(config_path, c, err, sizeof err) != 0) setup_exit(2, "%s", err);
+  for (int i = 0; i < num_sets; i++)
+    if (cfg_set(c, sets[i], err, sizeof err) != 0) setup_exit(2, "%s", err);
+  if (cfg_validate(c, err, sizeof err) != 0) setup_exit(2, "%s", err);
+}
+
 void setup_free(setup_data *s) {
   if (s->train) data_loader_close(s->train);
   if (s->val) data_loader_close(s->val);

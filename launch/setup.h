@@ -50,6 +50,12 @@ extern const char *setup_tool;
  * sees one consistent status and nothing hangs. Every rank must call it. */
 void setup_exit(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
+/* Loads config_path into c, applies the num_sets "key=value" overrides in
+ * order and validates the result; on any error, leaves through setup_exit
+ * with status 2 and the message (file:line:col or the --set key). */
+void setup_load_config(const char *config_path, const char *const *sets, int num_sets,
+                       cfg_config *c);
+
 /* Creates dir and its parents (mkdir -p). Returns 0, or -1 with a message. */
 int setup_mkdirs(const char *dir, char *err, size_t errlen);
 
