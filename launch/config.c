@@ -1,9 +1,11 @@
 /*
  * launch/config.c: the YAML experiment config. One table (keys[]) lists every
- * key with its type, where it lives in cfg_config, its allowed range and how
- * to describe that range; the loader, the --set overrides, the range checks
- * and the YAML writer all walk that table, so a key is added in one place
- * (plus its default in cfg_init and its entry in docs/config.md).
+ * key with its type, where it lives in cfg_config, its default, its allowed
+ * range and how to describe that range. Each type has one set of functions
+ * (key_types[]: default, parse, range check, YAML writer); cfg_init, the
+ * loader, the --set overrides, the range checks and the YAML writer all walk
+ * the table, so a key is added in one row (plus its field in cfg_config and
+ * its entry in docs/config.md).
  *
  * Parsing uses libyaml's document API: the whole file becomes a node tree
  * whose marks give the line and column of every key and value. Types are
@@ -36,6 +38,8 @@ _Static_assert(DIST_COMPRESS_NONE == 0 && DIST_COMPRESS_BF16 == 1 && DIST_COMPRE
 /* ------------------------------------------------------------------------ */
 /* The key table                                                             */
 
+/* A key's type. Each type has one set of functions (key_types[], after the
+ * parsers): its default, its parser, its range check and its YAML writer. */
 typedef enum {
   K_SECTION,    /* a mapping of further keys */
   K_STR,        /* char array; aux = capacity; null = "" */
@@ -50,13 +54,18 @@ typedef enum {
   K_MILESTONES, /* int[CFG_MAX_MILESTONES]; aux = offset of the count */
   K_LAYERS,     /* nn_layer_spec *; aux = offset of the count; section in `section` */
   K_AVGPOOL,    /* int out_h; aux = offset of out_w; null = none */
-  K_RESUME      /* int mode + resume_path */
+  K_RESUME,     /* int mode + resume_path */
+  K_TYPE_COUNT
 } key_kind;
 
+/* One key. A new key is one row here plus its field in cfg_config (and its
+ * line in docs/config.md); its type's functions do the rest. */
 typedef struct {
   const char *path;
   key_kind kind;
   size_t off, aux;
+  double def;               /* the default of a number, bool or enum (index); strings,
+                               lists and optional values default to empty / null */
   double lo, hi;            /* numbers: allowed range */
   int lo_open;              /* 1: lo itself is not allowed */
   int hi_open;              /* 1: hi itself is not allowed */
@@ -79,37 +88,43 @@ static const int groups_only[] = {0, 1, 2, -1};
 static const int channels_only[] = {1, 3, -1};
 static const int data_channels_only[] = {0, 3, -1};
 
+/* Row builders for the common types: path, field, default, range, message. */
 #define SECTION(p) \
   { .path = p, .kind = K_SECTION }
 #define STR(p, f, e) \
   { .path = p, .kind = K_STR, .off = OFF(f), .aux = SIZE(f), .expect = e }
-#define BOOL(p, f) \
-  { .path = p, .kind = K_BOOL, .off = OFF(f), .expect = "true or false" }
-#define INT(p, f, l, h, e) \
-  { .path = p, .kind = K_INT, .off = OFF(f), .lo = l, .hi = h, .expect = e }
-#define I64(p, f, l, e) \
-  { .path = p, .kind = K_I64, .off = OFF(f), .lo = l, .hi = 1e19, .expect = e }
-#define DBL(p, f, l, lopen, h, hopen, e)                                            \
-  {                                                                                 \
-    .path = p, .kind = K_DOUBLE, .off = OFF(f), .lo = l, .lo_open = lopen, .hi = h, \
-    .hi_open = hopen, .expect = e                                                   \
+#define BOOL(p, f, d) \
+  { .path = p, .kind = K_BOOL, .off = OFF(f), .def = d, .expect = "true or false" }
+#define INT(p, f, d, l, h, e) \
+  { .path = p, .kind = K_INT, .off = OFF(f), .def = d, .lo = l, .hi = h, .expect = e }
+#define I64(p, f, d, l, e) \
+  { .path = p, .kind = K_I64, .off = OFF(f), .def = d, .lo = l, .hi = 1e19, .expect = e }
+#define DBL(p, f, d, l, lopen, h, hopen, e)                                                   \
+  {                                                                                           \
+    .path = p, .kind = K_DOUBLE, .off = OFF(f), .def = d, .lo = l, .lo_open = lopen, .hi = h, \
+    .hi_open = hopen, .expect = e                                                             \
   }
-#define ENUM(p, f, n, e) \
-  { .path = p, .kind = K_ENUM, .off = OFF(f), .names = n, .expect = e }
+#define ENUM(p, f, d, n, e) \
+  { .path = p, .kind = K_ENUM, .off = OFF(f), .def = d, .names = n, .expect = e }
 
 static const key_desc keys[] = {
     SECTION("run"),
-    STR("run.name", run.name, "a name"),
-    STR("run.dir", run.dir, "a path"),
-    {.path = "run.seed", .kind = K_U64, .off = OFF(run.seed), .expect = "an integer >= 0"},
-    BOOL("run.deterministic", run.deterministic),
+    STR("run.name", run.name, "a name"), /* default: derive_defaults */
+    STR("run.dir", run.dir, "a path"),   /* default: derive_defaults */
+    {.path = "run.seed",
+     .kind = K_U64,
+     .off = OFF(run.seed),
+     .def = 1,
+     .expect = "an integer >= 0"},
+    BOOL("run.deterministic", run.deterministic, 0),
 
     SECTION("model"),
     STR("model.arch", model.arch, "an architecture name or null"),
-    INT("model.num_classes", model.num_classes, 0, 1e6, "an integer in [0, 1000000]"),
+    INT("model.num_classes", model.num_classes, 0, 0, 1e6, "an integer in [0, 1000000]"),
     {.path = "model.dropout",
      .kind = K_OPT_DOUBLE,
      .off = OFF(model.dropout),
+     .def = -1,
      .lo = 0,
      .hi = 1,
      .hi_open = 1,
@@ -117,6 +132,7 @@ static const key_desc keys[] = {
     {.path = "model.groups",
      .kind = K_INT,
      .off = OFF(model.groups),
+     .def = 0,
      .lo = 0,
      .hi = 2,
      .only = groups_only,
@@ -124,12 +140,13 @@ static const key_desc keys[] = {
     {.path = "model.in_channels",
      .kind = K_INT,
      .off = OFF(model.in_channels),
+     .def = 3,
      .lo = 1,
      .hi = 3,
      .only = channels_only,
      .expect = "1 or 3"},
-    INT("model.input_size", model.input_size, 0, 8192, "an integer in [0, 8192]"),
-    ENUM("model.weight_init", model.weight_init, init_names, "auto, paper or torch"),
+    INT("model.input_size", model.input_size, 0, 0, 8192, "an integer in [0, 8192]"),
+    ENUM("model.weight_init", model.weight_init, CFG_INIT_AUTO, init_names, "auto, paper or torch"),
     {.path = "model.features",
      .kind = K_LAYERS,
      .off = OFF(model.features),
@@ -154,19 +171,20 @@ static const key_desc keys[] = {
     STR("data.train", data.train, "a path or null"),
     STR("data.val", data.val, "a path or null"),
     SECTION("data.synthetic"),
-    I64("data.synthetic.n", data.synthetic.n, 0, "an integer >= 0"),
-    INT("data.synthetic.size", data.synthetic.size, 1, 8192, "an integer in [1, 8192]"),
-    INT("data.synthetic.classes", data.synthetic.classes, 1, 1e6, "an integer in [1, 1000000]"),
+    I64("data.synthetic.n", data.synthetic.n, 0, 0, "an integer >= 0"),
+    INT("data.synthetic.size", data.synthetic.size, 32, 1, 8192, "an integer in [1, 8192]"),
+    INT("data.synthetic.classes", data.synthetic.classes, 10, 1, 1e6, "an integer in [1, 1000000]"),
     {.path = "data.synthetic.channels",
      .kind = K_INT,
      .off = OFF(data.synthetic.channels),
+     .def = 3,
      .lo = 1,
      .hi = 3,
      .only = channels_only,
      .expect = "1 or 3"},
-    INT("data.crop", data.crop, 1, 8192, "an integer in [1, 8192]"),
-    BOOL("data.mirror", data.mirror),
-    DBL("data.lighting", data.lighting, 0, 0, BIG, 0, "a number >= 0"),
+    INT("data.crop", data.crop, 224, 1, 8192, "an integer in [1, 8192]"),
+    BOOL("data.mirror", data.mirror, 1),
+    DBL("data.lighting", data.lighting, 0, 0, 0, BIG, 0, "a number >= 0"),
     {.path = "data.mean",
      .kind = K_VEC3,
      .off = OFF(data.mean),
@@ -182,34 +200,36 @@ static const key_desc keys[] = {
      .lo_open = 1,
      .hi = BIG,
      .expect = "null, a positive number or a list of 3 positive numbers"},
-    BOOL("data.shuffle", data.shuffle),
-    INT("data.prefetch", data.prefetch, 1, 64, "an integer in [1, 64]"),
-    DBL("data.val_fraction", data.val_fraction, 0, 0, 1, 1, "a number in [0, 1)"),
+    BOOL("data.shuffle", data.shuffle, 1),
+    INT("data.prefetch", data.prefetch, 2, 1, 64, "an integer in [1, 64]"),
+    DBL("data.val_fraction", data.val_fraction, 0, 0, 0, 1, 1, "a number in [0, 1)"),
     {.path = "data.channels",
      .kind = K_INT,
      .off = OFF(data.channels),
+     .def = 0,
      .lo = 0,
      .hi = 3,
      .only = data_channels_only,
      .expect = "0 (as stored) or 3 (replicate gray)"},
 
     SECTION("train"),
-    INT("train.batch_size", train.batch_size, 1, 1 << 20, "an integer in [1, 1048576]"),
-    INT("train.epochs", train.epochs, 1, 1e6, "an integer in [1, 1000000]"),
-    I64("train.max_steps", train.max_steps, 0, "an integer >= 0"),
+    INT("train.batch_size", train.batch_size, 128, 1, 1 << 20, "an integer in [1, 1048576]"),
+    INT("train.epochs", train.epochs, 90, 1, 1e6, "an integer in [1, 1000000]"),
+    I64("train.max_steps", train.max_steps, 0, 0, "an integer >= 0"),
 
     SECTION("optimizer"),
-    DBL("optimizer.lr", optimizer.lr, 0, 1, BIG, 0, "a positive number"),
-    DBL("optimizer.momentum", optimizer.momentum, 0, 0, 1, 1, "a number in [0, 1)"),
-    DBL("optimizer.weight_decay", optimizer.weight_decay, 0, 0, BIG, 0, "a number >= 0"),
-    BOOL("optimizer.nesterov", optimizer.nesterov),
-    BOOL("optimizer.decay_bias", optimizer.decay_bias),
+    DBL("optimizer.lr", optimizer.lr, 0.01, 0, 1, BIG, 0, "a positive number"),
+    DBL("optimizer.momentum", optimizer.momentum, 0.9, 0, 0, 1, 1, "a number in [0, 1)"),
+    DBL("optimizer.weight_decay", optimizer.weight_decay, 5e-4, 0, 0, BIG, 0, "a number >= 0"),
+    BOOL("optimizer.nesterov", optimizer.nesterov, 0),
+    BOOL("optimizer.decay_bias", optimizer.decay_bias, 1),
     {.path = "optimizer.schedule", .kind = K_SECTION, .shorthand = "type"},
-    ENUM("optimizer.schedule.type", optimizer.schedule.type, schedule_names,
+    ENUM("optimizer.schedule.type", optimizer.schedule.type, CFG_SCHED_STEP, schedule_names,
          "constant, step, multistep, cosine or poly"),
-    INT("optimizer.schedule.step_epochs", optimizer.schedule.step_epochs, 1, 1e6,
+    INT("optimizer.schedule.step_epochs", optimizer.schedule.step_epochs, 30, 1, 1e6,
         "an integer in [1, 1000000]"),
-    DBL("optimizer.schedule.gamma", optimizer.schedule.gamma, 0, 1, 1, 0, "a number in (0, 1]"),
+    DBL("optimizer.schedule.gamma", optimizer.schedule.gamma, 0.1, 0, 1, 1, 0,
+        "a number in (0, 1]"),
     {.path = "optimizer.schedule.milestones",
      .kind = K_MILESTONES,
      .off = OFF(optimizer.schedule.milestones),
@@ -217,35 +237,37 @@ static const key_desc keys[] = {
      .lo = 1,
      .hi = 1e6,
      .expect = "a list of epochs"},
-    DBL("optimizer.schedule.power", optimizer.schedule.power, 0, 1, BIG, 0, "a positive number"),
-    DBL("optimizer.warmup_epochs", optimizer.warmup_epochs, 0, 0, 1e6, 0, "a number >= 0"),
+    DBL("optimizer.schedule.power", optimizer.schedule.power, 1.0, 0, 1, BIG, 0,
+        "a positive number"),
+    DBL("optimizer.warmup_epochs", optimizer.warmup_epochs, 0, 0, 0, 1e6, 0, "a number >= 0"),
 
     SECTION("dist"),
-    DBL("dist.bucket_mb", dist.bucket_mb, 0, 1, 1e6, 0, "a positive number"),
-    BOOL("dist.overlap", dist.overlap),
-    ENUM("dist.compress", dist.compress, compress_names, "none, bf16 or fp16"),
-    DBL("dist.timeout_s", dist.timeout_s, 0, 0, 1e9, 0, "a number >= 0"),
-    INT("dist.threads_per_rank", dist.threads_per_rank, 0, 4096, "an integer in [0, 4096]"),
+    DBL("dist.bucket_mb", dist.bucket_mb, 25, 0, 1, 1e6, 0, "a positive number"),
+    BOOL("dist.overlap", dist.overlap, 1),
+    ENUM("dist.compress", dist.compress, DIST_COMPRESS_NONE, compress_names, "none, bf16 or fp16"),
+    DBL("dist.timeout_s", dist.timeout_s, 300, 0, 0, 1e9, 0, "a number >= 0"),
+    INT("dist.threads_per_rank", dist.threads_per_rank, 0, 0, 4096, "an integer in [0, 4096]"),
 
     SECTION("checkpoint"),
-    STR("checkpoint.dir", checkpoint.dir, "a path"),
-    I64("checkpoint.every_steps", checkpoint.every_steps, 0, "an integer >= 0"),
-    INT("checkpoint.every_epochs", checkpoint.every_epochs, 0, 1e6, "an integer >= 0"),
-    INT("checkpoint.keep", checkpoint.keep, 1, 1e6, "a positive integer"),
+    STR("checkpoint.dir", checkpoint.dir, "a path"), /* default: derive_defaults */
+    I64("checkpoint.every_steps", checkpoint.every_steps, 0, 0, "an integer >= 0"),
+    INT("checkpoint.every_epochs", checkpoint.every_epochs, 1, 0, 1e6, "an integer >= 0"),
+    INT("checkpoint.keep", checkpoint.keep, 3, 1, 1e6, "a positive integer"),
     {.path = "checkpoint.resume",
      .kind = K_RESUME,
      .off = OFF(checkpoint.resume),
      .aux = OFF(checkpoint.resume_path),
+     .def = CFG_RESUME_AUTO,
      .expect = "auto, never or a checkpoint path"},
     STR("checkpoint.init", checkpoint.init, "a path or null"),
 
     SECTION("eval"),
-    INT("eval.every_epochs", eval.every_epochs, 0, 1e6, "an integer >= 0"),
-    INT("eval.batch_size", eval.batch_size, 0, 1 << 20, "an integer in [0, 1048576]"),
-    BOOL("eval.ten_crop", eval.ten_crop),
+    INT("eval.every_epochs", eval.every_epochs, 1, 0, 1e6, "an integer >= 0"),
+    INT("eval.batch_size", eval.batch_size, 0, 0, 1 << 20, "an integer in [0, 1048576]"),
+    BOOL("eval.ten_crop", eval.ten_crop, 0),
 
     SECTION("log"),
-    INT("log.every_steps", log.every_steps, 1, 1e9, "a positive integer"),
+    INT("log.every_steps", log.every_steps, 10, 1, 1e9, "a positive integer"),
 };
 
 #define NUM_KEYS ((int)(sizeof keys / sizeof keys[0]))
@@ -448,41 +470,6 @@ static void derive_defaults(cfg_config *c) {
                          c->run.dir) >= sizeof c->checkpoint.dir)
       memset(c->checkpoint.dir, 0, sizeof c->checkpoint.dir);
   }
-}
-
-void cfg_init(cfg_config *c, const char *source_name) {
-  memset(c, 0, sizeof *c);
-  snprintf(c->source, sizeof c->source, "%s", source_name ? source_name : "config");
-  c->run.seed = 1;
-  c->model.dropout = -1;
-  c->model.in_channels = 3;
-  c->data.synthetic.size = 32;
-  c->data.synthetic.classes = 10;
-  c->data.synthetic.channels = 3;
-  c->data.crop = 224;
-  c->data.mirror = 1;
-  c->data.shuffle = 1;
-  c->data.prefetch = 2;
-  c->train.batch_size = 128;
-  c->train.epochs = 90;
-  c->optimizer.lr = 0.01;
-  c->optimizer.momentum = 0.9;
-  c->optimizer.weight_decay = 5e-4;
-  c->optimizer.decay_bias = 1;
-  c->optimizer.schedule.type = CFG_SCHED_STEP;
-  c->optimizer.schedule.step_epochs = 30;
-  c->optimizer.schedule.gamma = 0.1;
-  c->optimizer.schedule.power = 1.0;
-  c->dist.bucket_mb = 25;
-  c->dist.overlap = 1;
-  c->dist.compress = DIST_COMPRESS_NONE;
-  c->dist.timeout_s = 300;
-  c->checkpoint.every_epochs = 1;
-  c->checkpoint.keep = 3;
-  c->checkpoint.resume = CFG_RESUME_AUTO;
-  c->eval.every_epochs = 1;
-  c->log.every_steps = 10;
-  derive_defaults(c);
 }
 
 void cfg_free(cfg_config *c) {
@@ -912,36 +899,27 @@ static int parse_layer(walker *w, const yaml_node_t *item, nn_section section, c
   return 0;
 }
 
-static int parse_layers(walker *w, int k, const yaml_node_t *n) {
-  const key_desc *d = &keys[k];
-  nn_layer_spec **arr = field(w->c, d->off);
-  int *count = field(w->c, d->aux);
-  if (is_null(n)) {
-    free(*arr);
-    *arr = NULL;
-    *count = 0;
-    record(w, k, n);
-    return 0;
-  }
-  if (n->type != YAML_SEQUENCE_NODE) return fail_expect(w, n, d->path, d->expect);
+/* A layer list (a YAML sequence) of `section` at key `path` into *specs
+ * (malloc'd, caller frees) and *count. Returns 0, or -1 through fail(). */
+static int cfg_parse_layers(walker *w, const yaml_node_t *n, const char *key, const char *expect,
+                            nn_section section, nn_layer_spec **specs, int *count) {
+  if (n->type != YAML_SEQUENCE_NODE) return fail_expect(w, n, key, expect);
   long items = n->data.sequence.items.top - n->data.sequence.items.start;
   if (items > CFG_MAX_LAYERS)
-    return fail(w, n->start_mark, d->path, "expected at most %d layers, got %ld", CFG_MAX_LAYERS,
+    return fail(w, n->start_mark, key, "expected at most %d layers, got %ld", CFG_MAX_LAYERS,
                 items);
-  nn_layer_spec *specs = calloc(items ? (size_t)items : 1, sizeof *specs);
-  if (!specs) return fail(w, n->start_mark, d->path, "out of memory");
+  nn_layer_spec *s = calloc(items ? (size_t)items : 1, sizeof *s);
+  if (!s) return fail(w, n->start_mark, key, "out of memory");
   for (long i = 0; i < items; i++) {
     char path[128];
-    snprintf(path, sizeof path, "%s[%ld]", d->path, i);
-    if (parse_layer(w, node(w, n->data.sequence.items.start[i]), d->section, path, &specs[i])) {
-      free(specs);
+    snprintf(path, sizeof path, "%s[%ld]", key, i);
+    if (parse_layer(w, node(w, n->data.sequence.items.start[i]), section, path, &s[i])) {
+      free(s);
       return -1;
     }
   }
-  free(*arr);
-  *arr = specs;
+  *specs = s;
   *count = (int)items;
-  record(w, k, n);
   return 0;
 }
 
@@ -979,137 +957,6 @@ static int walk_section(walker *w, const char *prefix, const yaml_node_t *map) {
     seen_node[nseen++] = kn;
     if (apply(w, k, vn)) return -1;
   }
-  return 0;
-}
-
-/* Sets key k from node n (type checks only; ranges are cfg_validate's). */
-static int apply(walker *w, int k, const yaml_node_t *n) {
-  const key_desc *d = &keys[k];
-  void *f = field(w->c, d->off);
-  switch (d->kind) {
-    case K_SECTION:
-      if (n->type == YAML_MAPPING_NODE) return walk_section(w, d->path, n);
-      if (d->shorthand && n->type == YAML_SCALAR_NODE && !is_null(n)) {
-        char sub[256];
-        snprintf(sub, sizeof sub, "%s.%s", d->path, d->shorthand);
-        return apply(w, K(sub), n);
-      }
-      if (is_null(n)) return 0; /* "section:" with nothing under it */
-      return fail_expect(w, n, d->path,
-                         d->shorthand ? "a mapping or a schedule name" : "a mapping");
-    case K_STR:
-      if (parse_string(n, f, d->aux)) {
-        char what[128];
-        snprintf(what, sizeof what, "%s of at most %zu bytes", d->expect, d->aux - 1);
-        return fail_expect(w, n, d->path, what);
-      }
-      break;
-    case K_BOOL:
-      if (parse_bool(n, f)) return fail_expect(w, n, d->path, d->expect);
-      break;
-    case K_INT:
-      if (parse_int(n, f)) return fail_expect(w, n, d->path, d->expect);
-      break;
-    case K_I64:
-      if (parse_i64(n, f)) return fail_expect(w, n, d->path, d->expect);
-      break;
-    case K_U64: {
-      uint64_t v;
-      char *end;
-      errno = 0;
-      if (!plain_scalar(n) || !isdigit((unsigned char)scalar(n)[0]) ||
-          (v = strtoull(scalar(n), &end, 10), errno || *end))
-        return fail_expect(w, n, d->path, d->expect);
-      *(uint64_t *)f = v;
-      break;
-    }
-    case K_DOUBLE:
-      if (parse_double(n, f)) return fail_expect(w, n, d->path, d->expect);
-      break;
-    case K_OPT_DOUBLE:
-      if (is_null(n))
-        *(double *)f = -1;
-      else if (parse_double(n, f) || *(double *)f < 0)
-        return fail_expect(w, n, d->path, d->expect);
-      break;
-    case K_ENUM:
-      if (parse_enum(n, d->names, f)) return fail_expect(w, n, d->path, d->expect);
-      break;
-    case K_VEC3: {
-      double v[3];
-      int *has = field(w->c, d->aux);
-      if (is_null(n)) {
-        *has = 0;
-        memset(f, 0, sizeof v);
-        break;
-      }
-      if (parse_double(n, &v[0]) == 0) {
-        v[1] = v[2] = v[0];
-      } else {
-        long items = n->type == YAML_SEQUENCE_NODE
-                         ? n->data.sequence.items.top - n->data.sequence.items.start
-                         : 0;
-        if (items != 3 && items != 1) return fail_expect(w, n, d->path, d->expect);
-        for (long i = 0; i < items; i++)
-          if (parse_double(node(w, n->data.sequence.items.start[i]), &v[i]))
-            return fail_expect(w, n, d->path, d->expect);
-        if (items == 1) v[1] = v[2] = v[0];
-      }
-      memcpy(f, v, sizeof v);
-      *has = 1;
-      break;
-    }
-    case K_MILESTONES: {
-      int *count = field(w->c, d->aux);
-      int v[CFG_MAX_MILESTONES], items = 0;
-      if (n->type == YAML_SEQUENCE_NODE) {
-        long total = n->data.sequence.items.top - n->data.sequence.items.start;
-        if (total > CFG_MAX_MILESTONES)
-          return fail(w, n->start_mark, d->path, "expected at most %d milestones, got %ld",
-                      CFG_MAX_MILESTONES, total);
-        for (items = 0; items < total; items++) {
-          const yaml_node_t *it = node(w, n->data.sequence.items.start[items]);
-          char sub[128];
-          snprintf(sub, sizeof sub, "%s[%d]", d->path, items);
-          if (parse_int(it, &v[items])) return fail_expect(w, it, sub, "an integer epoch");
-        }
-      } else if (!is_null(n)) {
-        if (parse_int(n, &v[0])) return fail_expect(w, n, d->path, "a list of integer epochs");
-        items = 1;
-      }
-      memcpy(f, v, (size_t)items * sizeof(int));
-      *count = items;
-      break;
-    }
-    case K_LAYERS:
-      return parse_layers(w, k, n);
-    case K_AVGPOOL: {
-      int v[4], cnt;
-      int *out_w = field(w->c, d->aux);
-      if (is_null(n)) {
-        *(int *)f = *out_w = 0;
-        break;
-      }
-      if (parse_int_list(w, n, v, &cnt, 0)) return fail_expect(w, n, d->path, d->expect);
-      *(int *)f = v[0];
-      *out_w = cnt == 2 ? v[1] : v[0];
-      break;
-    }
-    case K_RESUME: {
-      char path[CFG_PATH_MAX];
-      if (is_null(n) || parse_string(n, path, sizeof path))
-        return fail_expect(w, n, d->path, d->expect);
-      int mode = !strcmp(path, "auto")    ? CFG_RESUME_AUTO
-                 : !strcmp(path, "never") ? CFG_RESUME_NEVER
-                                          : CFG_RESUME_PATH;
-      *(int *)f = mode;
-      char *dst = field(w->c, d->aux);
-      memset(dst, 0, CFG_PATH_MAX);
-      if (mode == CFG_RESUME_PATH) memcpy(dst, path, strlen(path));
-      break;
-    }
-  }
-  record(w, k, n);
   return 0;
 }
 
@@ -1355,59 +1202,6 @@ static int in_range(const key_desc *d, double v) {
   return 1;
 }
 
-/* The range of every numeric key, the names of enums. */
-static int check_ranges(const cfg_config *c, char *err, size_t errlen) {
-  for (int k = 0; k < NUM_KEYS; k++) {
-    const key_desc *d = &keys[k];
-    const void *f = cfield(c, d->off);
-    char got[64];
-    double v;
-    switch (d->kind) {
-      case K_INT:
-        v = *(const int *)f;
-        snprintf(got, sizeof got, "%d", *(const int *)f);
-        break;
-      case K_I64:
-        v = (double)*(const int64_t *)f;
-        snprintf(got, sizeof got, "%" PRId64, *(const int64_t *)f);
-        break;
-      case K_DOUBLE:
-      case K_OPT_DOUBLE:
-        v = *(const double *)f;
-        if (d->kind == K_OPT_DOUBLE && v < 0) continue; /* null */
-        snprintf(got, sizeof got, "%g", v);
-        break;
-      case K_ENUM: {
-        int e = *(const int *)f, n = 0;
-        while (d->names[n]) n++;
-        if (e < 0 || e >= n)
-          return invalid(c, err, errlen, d->path, "expected %s, got %d", d->expect, e);
-        continue;
-      }
-      case K_VEC3:
-        if (!*(const int *)cfield(c, d->aux)) continue;
-        for (int i = 0; i < 3; i++) {
-          v = ((const double *)f)[i];
-          if (!in_range(d, v) || !isfinite(v))
-            return invalid(c, err, errlen, d->path, "expected %s, got %g in channel %d", d->expect,
-                           v, i);
-        }
-        continue;
-      case K_AVGPOOL: {
-        int h = *(const int *)f, wd = *(const int *)cfield(c, d->aux);
-        if ((h || wd) && (h < d->lo || h > d->hi || wd < d->lo || wd > d->hi))
-          return invalid(c, err, errlen, d->path, "expected %s, got [%d, %d]", d->expect, h, wd);
-        continue;
-      }
-      default:
-        continue;
-    }
-    if (!in_range(d, v) || !isfinite(v))
-      return invalid(c, err, errlen, d->path, "expected %s, got %s", d->expect, got);
-  }
-  return 0;
-}
-
 static int check_layers(const cfg_config *c, const char *key, const nn_layer_spec *s, int n,
                         nn_section section, char *err, size_t errlen) {
   if (n > CFG_MAX_LAYERS)
@@ -1522,6 +1316,8 @@ static int check_optimizer(const cfg_config *c, char *err, size_t errlen) {
     return invalid(c, err, errlen, "optimizer.nesterov", "needs optimizer.momentum > 0");
   return 0;
 }
+
+static int check_ranges(const cfg_config *c, char *err, size_t errlen);
 
 int cfg_validate(const cfg_config *c, char *err, size_t errlen) {
   if (check_ranges(c, err, errlen) || check_model(c, err, errlen) || check_data(c, err, errlen) ||
@@ -1640,6 +1436,397 @@ static void write_layer(strbuf *b, const nn_layer_spec *s) {
   }
 }
 
+/* A layer list after its key: " []", or one "- layer" line each at `indent`. */
+static void cfg_write_layers(strbuf *b, const nn_layer_spec *s, int n, int indent) {
+  if (n == 0) sb_printf(b, " []");
+  for (int i = 0; i < n; i++) {
+    sb_printf(b, "\n%*s- ", indent, "");
+    write_layer(b, &s[i]);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Key types: one set of functions each                                      */
+
+/* Type checks while reading come first (ranges are cfg_validate's, so that
+ * --set can repair a file before anything is judged). Each parser sets the
+ * field of key d from node n, or returns -1 through fail(). */
+
+static int parse_section_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  if (n->type == YAML_MAPPING_NODE) return walk_section(w, d->path, n);
+  if (d->shorthand && n->type == YAML_SCALAR_NODE && !is_null(n)) {
+    char sub[256];
+    snprintf(sub, sizeof sub, "%s.%s", d->path, d->shorthand);
+    return apply(w, K(sub), n);
+  }
+  if (is_null(n)) return 0; /* "section:" with nothing under it */
+  return fail_expect(w, n, d->path, d->shorthand ? "a mapping or a schedule name" : "a mapping");
+}
+
+static int parse_str_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  if (parse_string(n, field(w->c, d->off), d->aux)) {
+    char what[128];
+    snprintf(what, sizeof what, "%s of at most %zu bytes", d->expect, d->aux - 1);
+    return fail_expect(w, n, d->path, what);
+  }
+  return 0;
+}
+
+static int parse_bool_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  return parse_bool(n, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+}
+
+static int parse_int_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  return parse_int(n, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+}
+
+static int parse_i64_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  return parse_i64(n, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+}
+
+static int parse_u64_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  uint64_t v;
+  char *end;
+  errno = 0;
+  if (!plain_scalar(n) || !isdigit((unsigned char)scalar(n)[0]) ||
+      (v = strtoull(scalar(n), &end, 10), errno || *end))
+    return fail_expect(w, n, d->path, d->expect);
+  *(uint64_t *)field(w->c, d->off) = v;
+  return 0;
+}
+
+static int parse_double_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  return parse_double(n, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+}
+
+static int parse_opt_double_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  double *f = field(w->c, d->off);
+  if (is_null(n))
+    *f = -1;
+  else if (parse_double(n, f) || *f < 0)
+    return fail_expect(w, n, d->path, d->expect);
+  return 0;
+}
+
+static int parse_enum_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  return parse_enum(n, d->names, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+}
+
+static int parse_vec3_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  double v[3];
+  int *has = field(w->c, d->aux);
+  if (is_null(n)) {
+    *has = 0;
+    memset(field(w->c, d->off), 0, sizeof v);
+    return 0;
+  }
+  if (parse_double(n, &v[0]) == 0) {
+    v[1] = v[2] = v[0];
+  } else {
+    long items = n->type == YAML_SEQUENCE_NODE
+                     ? n->data.sequence.items.top - n->data.sequence.items.start
+                     : 0;
+    if (items != 3 && items != 1) return fail_expect(w, n, d->path, d->expect);
+    for (long i = 0; i < items; i++)
+      if (parse_double(node(w, n->data.sequence.items.start[i]), &v[i]))
+        return fail_expect(w, n, d->path, d->expect);
+    if (items == 1) v[1] = v[2] = v[0];
+  }
+  memcpy(field(w->c, d->off), v, sizeof v);
+  *has = 1;
+  return 0;
+}
+
+static int parse_milestones_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  int *count = field(w->c, d->aux);
+  int v[CFG_MAX_MILESTONES], items = 0;
+  if (n->type == YAML_SEQUENCE_NODE) {
+    long total = n->data.sequence.items.top - n->data.sequence.items.start;
+    if (total > CFG_MAX_MILESTONES)
+      return fail(w, n->start_mark, d->path, "expected at most %d milestones, got %ld",
+                  CFG_MAX_MILESTONES, total);
+    for (items = 0; items < total; items++) {
+      const yaml_node_t *it = node(w, n->data.sequence.items.start[items]);
+      char sub[128];
+      snprintf(sub, sizeof sub, "%s[%d]", d->path, items);
+      if (parse_int(it, &v[items])) return fail_expect(w, it, sub, "an integer epoch");
+    }
+  } else if (!is_null(n)) {
+    if (parse_int(n, &v[0])) return fail_expect(w, n, d->path, "a list of integer epochs");
+    items = 1;
+  }
+  memcpy(field(w->c, d->off), v, (size_t)items * sizeof(int));
+  *count = items;
+  return 0;
+}
+
+static int parse_layers_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  nn_layer_spec **arr = field(w->c, d->off);
+  int *count = field(w->c, d->aux);
+  nn_layer_spec *specs = NULL;
+  int items = 0;
+  if (!is_null(n) && cfg_parse_layers(w, n, d->path, d->expect, d->section, &specs, &items))
+    return -1;
+  free(*arr);
+  *arr = specs;
+  *count = items;
+  return 0;
+}
+
+static int parse_avgpool_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  int v[4], cnt;
+  int *out_h = field(w->c, d->off), *out_w = field(w->c, d->aux);
+  if (is_null(n)) {
+    *out_h = *out_w = 0;
+    return 0;
+  }
+  if (parse_int_list(w, n, v, &cnt, 0)) return fail_expect(w, n, d->path, d->expect);
+  *out_h = v[0];
+  *out_w = cnt == 2 ? v[1] : v[0];
+  return 0;
+}
+
+static int parse_resume_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  char path[CFG_PATH_MAX];
+  if (is_null(n) || parse_string(n, path, sizeof path))
+    return fail_expect(w, n, d->path, d->expect);
+  int mode = !strcmp(path, "auto")    ? CFG_RESUME_AUTO
+             : !strcmp(path, "never") ? CFG_RESUME_NEVER
+                                      : CFG_RESUME_PATH;
+  *(int *)field(w->c, d->off) = mode;
+  char *dst = field(w->c, d->aux);
+  memset(dst, 0, CFG_PATH_MAX);
+  if (mode == CFG_RESUME_PATH) memcpy(dst, path, strlen(path));
+  return 0;
+}
+
+/* Range checks: 0, or -1 with "<where>: <key>: expected ..., got ..." in err. */
+
+/* "expected <expect>, got <got>" unless v is finite and in d's range. */
+static int check_number(const cfg_config *c, const key_desc *d, double v, const char *got,
+                        char *err, size_t errlen) {
+  if (in_range(d, v) && isfinite(v)) return 0;
+  return invalid(c, err, errlen, d->path, "expected %s, got %s", d->expect, got);
+}
+
+static int check_int_key(const cfg_config *c, const key_desc *d, char *err, size_t errlen) {
+  int v = *(const int *)cfield(c, d->off);
+  char got[32];
+  snprintf(got, sizeof got, "%d", v);
+  return check_number(c, d, v, got, err, errlen);
+}
+
+static int check_i64_key(const cfg_config *c, const key_desc *d, char *err, size_t errlen) {
+  int64_t v = *(const int64_t *)cfield(c, d->off);
+  char got[32];
+  snprintf(got, sizeof got, "%" PRId64, v);
+  return check_number(c, d, (double)v, got, err, errlen);
+}
+
+static int check_double_key(const cfg_config *c, const key_desc *d, char *err, size_t errlen) {
+  double v = *(const double *)cfield(c, d->off);
+  char got[64];
+  if (d->kind == K_OPT_DOUBLE && v < 0) return 0; /* null */
+  snprintf(got, sizeof got, "%g", v);
+  return check_number(c, d, v, got, err, errlen);
+}
+
+static int check_enum_key(const cfg_config *c, const key_desc *d, char *err, size_t errlen) {
+  int e = *(const int *)cfield(c, d->off), n = 0;
+  while (d->names[n]) n++;
+  if (e < 0 || e >= n) return invalid(c, err, errlen, d->path, "expected %s, got %d", d->expect, e);
+  return 0;
+}
+
+static int check_vec3_key(const cfg_config *c, const key_desc *d, char *err, size_t errlen) {
+  if (!*(const int *)cfield(c, d->aux)) return 0;
+  for (int i = 0; i < 3; i++) {
+    double v = ((const double *)cfield(c, d->off))[i];
+    if (!in_range(d, v) || !isfinite(v))
+      return invalid(c, err, errlen, d->path, "expected %s, got %g in channel %d", d->expect, v, i);
+  }
+  return 0;
+}
+
+static int check_avgpool_key(const cfg_config *c, const key_desc *d, char *err, size_t errlen) {
+  int h = *(const int *)cfield(c, d->off), wd = *(const int *)cfield(c, d->aux);
+  if ((h || wd) && (h < d->lo || h > d->hi || wd < d->lo || wd > d->hi))
+    return invalid(c, err, errlen, d->path, "expected %s, got [%d, %d]", d->expect, h, wd);
+  return 0;
+}
+
+/* YAML writers: the value after "key:", with its leading space. */
+
+static void print_str_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  const char *s = cfield(c, d->off);
+  sb_printf(b, " ");
+  if (*s)
+    sb_quoted(b, s, d->aux);
+  else
+    sb_printf(b, "null");
+}
+
+static void print_bool_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  sb_printf(b, " %s", *(const int *)cfield(c, d->off) ? "true" : "false");
+}
+
+static void print_int_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  sb_printf(b, " %d", *(const int *)cfield(c, d->off));
+}
+
+static void print_i64_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  sb_printf(b, " %" PRId64, *(const int64_t *)cfield(c, d->off));
+}
+
+static void print_u64_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  sb_printf(b, " %" PRIu64, *(const uint64_t *)cfield(c, d->off));
+}
+
+static void print_double_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  double v = *(const double *)cfield(c, d->off);
+  char num[64];
+  if (d->kind == K_OPT_DOUBLE && v < 0) {
+    sb_printf(b, " null");
+    return;
+  }
+  fmt_number(num, sizeof num, v, 0);
+  sb_printf(b, " %s", num);
+}
+
+static void print_enum_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  int e = *(const int *)cfield(c, d->off), n = 0;
+  while (d->names[n]) n++;
+  sb_printf(b, " %s", e >= 0 && e < n ? d->names[e] : "?");
+}
+
+static void print_vec3_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  char num[64];
+  if (!*(const int *)cfield(c, d->aux)) {
+    sb_printf(b, " null");
+    return;
+  }
+  for (int i = 0; i < 3; i++) {
+    fmt_number(num, sizeof num, ((const double *)cfield(c, d->off))[i], 0);
+    sb_printf(b, "%s%s", i ? ", " : " [", num);
+  }
+  sb_printf(b, "]");
+}
+
+static void print_milestones_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  int n = *(const int *)cfield(c, d->aux);
+  sb_printf(b, " [");
+  for (int i = 0; i < n && i < CFG_MAX_MILESTONES; i++)
+    sb_printf(b, "%s%d", i ? ", " : "", ((const int *)cfield(c, d->off))[i]);
+  sb_printf(b, "]");
+}
+
+static void print_layers_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  cfg_write_layers(b, *(nn_layer_spec *const *)cfield(c, d->off), *(const int *)cfield(c, d->aux),
+                   2 * depth + 2);
+}
+
+static void print_avgpool_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  int h = *(const int *)cfield(c, d->off), wd = *(const int *)cfield(c, d->aux);
+  if (!h && !wd) {
+    sb_printf(b, " null");
+  } else {
+    sb_printf(b, " ");
+    sb_pair(b, h, wd);
+  }
+}
+
+static void print_resume_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  (void)depth;
+  int mode = *(const int *)cfield(c, d->off);
+  const char *path = cfield(c, d->aux);
+  if (mode == CFG_RESUME_AUTO) {
+    sb_printf(b, " auto");
+  } else if (mode == CFG_RESUME_NEVER) {
+    sb_printf(b, " never");
+  } else {
+    sb_printf(b, " ");
+    /* a file literally named "auto" or "never" keeps its meaning as a path */
+    if (!strcmp(path, "auto") || !strcmp(path, "never"))
+      sb_printf(b, "\"./%s\"", path);
+    else
+      sb_quoted(b, path, CFG_PATH_MAX);
+  }
+}
+
+/* Defaults: the row's `def` in the field (cfg_init zeroed the rest). */
+
+static void init_int_key(cfg_config *c, const key_desc *d) {
+  *(int *)field(c, d->off) = (int)d->def;
+}
+static void init_i64_key(cfg_config *c, const key_desc *d) {
+  *(int64_t *)field(c, d->off) = (int64_t)d->def;
+}
+static void init_u64_key(cfg_config *c, const key_desc *d) {
+  *(uint64_t *)field(c, d->off) = (uint64_t)d->def;
+}
+static void init_double_key(cfg_config *c, const key_desc *d) {
+  *(double *)field(c, d->off) = d->def;
+}
+
+/* The functions of each key type; NULL = nothing to do (no default but zero,
+ * no range, nothing to print). */
+typedef struct {
+  void (*init)(cfg_config *c, const key_desc *d);
+  int (*parse)(walker *w, const key_desc *d, const yaml_node_t *n);
+  int (*check)(const cfg_config *c, const key_desc *d, char *err, size_t errlen);
+  void (*print)(strbuf *b, const cfg_config *c, const key_desc *d, int depth);
+} key_type;
+
+static const key_type key_types[K_TYPE_COUNT] = {
+    [K_SECTION] = {NULL, parse_section_key, NULL, NULL},
+    [K_STR] = {NULL, parse_str_key, NULL, print_str_key},
+    [K_BOOL] = {init_int_key, parse_bool_key, NULL, print_bool_key},
+    [K_INT] = {init_int_key, parse_int_key, check_int_key, print_int_key},
+    [K_I64] = {init_i64_key, parse_i64_key, check_i64_key, print_i64_key},
+    [K_U64] = {init_u64_key, parse_u64_key, NULL, print_u64_key},
+    [K_DOUBLE] = {init_double_key, parse_double_key, check_double_key, print_double_key},
+    [K_OPT_DOUBLE] = {init_double_key, parse_opt_double_key, check_double_key, print_double_key},
+    [K_ENUM] = {init_int_key, parse_enum_key, check_enum_key, print_enum_key},
+    [K_VEC3] = {NULL, parse_vec3_key, check_vec3_key, print_vec3_key},
+    [K_MILESTONES] = {NULL, parse_milestones_key, NULL, print_milestones_key},
+    [K_LAYERS] = {NULL, parse_layers_key, NULL, print_layers_key},
+    [K_AVGPOOL] = {NULL, parse_avgpool_key, check_avgpool_key, print_avgpool_key},
+    [K_RESUME] = {init_int_key, parse_resume_key, NULL, print_resume_key},
+};
+
+/* Sets key k from node n (type checks only; ranges are cfg_validate's). */
+static int apply(walker *w, int k, const yaml_node_t *n) {
+  if (key_types[keys[k].kind].parse(w, &keys[k], n)) return -1;
+  if (keys[k].kind != K_SECTION) record(w, k, n);
+  return 0;
+}
+
+/* The range of every numeric key, the names of enums. */
+static int check_ranges(const cfg_config *c, char *err, size_t errlen) {
+  for (int k = 0; k < NUM_KEYS; k++)
+    if (key_types[keys[k].kind].check && key_types[keys[k].kind].check(c, &keys[k], err, errlen))
+      return -1;
+  return 0;
+}
+
+void cfg_init(cfg_config *c, const char *source_name) {
+  memset(c, 0, sizeof *c);
+  snprintf(c->source, sizeof c->source, "%s", source_name ? source_name : "config");
+  for (int k = 0; k < NUM_KEYS; k++)
+    if (key_types[keys[k].kind].init) key_types[keys[k].kind].init(c, &keys[k]);
+  derive_defaults(c);
+}
+
 char *cfg_to_yaml(const cfg_config *c) {
   strbuf b = {0};
   sb_printf(&b, "# effective alexnet-train config (from %s)\n", c->source);
@@ -1650,103 +1837,7 @@ char *cfg_to_yaml(const cfg_config *c) {
     const char *leaf = strrchr(d->path, '.');
     leaf = leaf ? leaf + 1 : d->path;
     sb_printf(&b, "%*s%s:", 2 * depth, "", leaf);
-    const void *f = cfield(c, d->off);
-    char num[64];
-    switch (d->kind) {
-      case K_SECTION:
-        break;
-      case K_STR:
-        sb_printf(&b, " ");
-        if (*(const char *)f)
-          sb_quoted(&b, f, d->aux);
-        else
-          sb_printf(&b, "null");
-        break;
-      case K_BOOL:
-        sb_printf(&b, " %s", *(const int *)f ? "true" : "false");
-        break;
-      case K_INT:
-        sb_printf(&b, " %d", *(const int *)f);
-        break;
-      case K_I64:
-        sb_printf(&b, " %" PRId64, *(const int64_t *)f);
-        break;
-      case K_U64:
-        sb_printf(&b, " %" PRIu64, *(const uint64_t *)f);
-        break;
-      case K_OPT_DOUBLE:
-        if (*(const double *)f < 0) {
-          sb_printf(&b, " null");
-          break;
-        }
-        /* fall through */
-      case K_DOUBLE:
-        fmt_number(num, sizeof num, *(const double *)f, 0);
-        sb_printf(&b, " %s", num);
-        break;
-      case K_ENUM: {
-        int e = *(const int *)f, n = 0;
-        while (d->names[n]) n++;
-        sb_printf(&b, " %s", e >= 0 && e < n ? d->names[e] : "?");
-        break;
-      }
-      case K_VEC3:
-        if (!*(const int *)cfield(c, d->aux)) {
-          sb_printf(&b, " null");
-          break;
-        }
-        for (int i = 0; i < 3; i++) {
-          fmt_number(num, sizeof num, ((const double *)f)[i], 0);
-          sb_printf(&b, "%s%s", i ? ", " : " [", num);
-        }
-        sb_printf(&b, "]");
-        break;
-      case K_MILESTONES: {
-        int n = *(const int *)cfield(c, d->aux);
-        sb_printf(&b, " [");
-        for (int i = 0; i < n && i < CFG_MAX_MILESTONES; i++)
-          sb_printf(&b, "%s%d", i ? ", " : "", ((const int *)f)[i]);
-        sb_printf(&b, "]");
-        break;
-      }
-      case K_LAYERS: {
-        const nn_layer_spec *s = *(nn_layer_spec *const *)f;
-        int n = *(const int *)cfield(c, d->aux);
-        if (n == 0) sb_printf(&b, " []");
-        for (int i = 0; i < n; i++) {
-          sb_printf(&b, "\n%*s- ", 2 * depth + 2, "");
-          write_layer(&b, &s[i]);
-        }
-        break;
-      }
-      case K_AVGPOOL: {
-        int h = *(const int *)f, wd = *(const int *)cfield(c, d->aux);
-        if (!h && !wd) {
-          sb_printf(&b, " null");
-        } else {
-          sb_printf(&b, " ");
-          sb_pair(&b, h, wd);
-        }
-        break;
-      }
-      case K_RESUME: {
-        int mode = *(const int *)f;
-        const char *path = cfield(c, d->aux);
-        if (mode == CFG_RESUME_AUTO) {
-          sb_printf(&b, " auto");
-        } else if (mode == CFG_RESUME_NEVER) {
-          sb_printf(&b, " never");
-        } else {
-          sb_printf(&b, " ");
-          /* a file literally named "auto" or "never" keeps its meaning as a path */
-          if (!strcmp(path, "auto") || !strcmp(path, "never"))
-            sb_printf(&b, "\"./%s\"", path);
-          else
-            sb_quoted(&b, path, CFG_PATH_MAX);
-        }
-        break;
-      }
-    }
+    if (key_types[d->kind].print) key_types[d->kind].print(&b, c, d, depth);
     sb_printf(&b, "\n");
   }
   if (b.failed) {
