@@ -131,8 +131,10 @@ static void test_agree_long_message(void) {
 }
 
 static void test_timeout_quiet(void) {
-  /* Collectives that complete must not trip a short watchdog. */
-  dist_set_timeout(3.0);
+  /* Collectives that complete must not trip the watchdog (armed and disarmed
+   * 400 times: more than its slots, so a slot not freed would show). 20 s,
+   * not less: with 4 ranks on 2 busy cores one collective can take seconds. */
+  dist_set_timeout(20.0);
   for (int k = 0; k < 200; k++) {
     double d = 1;
     dist_allreduce_sum_doubles(&d, 1);
@@ -146,9 +148,10 @@ static int run_fault(const char *mode) {
   int s = dist_size(), r = dist_rank();
   if (!strcmp(mode, "watchdog-barrier")) {
     dist_set_timeout(1.0);
-    if (r == s - 1)
+    if (r == s - 1) {
+      tu_mark_fault("the last rank sleeps instead of joining the barrier");
       sleep(60); /* stuck outside the collective; mpirun ends us */
-    else
+    } else
       dist_barrier();
     fprintf(stderr, "[rank %d] the barrier completed: the watchdog did not fire\n", r);
     return 0;
@@ -160,7 +163,10 @@ static int run_fault(const char *mode) {
   }
   if (!strcmp(mode, "kill")) {
     dist_set_timeout(5.0); /* mpirun should be faster; the watchdog backs it up */
-    if (r == s - 1) raise(SIGKILL);
+    if (r == s - 1) {
+      tu_mark_fault("the last rank raises SIGKILL");
+      raise(SIGKILL);
+    }
     dist_barrier();
     return 0;
   }

@@ -1027,13 +1027,18 @@ static void test_cli_runs(void) {
   expect_cli(args, 1, "missing: not a directory", NULL);
   snprintf(args, sizeof args, "%s.x.h5", root);
   CU_ASSERT(access(args, F_OK) != 0);
-  /* interrupted: exit 128 + SIGTERM, the temporary file removed */
+  /* interrupted: exit 128 + SIGTERM, the temporary file removed. The signal
+   * is sent once the temporary file exists (the handler is in place by then),
+   * so the test sees the removal, not an early default death. */
   char cmd[8192], outbuf[4096];
   snprintf(cmd, sizeof cmd,
-           "%s synthetic --n 1000000 --size 64 --classes 10 -o '%s.int.h5' & p=$!; sleep 0.5; "
+           "%s synthetic --n 1000000 --size 64 --classes 10 -o '%s.int.h5' & p=$!; "
+           "for i in $(seq 3000); do [ -e '%s.int.h5.tmp' ] && break; sleep 0.1; done; "
+           "[ -e '%s.int.h5.tmp' ] && echo started; "
            "kill -TERM $p; wait $p; echo status=$?; ls '%s'.int.h5* 2>&1; true",
-           tu_bin("alexnet-convert"), root, root);
+           tu_bin("alexnet-convert"), root, root, root, root);
   CU_ASSERT(tu_run_cmd(cmd, outbuf, sizeof outbuf) == 0);
+  TU_ASSERT_CONTAINS(outbuf, "started\n");
   TU_ASSERT_CONTAINS(outbuf, "status=143");
   TU_ASSERT_CONTAINS(outbuf, "No such file or directory");
   snprintf(args, sizeof args, "cifar100 '%s' -o '%s.x.h5'", root, root);

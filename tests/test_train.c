@@ -226,25 +226,36 @@ static void test_sigterm(void) {
   /* Long enough to be interrupted: 200 epochs. */
   snprintf(cmd, sizeof cmd,
            "%s %s %s/configs/debug.yaml --set run.dir=%s --set train.epochs=200 "
-           "--set checkpoint.every_epochs=0 > %s 2>&1; echo $? > %s/status",
-           MPI2, tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, dir, log, dir);
+           "--set checkpoint.every_epochs=0 > %s 2>&1; echo $? > %s/status.tmp; "
+           "mv %s/status.tmp %s/status",
+           MPI2, tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, dir, log, dir, dir, dir);
   char bg[9200];
   snprintf(bg, sizeof bg, "( %s ) &", cmd);
   CU_ASSERT_FATAL(system(bg) == 0);
-  /* Wait for a few logged steps, then preempt every rank. */
+  /* Wait for a few logged steps (both ranks are then past installing their
+   * handlers), then preempt every rank. The bounds only end a hung run: on a
+   * loaded machine the start alone can take many seconds. The status is
+   * written under a temporary name, so it is never read half-written. */
   char status_path[4300];
   snprintf(status_path, sizeof status_path, "%s/status", dir);
-  for (int i = 0; i < 300; i++) {
+  int logged = 0;
+  for (int i = 0; i < 3000 && logged < 3 && access(status_path, F_OK) != 0; i++) {
     double first = 0, last = 0;
     int val = 0;
-    if (train_losses(dir, &first, &last, &val) >= 3) break;
-    usleep(100000);
+    logged = train_losses(dir, &first, &last, &val);
+    if (logged < 3) usleep(100000);
   }
+  if (logged < 3) {
+    signal_ranks(dir, "KILL");
+    snprintf(cmd, sizeof cmd, "cat %s", log);
+    tu_run_cmd(cmd, out, sizeof out);
+    fprintf(stderr, "\n  no 3 logged steps after 300 s:\n%s\n", out);
+  }
+  CU_ASSERT_FATAL(logged >= 3);
   signal_ranks(dir, "TERM");
   int waited = 0;
-  while (access(status_path, F_OK) != 0 && waited++ < 600) usleep(100000);
+  while (access(status_path, F_OK) != 0 && waited++ < 3000) usleep(100000);
   CU_ASSERT_FATAL(access(status_path, F_OK) == 0);
-  usleep(100000);
   FILE *f = fopen(status_path, "r");
   int status = -1;
   CU_ASSERT(f && fscanf(f, "%d", &status) == 1);

@@ -26,16 +26,18 @@ log=$scratch/job.log
 "$cluster" --hosts 2 --bandwidth 10mbit --prefix "$prefix" -- "$train" "${args[@]}" > "$log" 2>&1 &
 job=$!
 
-# Wait for the checkpoint of step 4, then strike.
-for _ in $(seq 300); do
-  [ ! -f "$run/checkpoints/step-00000004.h5" ] || break
+# Wait for the checkpoint of step 4 (it appears whole: written as .tmp, then
+# renamed), then strike. The bound only keeps a broken start from hanging the
+# test: a loaded machine (the sanitizer pass under ctest -j2) may need 20 s.
+waited=$SECONDS
+while [ ! -f "$run/checkpoints/step-00000004.h5" ] && [ $((SECONDS - waited)) -lt 80 ]; do
   kill -0 "$job" 2>/dev/null || break
   sleep 0.1
 done
 if [ ! -f "$run/checkpoints/step-00000004.h5" ]; then
   kill "$job" 2>/dev/null || true
   wait "$job" || true
-  fail "no checkpoint of step 4 within 30 s:"$'\n'"$(cat "$log")"
+  fail "no checkpoint of step 4 after $((SECONDS - waited)) s:"$'\n'"$(cat "$log")"
   exit 1
 fi
 start=$SECONDS
@@ -76,8 +78,12 @@ else
 fi
 check "non-zero exit status ($rc)" [ "$rc" != 0 ]
 if [ "$mode" = link ]; then
+  # The cut lands wherever rank 0 happens to be: in a bucket's allreduce, the
+  # per-step agreement on errors, the metrics' allreduce or an evaluation's.
+  # Whichever it is, the watchdog must name it (any of dist's descriptions:
+  # "allreduce of bucket 0 (...)", "agreement on errors (allreduce)", ...).
   expect_match "the watchdog names the collective" "$out" \
-    "\[rank 0\] dist: allreduce of bucket 0 .* did not complete within $timeout_s\.0 s"
+    "\[rank 0\] dist: [a-z][^:]*[a-z)] did not complete within $timeout_s\.0 s: a peer rank is gone or stuck"
   expect_match "the watchdog names the unreachable rank" "$out" \
     "\[rank 0\] dist: no answer within [0-9.]+ s from rank 1 \(gone, stuck outside the collective, or unreachable\)"
 else

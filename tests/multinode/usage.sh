@@ -69,7 +69,11 @@ check "nothing else was built" [ ! -e "/run/netns/$prefix-sw" ]
 # --cleanup removes it, killing what runs inside.
 ip netns exec "$prefix-h2" sleep 300 &
 sleeper=$!
-sleep 0.3
+# Until the sleep runs inside the namespace (ip execs it after setns).
+for _ in $(seq 600); do
+  [ -z "$(ip netns pids "$prefix-h2" 2>/dev/null)" ] || break
+  sleep 0.1
+done
 out=$("$c" --cleanup "$prefix" 2>&1) || fail "--cleanup failed: $out"
 expect_match "--cleanup kills what runs inside" "$out" "${e}killing 1 process\(es\) left running on $prefix-h2: [0-9]+$"
 expect_match "--cleanup says what it removed" "$out" "${e}removed $prefix-h2 $"
@@ -122,7 +126,7 @@ for sig in INT TERM TERM2; do
   job=$!
   set +m
   running=
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do  # mpirun's start through the agent: slow on a loaded machine
     for p in $(ip netns pids "$prefix-h2" 2>/dev/null); do
       [ "$(cat "/proc/$p/comm" 2>/dev/null)" != sleep ] || running=1
     done

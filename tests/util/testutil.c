@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 int tu_run_all(void) {
   CU_basic_set_mode(CU_BRM_VERBOSE);
@@ -86,6 +87,11 @@ int tu_run_cmd(const char *cmd, char *out, size_t outlen) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
+}
+
+void tu_mark_fault(const char *what) {
+  fprintf(stderr, "fault injected at %lld: %s\n", (long long)time(NULL), what);
+  fflush(stderr);
 }
 
 const char *tu_bin(const char *name) {

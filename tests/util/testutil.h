@@ -35,6 +35,11 @@ const char *tu_scratch_dir(const char *name);
  * returns its exit status (or 128+signal). */
 int tu_run_cmd(const char *cmd, char *out, size_t outlen);
 
+/* For fault tests timed by tests/dist.cmake: prints "fault injected at <Unix
+ * seconds>: <what>" to stderr, so that the time to die is measured from the
+ * fault, not from a start-up whose length on a loaded machine is no promise. */
+void tu_mark_fault(const char *what);
+
 /* Path of an executable built by this project: ALEXNET_BIN_DIR/<name>. */
 const char *tu_bin(const char *name);
 
