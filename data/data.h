@@ -108,6 +108,17 @@ int data_writer_append(data_writer *wr, const uint8_t *pixels, int32_t label, ch
 int data_writer_finish(data_writer *wr, char *err, size_t errlen);
 void data_writer_abort(data_writer *wr); /* removes the temporary file, frees wr */
 
+/* Closes an HDF5 file (its hid_t) that data/ or launch/ opened. Returns 0,
+ * or -1 if HDF5 could not close it (a last flush that hit a full disk or a
+ * quota, a corrupt file): HDF5 1.10 then leaves a dangling id that would
+ * crash its clean-up at exit, which is therefore skipped (data/hdf5_file.c);
+ * the caller reports the error and must not use HDF5 again. */
+int data_hdf5_close(int64_t file_id);
+/* Empties a file open for writing that is about to be removed (an aborted
+ * write), before its datasets and the file are closed: their last flushes
+ * then find room on a full disk. */
+void data_hdf5_discard(int64_t file_id);
+
 /* ------------------------------------------------------------------------ */
 /* Converters (alexnet-convert)                                              */
 

@@ -350,7 +350,7 @@ int data_dataset_open(const char *path, data_dataset *ds, char *err, size_t errl
 void data_dataset_close(data_dataset *ds) {
   if (!ds) return;
   if (ds->images_id > 0) H5Dclose(ds->images_id);
-  if (ds->file_id > 0) H5Fclose(ds->file_id);
+  data_hdf5_close(ds->file_id);
   ds->images_id = ds->file_id = -1;
   if (ds->class_names) {
     for (int i = 0; i < ds->num_classes; i++) free(ds->class_names[i]);
@@ -419,9 +419,12 @@ static void writer_free(data_writer *wr) {
   free(wr);
 }
 
+/* Closes an aborted write's handles: the file is emptied first (it is about
+ * to be removed), so that the closes' last flushes fit on a full disk. */
 static void writer_close_h5(data_writer *wr) {
+  data_hdf5_discard(wr->file);
   if (wr->images > 0) H5Dclose(wr->images);
-  if (wr->file > 0) H5Fclose(wr->file);
+  data_hdf5_close(wr->file);
   wr->images = wr->file = -1;
 }
 
@@ -460,6 +463,7 @@ int data_writer_create(const char *path, int h, int w, int c, int num_classes,
   wr->file = H5Fcreate(wr->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (wr->file < 0) {
     int e = errno;
+    unlink(wr->tmp); /* H5Fcreate may leave an empty file behind (a full disk) */
     writer_free(wr);
     return data_errf(err, errlen, "%s.tmp: cannot create (%s)", path,
                      e ? strerror(e) : "HDF5 error");
@@ -488,6 +492,7 @@ static int writer_flush(data_writer *wr, char *err, size_t errlen) {
   hsize_t dims[4] = {(hsize_t)wr->n, (hsize_t)wr->h, (hsize_t)wr->w, (hsize_t)wr->c};
   hsize_t start[4] = {(hsize_t)(wr->n - wr->fill), 0, 0, 0};
   hsize_t count[4] = {(hsize_t)wr->fill, (hsize_t)wr->h, (hsize_t)wr->w, (hsize_t)wr->c};
+  errno = 0;
   herr_t st = H5Dset_extent(wr->images, dims);
   hid_t fs = st >= 0 ? H5Dget_space(wr->images) : -1;
   hid_t ms = H5Screate_simple(4, count, NULL);
@@ -497,8 +502,9 @@ static int writer_flush(data_writer *wr, char *err, size_t errlen) {
   if (fs >= 0) H5Sclose(fs);
   H5Sclose(ms);
   if (st < 0)
-    return data_errf(err, errlen, "%s: cannot write images %lld..%lld (disk full?)", wr->tmp,
-                     (long long)(wr->n - wr->fill), (long long)(wr->n - 1));
+    return data_errf(err, errlen, "%s: cannot write images %lld..%lld (%s)", wr->tmp,
+                     (long long)(wr->n - wr->fill), (long long)(wr->n - 1),
+                     errno ? strerror(errno) : "HDF5 error");
   wr->fill = 0;
   return 0;
 }
@@ -584,13 +590,15 @@ static int writer_metadata(data_writer *wr) {
   return st < 0 ? -1 : 0;
 }
 
-/* fsync a file or directory by path; errors are ignored (best effort). */
-static void fsync_path(const char *path) {
+/* fsync a file or directory by path; returns 0 or -1 with errno. */
+static int fsync_path(const char *path) {
   int fd = open(path, O_RDONLY);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  int e = errno;
+  close(fd);
+  errno = e;
+  return rc;
 }
 
 int data_writer_finish(data_writer *wr, char *err, size_t errlen) {
@@ -604,22 +612,32 @@ int data_writer_finish(data_writer *wr, char *err, size_t errlen) {
     data_writer_abort(wr);
     return -1;
   }
-  if (writer_metadata(wr) != 0) {
-    data_errf(err, errlen, "%s: cannot write /labels, /classes or the attributes (disk full?)",
-              wr->tmp);
+  /* Everything is flushed before the close, so that a full disk shows here,
+   * where the write can still be abandoned cleanly, rather than in H5Fclose
+   * (see data_hdf5_close). */
+  errno = 0;
+  if (writer_metadata(wr) != 0 || H5Fflush(wr->file, H5F_SCOPE_GLOBAL) < 0) {
+    data_errf(err, errlen, "%s: cannot write /labels, /classes or the attributes (%s)", wr->tmp,
+              errno ? strerror(errno) : "HDF5 error");
     data_writer_abort(wr);
     return -1;
   }
-  H5Dclose(wr->images);
+  errno = 0;
+  herr_t st = H5Dclose(wr->images);
   wr->images = -1;
-  herr_t st = H5Fclose(wr->file);
+  if (data_hdf5_close(wr->file) != 0) st = -1;
   wr->file = -1;
   if (st < 0) {
-    data_errf(err, errlen, "%s: cannot close (disk full?)", wr->tmp);
+    data_errf(err, errlen, "%s: cannot close (%s)", wr->tmp,
+              errno ? strerror(errno) : "HDF5 error");
     data_writer_abort(wr);
     return -1;
   }
-  fsync_path(wr->tmp);
+  if (fsync_path(wr->tmp) != 0) {
+    data_errf(err, errlen, "%s: cannot sync to disk: %s", wr->tmp, strerror(errno));
+    data_writer_abort(wr);
+    return -1;
+  }
   if (rename(wr->tmp, wr->path) != 0) {
     data_errf(err, errlen, "%s: cannot rename to %s: %s", wr->tmp, wr->path, strerror(errno));
     data_writer_abort(wr);
@@ -632,7 +650,7 @@ int data_writer_finish(data_writer *wr, char *err, size_t errlen) {
     slash == dir ? (void)(slash[1] = '\0') : (void)(*slash = '\0');
   else
     snprintf(dir, sizeof dir, ".");
-  fsync_path(dir);
+  fsync_path(dir); /* best effort: the file itself is whole */
   writer_free(wr);
   return 0;
 }

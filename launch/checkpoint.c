@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "data.h"
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -180,10 +181,12 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
   unlink(tmp);
   hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (file < 0) {
-    set_err(err, errlen, "checkpoint %s: cannot create %s: %s", path, tmp,
-            errno ? strerror(errno) : "HDF5 error");
+    set_err(err, errlen, "checkpoint %s: cannot create %s: %s; the previous checkpoint is kept",
+            path, tmp, errno ? strerror(errno) : "HDF5 error");
+    unlink(tmp); /* H5Fcreate may leave an empty file behind (a full disk) */
     return -1;
   }
+  errno = 0; /* from here on, an errno is the write's (ENOSPC, EDQUOT, EIO) */
   const char *kill_env = getenv("ALEXNET_TEST_CKPT_KILL_AFTER");
   write_ctx c = {.hash = 0xCBF29CE484222325ull, .kill_after = kill_env ? atol(kill_env) : -1};
   int ok = 1;
@@ -225,15 +228,25 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
          attr_write(file, "has_momentum", H5T_NATIVE_INT, 1, &has_momentum) == 0 &&
          attr_write(file, "checksum", H5T_NATIVE_UINT64, 1, &c.hash) == 0;
   }
-  /* The completeness marker goes last, after everything else reached the file. */
+  /* The completeness marker goes last, after everything else reached the
+   * file; it is flushed too, so that a full disk shows before the close (a
+   * failed H5Fclose leaves HDF5 unusable, see data_hdf5_close). */
   if (ok) ok = H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0;
   if (ok) {
     int complete = 1;
-    ok = attr_write(file, "complete", H5T_NATIVE_INT, 1, &complete) == 0;
+    ok = attr_write(file, "complete", H5T_NATIVE_INT, 1, &complete) == 0 &&
+         H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0;
   }
   int saved_errno = errno;
-  if (H5Fclose(file) < 0) ok = 0;
-  if (ok && fsync_path(tmp) != 0) ok = 0;
+  if (!ok) data_hdf5_discard(file); /* room for the close's own flush on a full disk */
+  if (data_hdf5_close(file) != 0) {
+    ok = 0;
+    if (!saved_errno) saved_errno = errno;
+  }
+  if (ok && fsync_path(tmp) != 0) {
+    ok = 0;
+    saved_errno = errno;
+  }
   if (!ok) {
     set_err(err, errlen, "checkpoint %s: writing %s failed%s%s (%s); the previous checkpoint is kept",
             path, tmp, c.failed ? " at tensor " : "", c.failed ? c.failed_name : "",
@@ -282,7 +295,7 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
     set_err(err, errlen, "checkpoint %s: attribute format is '%s', expected '%s'", path,
             format ? format : "(missing)", CKPT_FORMAT_NAME);
     free(format);
-    H5Fclose(file);
+    data_hdf5_close(file);
     return -1;
   }
   free(format);
@@ -292,13 +305,13 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
     set_err(err, errlen,
             "checkpoint %s: format version %d is not supported (this program reads up to %d)",
             path, version, CKPT_FORMAT_VERSION);
-    H5Fclose(file);
+    data_hdf5_close(file);
     return -1;
   }
   int complete = 0;
   if (attr_read(file, "complete", H5T_NATIVE_INT, 1, &complete) != 0 || complete != 1) {
     set_err(err, errlen, "checkpoint %s: incomplete (its writer was interrupted)", path);
-    H5Fclose(file);
+    data_hdf5_close(file);
     return -1;
   }
   return file;
@@ -360,7 +373,7 @@ int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen) 
   hid_t file = open_checked(path, err, errlen);
   if (file < 0) return -1;
   int rc = read_meta_open(file, path, meta, err, errlen);
-  H5Fclose(file);
+  data_hdf5_close(file);
   return rc;
 }
 
@@ -469,7 +482,7 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
     set_err(err, errlen, "checkpoint %s: checksum mismatch (the file is corrupt)", path);
     rc = -1;
   }
-  H5Fclose(file);
+  data_hdf5_close(file);
   if (rc == 0 && meta) {
     *meta = local;
   } else {
