@@ -131,7 +131,7 @@ static void write_tensor(void *vctx, const char *name, size_t offset, size_t cou
   if (c->failed) return;
   hsize_t hd[4];
   for (int i = 0; i < ndim; i++) hd[i] = (hsize_t)dims[i];
-  hid_t space = H5Screate_simple(ndim, hd, NULL);
+  hid_t space = ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(ndim, hd, NULL);
   hid_t ds = H5Dcreate2(c->group, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT,
                         H5P_DEFAULT);
   herr_t st = ds >= 0 ? H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
@@ -195,6 +195,9 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
   c.base = net->params;
   if (model < 0) ok = 0;
   if (ok) nn_visit_params(net, write_tensor, &c);
+  /* Batch norm's running statistics beside the parameters, as in a state_dict. */
+  c.base = net->buffers;
+  if (ok && net->num_buffers) nn_visit_buffers(net, write_tensor, &c);
   if (model >= 0) H5Gclose(model);
   if (ok && !c.failed && momentum) {
     hid_t opt = H5Gcreate2(file, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -455,6 +458,8 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
       rc = -1;
     } else {
       nn_visit_params(net, read_tensor, &c);
+      c.base = net->buffers;
+      if (net->num_buffers) nn_visit_buffers(net, read_tensor, &c);
       H5Gclose(c.group);
       rc = c.failed ? -1 : 0;
     }

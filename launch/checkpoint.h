@@ -1,7 +1,9 @@
 /*
  * checkpoint: a network's parameters, its optimizer state and where the run
  * stands, in one HDF5 file a user can read with h5py (docs/checkpoint-format.md).
- *   /model/<name>                 float32, PyTorch layout and name
+ *   /model/<name>                 float32, PyTorch layout and name: parameters, then
+ *                                 buffers (batch norm running statistics; num_batches_tracked
+ *                                 a float32 scalar)
  *   /optimizer/momentum/<name>    float32, same (absent for weight-only files)
  *   /classes                      class names (optional)
  *   root attributes: format = "alexnet-checkpoint", version, step, epoch,

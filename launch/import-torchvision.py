@@ -201,13 +201,24 @@ def import_torchvision(src, out, labels, input_size):
                                                                num_classes, out))
 
 
+# A module's tensors in PyTorch's state_dict order: parameters, then batch
+# norm's buffers.
+TENSOR_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3,
+                "num_batches_tracked": 4}
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def state_order(name):
-    """Sort key giving nn_visit_params' (state_dict) order of our names."""
-    m = re.match(r"^(features|avgpool|classifier)\.(\d+)\.(weight|bias)$", name)
-    if not m:
+    """Sort key giving PyTorch's state_dict order of our names."""
+    m = re.match(r"^(features|avgpool|classifier)\.(\d+)\.(\w+)$", name)
+    if not m or m.group(3) not in TENSOR_ORDER:
         return (3, 0, 0, name)
     section = {"features": 0, "avgpool": 1, "classifier": 2}[m.group(1)]
-    return (section, int(m.group(2)), 0 if m.group(3) == "weight" else 1, name)
+    return (section, int(m.group(2)), TENSOR_ORDER[m.group(3)], name)
+
+
+def is_buffer(name):
+    return name.rsplit(".", 1)[-1] in BUFFERS
 
 
 def export_checkpoint(src, out):
@@ -236,22 +247,29 @@ def export_checkpoint(src, out):
         if "model" not in f:
             raise Failure("checkpoint %s: group /model is missing" % src)
         names = sorted(f["model"].keys(), key=state_order)
-        state = collections.OrderedDict()
+        # The checksum runs over the parameters, then the buffers (batch
+        # norm's running statistics), then the momentum of each parameter.
+        params = [n for n in names if not is_buffer(n)]
+        buffers = [n for n in names if is_buffer(n)]
+        arrays = {}
         h = FNV_OFFSET
-        for name in names:
-            array = np.asarray(f["model"][name][()], dtype="<f4")
-            h = checksum_update(h, array)
-            state[name] = array
+        for name in params + buffers:
+            arrays[name] = np.asarray(f["model"][name][()], dtype="<f4")
+            h = checksum_update(h, arrays[name].reshape(-1))
+        state = collections.OrderedDict((name, arrays[name]) for name in names)
         if int(f.attrs.get("has_momentum", 0)):
             mom = f.get("optimizer/momentum")
             if mom is None:
                 raise Failure("checkpoint %s: group /optimizer/momentum is missing" % src)
-            for name in names:
+            for name in params:
                 h = checksum_update(h, np.asarray(mom[name][()], dtype="<f4"))
         if h != int(f.attrs.get("checksum", -1)):
             raise Failure("checkpoint %s: checksum mismatch (the file is corrupt)" % src)
     import torch  # only now: it takes a second to load
-    state = collections.OrderedDict((k, torch.from_numpy(v.copy())) for k, v in state.items())
+    # num_batches_tracked is a float32 scalar in our files, int64 in PyTorch's.
+    state = collections.OrderedDict(
+        (k, torch.tensor(int(v), dtype=torch.int64) if k.endswith("num_batches_tracked")
+         else torch.from_numpy(v.copy())) for k, v in state.items())
     tmp = out + ".tmp"
     try:
         torch.save(state, tmp)

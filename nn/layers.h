@@ -136,6 +136,35 @@ void nn_avgpool_forward(int n, int c, int h, int w, int out_h, int out_w, const 
 void nn_avgpool_backward(int n, int c, int h, int w, int out_h, int out_w, const float *dy,
                          float *dx);
 
+/* ---- batch normalization (nn/batchnorm.c) ------------------------------- */
+
+/* PyTorch's BatchNorm1d/2d over x (n, C, S), S = H*W (1 for 1d). Training is
+ * three steps so that the sums can be added over ranks in between: */
+/* sums[c] = sum of channel c's values, sums[C + c] = sum of their squares. */
+void nn_bn_sums(int n, int c, int s, const float *x, double *sums);
+/* mean and invstd = 1 / sqrt(biased var + eps) (C floats each) from sums over
+ * count values; moves running_mean/var by momentum towards the mean and the
+ * unbiased variance (count / (count - 1) times the biased; count 1: the
+ * biased) unless running_mean is NULL. */
+void nn_bn_finish_stats(int c, const double *sums, double count, float eps, float momentum,
+                        float *mean, float *invstd, float *running_mean, float *running_var);
+/* Evaluation: mean and invstd from the running estimates. */
+void nn_bn_eval_stats(int c, const float *running_mean, const float *running_var, float eps,
+                      float *mean, float *invstd);
+/* y = gamma * (x - mean) * invstd + beta; y may equal x. */
+void nn_bn_normalize(int n, int c, int s, const float *x, const float *mean, const float *invstd,
+                     const float *gamma, const float *beta, float *y);
+/* Backward, again in steps: sums[c] = sum dy, sums[C + c] = sum dy * xhat. */
+void nn_bn_backward_sums(int n, int c, int s, const float *x, const float *dy, const float *mean,
+                         const float *invstd, double *sums);
+/* dbeta = sums[0..C), dgamma = sums[C..2C) (overwritten). */
+void nn_bn_backward_params(int c, const double *sums, float *dgamma, float *dbeta);
+/* dx = gamma * invstd * (dy - sums_dy / count - xhat * sums_dyxhat / count),
+ * sums and count over the samples the statistics came from; dx may equal dy. */
+void nn_bn_backward_dx(int n, int c, int s, const float *x, const float *dy, const float *mean,
+                       const float *invstd, const float *gamma, const double *sums, double count,
+                       float *dx);
+
 /* ---- loss ---------------------------------------------------------------- */
 
 /* Softmax cross-entropy, mean over n. logits (n, classes); dlogits may be NULL.

@@ -56,6 +56,8 @@ static void linear(builder *b, int out) { push(b, NN_LINEAR)->out = out; }
 
 static void dropout(builder *b, float p) { push(b, NN_DROPOUT)->dropout_p = p; }
 
+static void batchnorm(builder *b) { push(b, NN_BATCHNORM); }
+
 /* torchvision's classifier: Dropout, Linear, ReLU, Dropout, Linear, ReLU, Linear. */
 static void classifier(builder *b, int hidden, int classes, float p) {
   b->section = NN_CLASSIFIER;
@@ -127,6 +129,42 @@ int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **spec
     relu(&b);
     maxpool(&b, 3, 2);
     classifier(&b, 4096, classes, p);
+  } else if (strcmp(arch, "alexnet_bn") == 0) {
+    /* AlexNet-BN of You, Gitman and Ginsburg ("Large Batch Training of
+     * Convolutional Networks", arXiv:1708.03888, 2017) and You et al.
+     * ("ImageNet Training in Minutes", arXiv:1709.05011): the 2012 paper's
+     * AlexNet with its local response normalizations removed and a batch norm
+     * after each of the five convolutions. The batch norm goes between the
+     * convolution and its ReLU, as in Ioffe and Szegedy's placement (and
+     * NVIDIA Caffe's alexnet_bn model those papers trained). Dense
+     * convolutions unless model.groups asks for the two towers: the split
+     * was a two-GPU artifact. */
+    int classes = o.num_classes > 0 ? o.num_classes : 1000;
+    int groups = o.groups > 0 ? o.groups : 1;
+    size = o.input_size > 0 ? o.input_size : 227;
+    conv(&b, 96, 11, 4, 0, 1);
+    if (size == 224) {
+      b.specs[0].pad_top = b.specs[0].pad_left = 1;
+      b.specs[0].pad_bottom = b.specs[0].pad_right = 2;
+    }
+    batchnorm(&b);
+    relu(&b);
+    maxpool(&b, 3, 2);
+    conv(&b, 256, 5, 1, 2, groups);
+    batchnorm(&b);
+    relu(&b);
+    maxpool(&b, 3, 2);
+    conv(&b, 384, 3, 1, 1, 1);
+    batchnorm(&b);
+    relu(&b);
+    conv(&b, 384, 3, 1, 1, groups);
+    batchnorm(&b);
+    relu(&b);
+    conv(&b, 256, 3, 1, 1, groups);
+    batchnorm(&b);
+    relu(&b);
+    maxpool(&b, 3, 2);
+    classifier(&b, 4096, classes, p);
   } else if (strcmp(arch, "alexnet_owt") == 0) {
     /* torchvision.models.alexnet ("one weird trick"), weight-compatible. */
     int classes = o.num_classes > 0 ? o.num_classes : 1000;
@@ -145,7 +183,8 @@ int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **spec
   } else {
     free(b.specs);
     if (err)
-      snprintf(err, errlen, "unknown architecture '%s' (known: alexnet, alexnet_owt, alexnet_cifar)",
+      snprintf(err, errlen,
+               "unknown architecture '%s' (known: alexnet, alexnet_bn, alexnet_owt, alexnet_cifar)",
                arch);
     return -1;
   }
@@ -158,12 +197,21 @@ int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **spec
 /* ------------------------------------------------------------------------ */
 /* Initialization                                                            */
 
+/* PyTorch's batch norm start, whatever the init: scale 1, shift 0. Returns
+ * 1 for a batch norm layer (done), 0 for a layer the caller initializes. */
+static int init_batchnorm(nn_layer *l) {
+  if (l->spec.kind != NN_BATCHNORM) return 0;
+  for (size_t j = 0; j < l->weight_count; j++) l->weight[j] = 1.0f;
+  for (size_t j = 0; j < l->bias_count; j++) l->bias[j] = 0.0f;
+  return 1;
+}
+
 void nn_init_paper(nn_net *net, uint64_t seed) {
   int conv_index = 0, linear_index = 0, linears = 0;
   for (int i = 0; i < net->num_layers; i++) linears += net->layers[i].spec.kind == NN_LINEAR;
   for (int i = 0; i < net->num_layers; i++) {
     nn_layer *l = &net->layers[i];
-    if (!l->weight_count) continue;
+    if (!l->weight_count || init_batchnorm(l)) continue;
     int bias_one;
     if (l->spec.kind == NN_CONV) {
       conv_index++;
@@ -184,7 +232,7 @@ void nn_init_paper(nn_net *net, uint64_t seed) {
 void nn_init_torch_default(nn_net *net, uint64_t seed) {
   for (int i = 0; i < net->num_layers; i++) {
     nn_layer *l = &net->layers[i];
-    if (!l->weight_count) continue;
+    if (!l->weight_count || init_batchnorm(l)) continue;
     size_t fan_in = l->weight_count / (size_t)l->out.c;
     float bound = 1.0f / sqrtf((float)fan_in);
     uint64_t layer_seed = nn_hash64(seed, (uint64_t)i);
@@ -196,5 +244,25 @@ void nn_init_torch_default(nn_net *net, uint64_t seed) {
     uint64_t bias_seed = nn_hash64(layer_seed, 0xB1A5u);
     for (size_t j = 0; j < l->bias_count; j++)
       l->bias[j] = bound * (2.0f * nn_uniform(bias_seed, (uint64_t)j) - 1.0f);
+  }
+}
+
+void nn_init_kaiming(nn_net *net, uint64_t seed) {
+  int last = -1; /* the last conv/linear: the logits, which no ReLU follows */
+  for (int i = 0; i < net->num_layers; i++)
+    if (net->layers[i].weight_count && net->layers[i].spec.kind != NN_BATCHNORM) last = i;
+  for (int i = 0; i < net->num_layers; i++) {
+    nn_layer *l = &net->layers[i];
+    if (!l->weight_count || init_batchnorm(l)) continue;
+    /* fan_in = C/G * KH * KW (conv) or C (linear); gain^2 2 for ReLU, 1 for
+     * the output layer. */
+    size_t fan_in = l->weight_count / (size_t)l->out.c;
+    float std = sqrtf((i == last ? 1.0f : 2.0f) / (float)fan_in);
+    uint64_t layer_seed = nn_hash64(seed, (uint64_t)i);
+    float *w = l->weight;
+    long count = (long)l->weight_count;
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < count; j++) w[j] = std * nn_normal(layer_seed, (uint64_t)j);
+    for (size_t j = 0; j < l->bias_count; j++) l->bias[j] = 0.0f;
   }
 }

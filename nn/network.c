@@ -36,6 +36,8 @@ static float *alloc_floats(size_t count) {
   return p;
 }
 
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
 static double now_seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -147,6 +149,12 @@ static int layer_shape(nn_layer *l, char *err, size_t errlen) {
       l->flops = (double)nn_shape_size(out) * kh * kw;
       break;
     }
+    case NN_BATCHNORM:
+      /* Per channel: BatchNorm2d over (N, C, H, W), BatchNorm1d over (N, F). */
+      l->weight_count = l->bias_count = (size_t)in.c;
+      l->buffer_count = 2 * (size_t)in.c + 1;
+      l->flops = 4.0 * (double)nn_shape_size(in);
+      break;
     case NN_AVGPOOL:
       if (s->out_h <= 0 || s->out_w <= 0) {
         set_err(err, errlen, "%s (avgpool): output size must be > 0", l->name);
@@ -182,7 +190,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
   }
   int index_in_section[3] = {0, 0, 0};
   nn_shape shape = input;
-  size_t offset = 0;
+  size_t offset = 0, buffer_offset = 0;
   nn_section prev_section = NN_FEATURES;
   for (int i = 0; i < count; i++) {
     nn_layer *l = &layers[i];
@@ -224,10 +232,26 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
       free(layers);
       return -1;
     }
+    if (l->spec.kind == NN_BATCHNORM) {
+      /* BatchNorm2d after a conv, BatchNorm1d after a linear: anywhere else
+       * it would normalize what the layer before already fixed (a ReLU's
+       * half-zero output, a pooling's maxima) and its kind would be
+       * ambiguous. */
+      nn_kind before = i > 0 ? layers[i - 1].spec.kind : NN_KIND_COUNT;
+      if (before != NN_CONV && before != NN_LINEAR) {
+        set_err(err, errlen, "%s (batchnorm) must directly follow a conv (BatchNorm2d) or a "
+                "linear layer (BatchNorm1d), not %s", l->name,
+                i > 0 ? nn_kind_name(before) : "the input");
+        free(layers);
+        return -1;
+      }
+    }
     l->weight_offset = offset;
     offset += l->weight_count;
     l->bias_offset = offset;
     offset += l->bias_count;
+    l->buffer_offset = buffer_offset;
+    buffer_offset += l->buffer_count;
     shape = l->out;
   }
   if (shape.h != 1 || shape.w != 1) {
@@ -236,16 +260,38 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     free(layers);
     return -1;
   }
+  size_t max_channels = 0;
+  for (int i = 0; i < count; i++)
+    if (layers[i].buffer_count) max_channels = max_size(max_channels, (size_t)layers[i].in.c);
   net->params = alloc_floats(offset);
   net->grads = alloc_floats(offset);
+  net->buffers = alloc_floats(buffer_offset);
+  net->bn_sums = calloc(2 * max_channels + 1, sizeof(double));
   net->forward_seconds = calloc((size_t)count, sizeof(double));
   net->backward_seconds = calloc((size_t)count, sizeof(double));
   net->layers = layers;
   net->num_layers = count;
-  if (!net->params || !net->grads || !net->forward_seconds || !net->backward_seconds) {
+  int oom = !net->params || !net->grads || !net->buffers || !net->bn_sums ||
+            !net->forward_seconds || !net->backward_seconds;
+  for (int i = 0; i < count && !oom; i++) {
+    nn_layer *l = &layers[i];
+    if (!l->buffer_count) continue;
+    l->bn_mean = alloc_floats(2 * (size_t)l->in.c);
+    if (!l->bn_mean) oom = 1;
+    else l->bn_invstd = l->bn_mean + l->in.c;
+  }
+  if (oom) {
     set_err(err, errlen, "out of memory for %zu parameters", offset);
     nn_net_free(net);
     return -1;
+  }
+  for (int i = 0; i < count; i++) {
+    nn_layer *l = &layers[i];
+    if (!l->buffer_count) continue;
+    l->running_mean = net->buffers + l->buffer_offset;
+    l->running_var = l->running_mean + l->in.c;
+    l->num_batches = l->running_var + l->in.c;
+    for (int c = 0; c < l->in.c; c++) l->running_var[c] = 1.0f; /* PyTorch's start */
   }
   for (int i = 0; i < count; i++) {
     nn_layer *l = &layers[i];
@@ -260,6 +306,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
   net->input = input;
   net->num_classes = shape.c;
   net->num_params = offset;
+  net->num_buffers = buffer_offset;
   net->training = 1;
   return 0;
 }
@@ -284,7 +331,10 @@ static void free_activations(nn_net *net) {
 void nn_net_free(nn_net *net) {
   if (!net) return;
   if (net->layers) free_activations(net);
+  for (int i = 0; net->layers && i < net->num_layers; i++) free(net->layers[i].bn_mean);
   free(net->layers);
+  free(net->buffers);
+  free(net->bn_sums);
   free(net->params);
   free(net->grads);
   free(net->forward_seconds);
@@ -328,7 +378,7 @@ static int backward_reads_output(const nn_layer *l) {
  * and linear, LRN's recomputed scale. */
 static int backward_reads_input(const nn_layer *l) {
   nn_kind k = l->spec.kind;
-  return k == NN_CONV || k == NN_LINEAR || k == NN_LRN;
+  return k == NN_CONV || k == NN_LINEAR || k == NN_LRN || k == NN_BATCHNORM;
 }
 
 /* Whether a layer's backward can write dx over dy (same shape, each dy read
@@ -339,12 +389,11 @@ static int backward_in_place(const nn_layer *l) {
     case NN_TANH:
     case NN_DROPOUT:
     case NN_FLATTEN:
-    case NN_LRN: return 1;
+    case NN_LRN:
+    case NN_BATCHNORM: return 1;
     default: return 0;
   }
 }
-
-static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
 int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, size_t errlen) {
   if (batch <= 0) {
@@ -484,6 +533,9 @@ void nn_visit_params(const nn_net *net, nn_param_visitor fn, void *ctx) {
       dims[2] = l->spec.kernel_h;
       dims[3] = l->spec.kernel_w;
       ndim = 4;
+    } else if (l->spec.kind == NN_BATCHNORM) {
+      dims[0] = l->in.c;
+      ndim = 1;
     } else {
       dims[0] = l->out.c;
       dims[1] = (int)nn_shape_size(l->in);
@@ -499,8 +551,86 @@ void nn_visit_params(const nn_net *net, nn_param_visitor fn, void *ctx) {
   }
 }
 
+void nn_visit_buffers(const nn_net *net, nn_param_visitor fn, void *ctx) {
+  char name[64];
+  for (int i = 0; i < net->num_layers; i++) {
+    const nn_layer *l = &net->layers[i];
+    if (!l->buffer_count) continue;
+    int c = l->in.c;
+    snprintf(name, sizeof name, "%s.running_mean", l->name);
+    fn(ctx, name, l->buffer_offset, (size_t)c, 1, &c);
+    snprintf(name, sizeof name, "%s.running_var", l->name);
+    fn(ctx, name, l->buffer_offset + (size_t)c, (size_t)c, 1, &c);
+    snprintf(name, sizeof name, "%s.num_batches_tracked", l->name);
+    fn(ctx, name, l->buffer_offset + 2 * (size_t)c, 1, 0, &c);
+  }
+}
+
+typedef struct {
+  const char *want;
+  size_t count, offset;
+  int found;
+} find_ctx;
+
+static void find_buffer(void *vctx, const char *name, size_t offset, size_t count, int ndim,
+                        const int *dims) {
+  (void)ndim, (void)dims;
+  find_ctx *f = vctx;
+  if (f->found || strcmp(name, f->want) != 0) return;
+  f->found = 1;
+  f->count = count;
+  f->offset = offset;
+}
+
+float *nn_buffer_by_name(nn_net *net, const char *name, size_t *count, size_t *offset) {
+  find_ctx f = {.want = name};
+  nn_visit_buffers(net, find_buffer, &f);
+  if (!f.found) return NULL;
+  if (count) *count = f.count;
+  if (offset) *offset = f.offset;
+  return net->buffers + f.offset;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Forward and backward                                                      */
+
+/* Batch norm's forward: batch statistics in training (over every rank's
+ * batch when net->bn_reduce is set), the running ones in evaluation. */
+static void batchnorm_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  int c = l->in.c, s = l->in.h * l->in.w;
+  if (net->training) {
+    double *sums = net->bn_sums;
+    nn_bn_sums(n, c, s, x, sums);
+    sums[2 * c] = (double)n * s;
+    if (net->bn_reduce) net->bn_reduce(net->bn_reduce_ctx, sums, 2 * c + 1);
+    nn_bn_finish_stats(c, sums, sums[2 * c], NN_BN_EPS, NN_BN_MOMENTUM, l->bn_mean,
+                       l->bn_invstd, l->running_mean, l->running_var);
+    *l->num_batches += 1.0f;
+  } else {
+    nn_bn_eval_stats(c, l->running_mean, l->running_var, NN_BN_EPS, l->bn_mean, l->bn_invstd);
+  }
+  nn_bn_normalize(n, c, s, x, l->bn_mean, l->bn_invstd, l->weight, l->bias, y);
+}
+
+/* dgamma, dbeta from this process's samples (the gradient allreduce sums
+ * them); dx from the sums over the samples the statistics came from. In
+ * evaluation mode the statistics are constants: dx = gamma * invstd * dy. */
+static void batchnorm_backward(nn_net *net, nn_layer *l, int n, const float *x, const float *dy,
+                               float *dx) {
+  int c = l->in.c, s = l->in.h * l->in.w;
+  double *sums = net->bn_sums;
+  nn_bn_backward_sums(n, c, s, x, dy, l->bn_mean, l->bn_invstd, sums);
+  nn_bn_backward_params(c, sums, l->dweight, l->dbias);
+  if (!dx) return;
+  if (!net->training) {
+    for (int k = 0; k < 2 * c; k++) sums[k] = 0;
+    nn_bn_backward_dx(n, c, s, x, dy, l->bn_mean, l->bn_invstd, l->weight, sums, 1.0, dx);
+    return;
+  }
+  sums[2 * c] = (double)n * s;
+  if (net->bn_reduce) net->bn_reduce(net->bn_reduce_ctx, sums, 2 * c + 1);
+  nn_bn_backward_dx(n, c, s, x, dy, l->bn_mean, l->bn_invstd, l->weight, sums, sums[2 * c], dx);
+}
 
 /* Each dropout layer draws from its own stream of the step's seed. */
 static uint64_t dropout_seed(const nn_net *net, int layer) {
@@ -557,6 +687,7 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
       case NN_AVGPOOL:
         nn_avgpool_forward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, in, y);
         break;
+      case NN_BATCHNORM: batchnorm_forward(net, l, n, in, y); break;
       case NN_KIND_COUNT: break;
     }
     l->output = y;
@@ -622,6 +753,7 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
       case NN_AVGPOOL:
         if (dx) nn_avgpool_backward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, dy, dx);
         break;
+      case NN_BATCHNORM: batchnorm_backward(net, l, n, in, dy, dx); break;
       case NN_KIND_COUNT: break;
     }
     net->backward_seconds[i] = now_seconds() - t0;

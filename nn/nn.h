@@ -5,6 +5,10 @@
  * gradients in a second buffer of the same layout (net->grads); each layer's
  * weight and bias are views into them, ordered as PyTorch's state_dict.
  * The optimizer, the allreduce and the checkpoint each see one array.
+ * State that is not trained (batch norm's running statistics) lives in a
+ * third flat buffer, net->buffers, carved the same way and named as
+ * PyTorch's state_dict names its buffers; the checkpoint saves it beside the
+ * parameters, the optimizer and the gradient allreduce never see it.
  *
  * Dimension letters, used in every shape comment of nn/:
  *   N = batch size, C = channels, H, W = height, width,
@@ -33,6 +37,7 @@ typedef enum {
   NN_AVGPOOL,   /* adaptive average pooling to (out_h, out_w), PyTorch bins */
   NN_FLATTEN,   /* (N, C, H, W) -> (N, C*H*W); implicit before the classifier */
   NN_DROPOUT,   /* inverted dropout with probability p; identity in eval */
+  NN_BATCHNORM, /* PyTorch's BatchNorm2d after a conv, BatchNorm1d after a linear */
   NN_KIND_COUNT
 } nn_kind;
 
@@ -69,11 +74,19 @@ typedef struct {
   char name[32];           /* PyTorch module name, e.g. "features.3" */
   nn_shape in, out;        /* per-sample shapes */
   size_t weight_offset;    /* into net->params / net->grads, in floats */
-  size_t weight_count;     /* conv: O*(C/G)*KH*KW; linear: O*C */
+  size_t weight_count;     /* conv: O*(C/G)*KH*KW; linear: O*C; batchnorm: C */
   size_t bias_offset;      /* into net->params / net->grads */
   size_t bias_count;       /* O, or 0 */
   float *weight, *bias;    /* views into net->params: conv (O, C/G, KH, KW); linear (O, C) */
   float *dweight, *dbias;  /* views into net->grads, same layouts */
+  size_t buffer_offset;    /* batchnorm: into net->buffers: running_mean (C),
+                              running_var (C), num_batches_tracked (1) */
+  size_t buffer_count;     /* batchnorm: 2C + 1; others 0 */
+  float *running_mean, *running_var; /* batchnorm: views into net->buffers, (C) */
+  float *num_batches;      /* batchnorm: (1), PyTorch's num_batches_tracked: training
+                              forwards seen, as a float (exact up to 2^24) */
+  float *bn_mean, *bn_invstd; /* batchnorm: (C) each, the statistics of the last
+                              forward (batch or running), read by backward */
   double flops;            /* forward multiply-adds x 2 per sample */
   /* Execution plan, set by nn_net_alloc: */
   int fused_relu;          /* conv/linear: the following ReLU is applied here */
@@ -98,6 +111,16 @@ typedef struct nn_net {
   size_t num_params;       /* floats in params and in grads */
   float *params;           /* owned, 64-byte aligned */
   float *grads;            /* owned, same layout as params */
+  size_t num_buffers;      /* floats in buffers */
+  float *buffers;          /* owned: non-trained state (batchnorm running statistics) */
+  /* Synchronized batch norm: when set, a training forward and backward pass
+   * every batch norm layer's per-channel sums (n doubles) to this function,
+   * which must replace them by their sum over all ranks (an allreduce; nn
+   * knows no MPI). Statistics are then those of the global batch. NULL: each
+   * process normalizes by its own batch. */
+  void (*bn_reduce)(void *ctx, double *sums, int n);
+  void *bn_reduce_ctx;
+  double *bn_sums;         /* owned: 2 C + 1 doubles for the largest batchnorm */
   /* Execution state, owned; see nn_net_alloc. */
   int batch;               /* batch size the buffers are sized for; 0 = none */
   int training;            /* 1: dropout active; 0: evaluation */
@@ -146,16 +169,25 @@ int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **spec
 int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape input, char *err,
                  size_t errlen);
 
+/* Batch norm's constants, PyTorch's defaults. */
+#define NN_BN_EPS 1e-5f
+#define NN_BN_MOMENTUM 0.1f
+
 /* Frees everything a network owns; the struct is left zeroed. Safe on zeroed. */
 void nn_net_free(nn_net *net);
 
-/* Initializations. Both are deterministic functions of the seed. */
+/* Initializations. All are deterministic functions of the seed, and all give
+ * batch norm layers PyTorch's weight 1, bias 0 (their running statistics,
+ * mean 0 and variance 1, are set by nn_net_build). */
 /* The 2012 paper: weights N(0, 0.01), biases 1 in conv2, conv4, conv5 and the
  * hidden fc layers, 0 elsewhere. */
 void nn_init_paper(nn_net *net, uint64_t seed);
 /* PyTorch's defaults for Conv2d/Linear (kaiming_uniform a=sqrt(5): U(+-1/sqrt(fan_in))
  * for weights and biases), which torchvision's AlexNet keeps. */
 void nn_init_torch_default(nn_net *net, uint64_t seed);
+/* He et al. 2015 for ReLU networks: conv and linear weights N(0, 2 / fan_in),
+ * biases 0; the last layer (which no ReLU follows) N(0, 1 / fan_in). */
+void nn_init_kaiming(nn_net *net, uint64_t seed);
 
 /* Allocates activations, activation gradients and workspace for up to `batch`
  * samples, and plans fusions. Everything a step needs is allocated here, none
@@ -176,6 +208,13 @@ float *nn_param_by_name(nn_net *net, const char *name, size_t *count, size_t *of
 typedef void (*nn_param_visitor)(void *ctx, const char *name, size_t offset, size_t count, int ndim,
                                  const int *dims);
 void nn_visit_params(const nn_net *net, nn_param_visitor fn, void *ctx);
+/* Visits every buffer (batch norm's running_mean, running_var: (C);
+ * num_batches_tracked: ndim 0, a scalar) in state_dict order, offsets into
+ * net->buffers. */
+void nn_visit_buffers(const nn_net *net, nn_param_visitor fn, void *ctx);
+/* Finds a buffer by PyTorch name ("features.1.running_var"), like
+ * nn_param_by_name. */
+float *nn_buffer_by_name(nn_net *net, const char *name, size_t *count, size_t *offset);
 
 /* ------------------------------------------------------------------------ */
 /* Running                                                                   */
@@ -215,6 +254,19 @@ typedef struct {
 /* PyTorch's SGD over the flat buffers: g' = g + wd*w; v = m*v + g';
  * w -= lr * (nesterov ? g' + m*v : v). momentum has num_params floats. */
 void nn_sgd_step(nn_net *net, float *momentum, const nn_sgd_opts *opts);
+
+typedef struct {
+  float lr, momentum, weight_decay;
+  float eta;   /* trust coefficient, e.g. 0.001 */
+  float eps;   /* added to the trust ratio's denominator, e.g. 1e-9 */
+} nn_lars_opts;
+
+/* LARS (You, Gitman and Ginsburg 2017), per parameter tensor w with gradient
+ * g. Conv and linear weights: trust = eta ||w|| / (||g|| + wd ||w|| + eps)
+ * (1 when ||w|| or ||g|| is 0); v = m v + lr trust (g + wd w); w -= v.
+ * Biases and batch norm parameters: v = m v + lr g; w -= v (no trust ratio,
+ * no weight decay). Norms in double; momentum has num_params floats. */
+void nn_lars_step(nn_net *net, float *momentum, const nn_lars_opts *opts);
 
 /* ------------------------------------------------------------------------ */
 /* Summary and utilities                                                     */

@@ -1,7 +1,10 @@
 /*
  * nn/sgd.c: SGD with momentum and weight decay in PyTorch's form, one pass
- * over the flat parameter, gradient and momentum buffers.
+ * over the flat parameter, gradient and momentum buffers; and LARS, the same
+ * momentum update with a per-tensor learning rate from the trust ratio.
  */
+#include <math.h>
+
 #include "nn.h"
 
 /* One contiguous run of parameters with the same decay. */
@@ -35,5 +38,51 @@ void nn_sgd_step(nn_net *net, float *momentum, const nn_sgd_opts *o) {
     if (l->bias_count)
       sgd_run(net->params + bo, net->grads + bo, momentum + bo, (long)l->bias_count, o->lr,
               o->momentum, o->decay_bias ? o->weight_decay : 0.0f, o->nesterov);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* LARS                                                                      */
+
+/* Euclidean norm in double over count floats; a fixed order per thread count
+ * (static schedule), the same on every rank. */
+static double norm2(const float *x, long count) {
+  double sum = 0;
+#pragma omp parallel for simd schedule(static) reduction(+ : sum)
+  for (long i = 0; i < count; i++) sum += (double)x[i] * (double)x[i];
+  return sqrt(sum);
+}
+
+/* v = m v + scale * (g + wd w); w -= v. */
+static void lars_run(float *w, const float *g, float *v, long count, float scale, float m,
+                     float wd) {
+#pragma omp parallel for simd schedule(static)
+  for (long i = 0; i < count; i++) {
+    float vi = m * v[i] + scale * (g[i] + wd * w[i]);
+    v[i] = vi;
+    w[i] -= vi;
+  }
+}
+
+void nn_lars_step(nn_net *net, float *momentum, const nn_lars_opts *o) {
+  for (int i = 0; i < net->num_layers; i++) {
+    const nn_layer *l = &net->layers[i];
+    if (!l->weight_count) continue;
+    size_t wo = l->weight_offset, bo = l->bias_offset;
+    float *w = net->params + wo;
+    const float *g = net->grads + wo;
+    if (l->spec.kind == NN_BATCHNORM) {
+      lars_run(w, g, momentum + wo, (long)l->weight_count, o->lr, o->momentum, 0.0f);
+    } else {
+      double wn = norm2(w, (long)l->weight_count), gn = norm2(g, (long)l->weight_count);
+      double trust = wn > 0 && gn > 0
+                         ? (double)o->eta * wn / (gn + (double)o->weight_decay * wn + (double)o->eps)
+                         : 1.0;
+      lars_run(w, g, momentum + wo, (long)l->weight_count, (float)((double)o->lr * trust),
+               o->momentum, o->weight_decay);
+    }
+    if (l->bias_count)
+      lars_run(net->params + bo, net->grads + bo, momentum + bo, (long)l->bias_count, o->lr,
+               o->momentum, 0.0f);
   }
 }

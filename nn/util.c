@@ -38,6 +38,7 @@ const char *nn_kind_name(nn_kind kind) {
     case NN_AVGPOOL: return "avgpool";
     case NN_FLATTEN: return "flatten";
     case NN_DROPOUT: return "dropout";
+    case NN_BATCHNORM: return "batchnorm";
     case NN_KIND_COUNT: break;
   }
   return "?";

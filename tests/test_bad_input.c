@@ -114,7 +114,7 @@ static void test_config_files(void) {
   expect(2, train_cmd(file("type.yaml"), NULL), want, NULL);
   /* an architecture that does not exist */
   write_text(file("arch.yaml"), "model: {arch: lenet}\ndata: {synthetic: {n: 64}, crop: 32}\n");
-  snprintf(want, sizeof want, "%s:1:15: model.arch: unknown architecture 'lenet' (known: alexnet, "
+  snprintf(want, sizeof want, "%s:1:15: model.arch: unknown architecture 'lenet' (known: alexnet, alexnet_bn, "
            "alexnet_owt, alexnet_cifar)", file("arch.yaml"));
   expect(2, train_cmd(file("arch.yaml"), NULL), want, NULL);
   /* the config is a directory */

@@ -517,7 +517,7 @@ static const err_case error_cases[] = {
     {OK_MODEL OK_DATA, "train.batch_size=0",
      "--set: train.batch_size: expected an integer in [1, 1048576], got 0"},
     {OK_MODEL OK_DATA, "model.arch=lenet",
-     "--set: model.arch: unknown architecture 'lenet' (known: alexnet, alexnet_owt, "
+     "--set: model.arch: unknown architecture 'lenet' (known: alexnet, alexnet_bn, alexnet_owt, "
      "alexnet_cifar)"},
     {OK_MODEL OK_DATA, "checkpoint.resume=",
      "--set: checkpoint.resume: expected auto, never or "
@@ -528,7 +528,7 @@ static const err_case error_cases[] = {
      "(model.features / model.classifier); use one of them"},
     /* unknown architecture, from the file */
     {"model: {arch: foo}\n" OK_DATA, NULL,
-     "t.yaml:1:15: model.arch: unknown architecture 'foo' (known: alexnet, alexnet_owt, "
+     "t.yaml:1:15: model.arch: unknown architecture 'foo' (known: alexnet, alexnet_bn, alexnet_owt, "
      "alexnet_cifar)"},
 };
 
@@ -693,7 +693,7 @@ static void test_ranks_paths_and_shapes(void) {
   CU_ASSERT_EQUAL(cfg_model_specs(&c, &specs, &count, &in, err, ERRLEN), -1);
   CU_ASSERT_STRING_EQUAL(err,
                          "t.yaml:1:15: model.arch: unknown architecture 'vgg' (known: "
-                         "alexnet, alexnet_owt, alexnet_cifar)");
+                         "alexnet, alexnet_bn, alexnet_owt, alexnet_cifar)");
   CU_ASSERT_PTR_NULL(specs);
   cfg_free(&c);
 }
