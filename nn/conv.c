@@ -27,6 +27,10 @@
  * Rows of col are r = (c*KH + kh)*KW + kw, so group g's rows are the
  * contiguous block [g*Kg, (g+1)*Kg), Kg = C/G*KH*KW.
  *
+ * In bf16 (g->kernel set) every GEMM is nn_bgemm (nn/bf16.c) instead of sgemm:
+ * same shapes, operands rounded to bf16 while packed, float32 accumulation;
+ * im2col, col2im, the bias, ReLU and the per-worker dW sums stay float32.
+ *
  * 3x3 stride-1 convolutions with enough channels (nn_winograd_applies) run
  * their forward and their dx through Winograd instead (nn/winograd.c); their
  * dW, db and the ReLU mask of dy stay here. The workspace covers both.
@@ -289,6 +293,12 @@ static void col2im(const nn_conv_geom *g, int m, float *col, size_t ldc, float *
 static void gemm_forward(const nn_conv_geom *g, const conv_plan *p, const float *w,
                          const float *col, size_t ldc, float *out, size_t ldo, int ncols) {
   for (int grp = 0; grp < g->groups; grp++) {
+    if (g->kernel) {
+      nn_bgemm(g->kernel, 0, 0, p->og, ncols, p->kg, w + (size_t)grp * (size_t)p->og * (size_t)p->kg,
+               p->kg, col + (size_t)grp * (size_t)p->kg * ldc, (int)ldc, 0.0f,
+               out + (size_t)grp * (size_t)p->og * ldo, (int)ldo);
+      continue;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->og, ncols, p->kg, 1.0f,
                 w + (size_t)grp * (size_t)p->og * (size_t)p->kg, p->kg,
                 col + (size_t)grp * (size_t)p->kg * ldc, (int)ldc, 0.0f,
@@ -305,6 +315,14 @@ static void gemm_backward(const nn_conv_geom *g, const conv_plan *p, const float
     const float *dy_g = dyt + (size_t)grp * (size_t)p->og * ldd;
     const float *col_g = col + (size_t)grp * (size_t)p->kg * ldc;
     const size_t woff = (size_t)grp * (size_t)p->og * (size_t)p->kg;
+    if (g->kernel) {
+      nn_bgemm(g->kernel, 0, 1, p->og, p->kg, ncols, dy_g, (int)ldd, col_g, (int)ldc, beta,
+               dw + woff, p->kg);
+      if (dcol)
+        nn_bgemm(g->kernel, 1, 0, p->kg, ncols, p->og, w + woff, p->kg, dy_g, (int)ldd, 0.0f,
+                 dcol + (size_t)grp * (size_t)p->kg * ldc, (int)ldc);
+      continue;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p->og, p->kg, ncols, 1.0f, dy_g, (int)ldd,
                 col_g, (int)ldc, beta, dw + woff, p->kg);
     if (dcol) {

@@ -14,6 +14,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nn.h"
+
+/* ---- bf16 matrix product (nn/bf16.c) ------------------------------------- */
+
+/* C (M, N) = beta C + op(A) op(B), row-major, beta 0 or 1; op(A) (M, K) is A
+ * (M, lda) or, when trans_a, the transpose of A (K, lda); op(B) likewise. A and
+ * B are rounded to bf16, products accumulate in float32. Runs on every thread
+ * outside a parallel region, on the calling thread inside one (as OpenBLAS's
+ * OpenMP build does). Needs nn_bf16_reserve for the thread count first;
+ * kern is NN_BF16_AVX512 (only when the CPU has it) or NN_BF16_EMULATED. */
+void nn_bgemm(nn_bf16_kernel kern, int trans_a, int trans_b, int M, int N, int K, const float *A,
+              int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* Reserves the packing buffers of nn_bgemm for `threads` threads (about 1.2 MiB
+ * each, kept for the process). Returns 0, or -1 when out of memory. */
+int nn_bf16_reserve(int threads);
+/* f rounded to the nearest bf16 (ties to even), as a float. */
+float nn_bf16_round(float f);
+
 /* ---- convolution --------------------------------------------------------- */
 
 typedef struct {
@@ -23,6 +41,8 @@ typedef struct {
   int stride_h, stride_w;
   int pad_top, pad_left;   /* bottom/right padding only shapes out_h/out_w */
   int groups;              /* G >= 1, divides C and O */
+  nn_bf16_kernel kernel;   /* NN_BF16_FP32 (0): OpenBLAS sgemm; else every GEMM
+                              (im2col and Winograd) is nn_bgemm with this kernel */
 } nn_conv_geom;
 
 /* Floats of workspace the conv needs for a batch of n, at most cap_floats
@@ -68,12 +88,14 @@ void nn_winograd_backward_data(const nn_conv_geom *g, int n, const float *w, con
 
 /* ---- fully connected ----------------------------------------------------- */
 
-/* x: (n, in); w: (out, in); b: (out) or NULL; y: (n, out). */
-void nn_linear_forward(int n, int in, int out, const float *x, const float *w, const float *b,
-                       int relu, float *y);
+/* x: (n, in); w: (out, in); b: (out) or NULL; y: (n, out). kernel as in
+ * nn_conv_geom: NN_BF16_FP32 for sgemm, else nn_bgemm's. */
+void nn_linear_forward(nn_bf16_kernel kernel, int n, int in, int out, const float *x,
+                       const float *w, const float *b, int relu, float *y);
 /* dy masked in place by y > 0 when relu; dx (n, in) or NULL; dw (out, in); db (out) or NULL. */
-void nn_linear_backward(int n, int in, int out, const float *x, const float *w, const float *y,
-                        int relu, float *dy, float *dx, float *dw, float *db);
+void nn_linear_backward(nn_bf16_kernel kernel, int n, int in, int out, const float *x,
+                        const float *w, const float *y, int relu, float *dy, float *dx, float *dw,
+                        float *db);
 
 /* ---- pointwise ----------------------------------------------------------- */
 

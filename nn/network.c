@@ -345,7 +345,7 @@ void nn_net_free(nn_net *net) {
 /* ------------------------------------------------------------------------ */
 /* Planning and allocation                                                   */
 
-static nn_conv_geom conv_geom(const nn_layer *l) {
+static nn_conv_geom conv_geom(const nn_net *net, const nn_layer *l) {
   nn_conv_geom g = {
       .in_c = l->in.c, .in_h = l->in.h, .in_w = l->in.w,
       .out_c = l->out.c, .out_h = l->out.h, .out_w = l->out.w,
@@ -353,6 +353,7 @@ static nn_conv_geom conv_geom(const nn_layer *l) {
       .stride_h = l->spec.stride_h, .stride_w = l->spec.stride_w,
       .pad_top = l->spec.pad_top, .pad_left = l->spec.pad_left,
       .groups = l->spec.groups,
+      .kernel = net->kernel,
   };
   return g;
 }
@@ -428,7 +429,7 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
       l->in_place = 1;
     }
     if (k == NN_CONV) {
-      nn_conv_geom g = conv_geom(l);
+      nn_conv_geom g = conv_geom(net, l);
       workspace = max_size(workspace, nn_conv_workspace_floats(&g, batch, cap));
     } else if (k == NN_LRN) {
       workspace = max_size(workspace, nn_lrn_workspace_floats(l->in.c, l->in.h, l->in.w,
@@ -480,6 +481,7 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
       if (!l->argmax) goto oom;
     }
   }
+  if (net->kernel && nn_bf16_reserve(omp_get_max_threads()) != 0) goto oom;
   net->grad_a = alloc_floats(need[0]);
   net->grad_b = alloc_floats(need[1]);
   net->workspace = alloc_floats(workspace);
@@ -652,13 +654,13 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
                : l->scratch == 0 ? net->grad_a : net->grad_b;
     switch (s->kind) {
       case NN_CONV: {
-        nn_conv_geom g = conv_geom(l);
+        nn_conv_geom g = conv_geom(net, l);
         nn_conv_forward(&g, n, in, l->weight, l->bias, l->fused_relu, y, net->workspace,
                         net->workspace_floats);
         break;
       }
       case NN_LINEAR:
-        nn_linear_forward(n, (int)nn_shape_size(l->in), l->out.c, in, l->weight, l->bias,
+        nn_linear_forward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, in, l->weight, l->bias,
                           l->fused_relu, y);
         break;
       case NN_RELU:
@@ -716,13 +718,13 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
     float *dx = i == 0 ? NULL : backward_in_place(l) ? dy : other;
     switch (s->kind) {
       case NN_CONV: {
-        nn_conv_geom g = conv_geom(l);
+        nn_conv_geom g = conv_geom(net, l);
         nn_conv_backward(&g, n, in, l->weight, l->output, l->fused_relu, dy, dx, l->dweight,
                          l->dbias, net->workspace, net->workspace_floats);
         break;
       }
       case NN_LINEAR:
-        nn_linear_backward(n, (int)nn_shape_size(l->in), l->out.c, in, l->weight, l->output,
+        nn_linear_backward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, in, l->weight, l->output,
                            l->fused_relu, dy, dx, l->dweight, l->dbias);
         break;
       case NN_RELU:

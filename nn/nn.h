@@ -61,6 +61,12 @@ typedef struct {
   float dropout_p;                  /* dropout: probability of zeroing */
 } nn_layer_spec;
 
+/* The code path that multiplies the matrices of convolutions and linear
+ * layers: float32 (OpenBLAS sgemm, the default), or bf16 operands with float32
+ * accumulation (nn/bf16.c), by AVX512-BF16 instructions or emulated with
+ * float32 FMAs on bf16-rounded operands (CPUs without them, and tests). */
+typedef enum { NN_BF16_FP32 = 0, NN_BF16_EMULATED, NN_BF16_AVX512 } nn_bf16_kernel;
+
 /* A per-sample shape (C, H, W); a flat vector is (F, 1, 1). */
 typedef struct {
   int c, h, w;
@@ -130,6 +136,12 @@ typedef struct nn_net {
   int64_t sample_offset;   /* position of this process's first sample in the global
                               batch: dropout masks then depend on the sample, not on
                               how the batch is split over ranks */
+  nn_bf16_kernel kernel;   /* set before nn_net_alloc: NN_BF16_FP32 (0, the default)
+                              multiplies in float32; else convolutions and linear
+                              layers (forward, input and weight gradients) multiply
+                              bf16-rounded operands with float32 accumulation by this
+                              kernel (nn_bf16_select). Parameters, gradients and
+                              everything else stay float32. */
   int keep_outputs;        /* set before nn_net_alloc: every layer keeps its own output
                               buffer, so all activations can be read after a forward
                               (activation maps, parity checks), at a cost in memory */
@@ -241,6 +253,20 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
  * and the metrics; arrays of net->num_layers, owned by the network. */
 const double *nn_layer_forward_seconds(const nn_net *net);
 const double *nn_layer_backward_seconds(const nn_net *net);
+
+/* ------------------------------------------------------------------------ */
+/* Precision                                                                 */
+
+/* The bf16 kernel for this process: AVX512-BF16 when the CPU has it, else the
+ * emulation; the environment variable ALEXNET_BF16_KERNEL (auto, avx512_bf16,
+ * emulated, amx) forces one. Returns 0, or -1 with a message in err when the
+ * forced kernel cannot run here (naming the missing instructions) or is not
+ * built (amx) or unknown. */
+int nn_bf16_select(nn_bf16_kernel *kernel, char *err, size_t errlen);
+/* 1 when this CPU has AVX512-BF16 (cpuid). */
+int nn_bf16_cpu_has_avx512bf16(void);
+/* "fp32", "emulated", "avx512_bf16". */
+const char *nn_bf16_kernel_name(nn_bf16_kernel k);
 
 /* ------------------------------------------------------------------------ */
 /* Optimizer                                                                 */

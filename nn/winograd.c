@@ -42,6 +42,9 @@
  * core on these shapes from about 96 columns on, and 89-93 at 512-768, which
  * would take 4-8 times the memory.
  *
+ * In bf16 (g->kernel set) the 16 GEMMs are nn_bgemm's; the transforms stay
+ * float32, so only V and U are rounded, as an im2col column would be.
+ *
  * Workspace: U (16, G, C/G, O/G), then per worker V (16, cols, C),
  * M (16, cols, O) and the staging buffers: 15 MiB for AlexNet's conv4 at
  * batch 64 on 2 threads.
@@ -80,6 +83,7 @@ typedef struct {
   size_t per_col; /* floats of V and M per tile column: 16 * (cin + cout) */
   size_t total;   /* tile columns of the batch: n * tiles */
   int workers;    /* P */
+  nn_bf16_kernel kernel; /* the GEMMs: sgemm (NN_BF16_FP32) or nn_bgemm */
   size_t cols;    /* tile columns per chunk */
   size_t xh, yh;  /* floats of the staging buffers (see stage_input, unstage_output) */
 } wino_plan;
@@ -411,6 +415,12 @@ static void run_slice(const wino_plan *p, size_t t0, size_t t1, const float *x, 
       const float *vp = v + (size_t)pt * ncols * (size_t)s->cin;
       float *mp = m + (size_t)pt * ncols * (size_t)s->cout;
       for (int grp = 0; grp < s->groups; grp++) {
+        if (p->kernel) {
+          nn_bgemm(p->kernel, 0, 0, (int)ncols, og, cg, vp + (size_t)grp * (size_t)cg, s->cin,
+                   up + (size_t)grp * (size_t)cg * (size_t)og, og, 0.0f,
+                   mp + (size_t)grp * (size_t)og, s->cout);
+          continue;
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ncols, og, cg, 1.0f,
                     vp + (size_t)grp * (size_t)cg, s->cin,
                     up + (size_t)grp * (size_t)cg * (size_t)og, og, 0.0f,
@@ -432,7 +442,8 @@ static void run(const nn_conv_geom *g, const wino_shape *s, int flip, int n, con
                 const float *w, const float *bias, int relu, float *y, float *ws,
                 size_t ws_floats) {
   if (n < 1) return;
-  const wino_plan p = plan_of(s, n, ws_floats);
+  wino_plan p = plan_of(s, n, ws_floats);
+  p.kernel = g->kernel;
   const int rows = flip ? g->out_c : g->in_c; /* of U: G * cin/G */
   float *u = ws;
   if (p.workers == 1) {

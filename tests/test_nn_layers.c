@@ -104,7 +104,7 @@ static nn_conv_geom make_conv(int c, int h, int w, int o, int kh, int kw, int sh
                               int pb, int pl, int pr, int groups) {
   nn_conv_geom g = {
       c,  h,  w,  o,     (h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1, kh, kw, sh,
-      sw, pt, pl, groups};
+      sw, pt, pl, groups, NN_BF16_FP32};
   return g;
 }
 
@@ -503,7 +503,7 @@ static void check_linear(int n, int in, int out, int relu, int bias) {
   size_t xs = (size_t)n * in, ys = (size_t)n * out, wsz = (size_t)out * in;
   float *x = rand_floats(xs, 1.0), *w = rand_floats(wsz, 0.5), *b = rand_floats(out, 0.5);
   float *r = rand_floats(ys, 1.0), *y = nan_floats(ys);
-  nn_linear_forward(n, in, out, x, w, bias ? b : NULL, relu, y);
+  nn_linear_forward(NN_BF16_FP32, n, in, out, x, w, bias ? b : NULL, relu, y);
   double *xd = to_double(x, xs), *wd = to_double(w, wsz), *bd = to_double(b, out);
   double *rd = to_double(r, ys), *yd = malloc(sizeof(double) * ys);
   linear_ctx ctx = {n, in, out, relu, xd, wd, bias ? bd : NULL, rd, yd};
@@ -512,7 +512,7 @@ static void check_linear(int n, int in, int out, int relu, int bias) {
 
   float *dy = copy_floats(r, ys), *dx = nan_floats(xs);
   float *dw = nan_floats(wsz), *db = nan_floats(out);
-  nn_linear_backward(n, in, out, x, w, y, relu, dy, dx, dw, db);
+  nn_linear_backward(NN_BF16_FP32, n, in, out, x, w, y, relu, dy, dx, dw, db);
   double *gx = malloc(sizeof(double) * xs), *gw = malloc(sizeof(double) * wsz);
   double *gb = malloc(sizeof(double) * out);
   fd_grad(linear_loss, &ctx, xd, xs, 1e-5, gx);
@@ -524,7 +524,7 @@ static void check_linear(int n, int in, int out, int relu, int bias) {
     EXPECT_CLOSE(db, gb, out, 1e-4, "linear db");
   }
   float *dy2 = copy_floats(r, ys), *dw2 = nan_floats(wsz);
-  nn_linear_backward(n, in, out, x, w, y, relu, dy2, NULL, dw2, NULL);
+  nn_linear_backward(NN_BF16_FP32, n, in, out, x, w, y, relu, dy2, NULL, dw2, NULL);
   EXPECT_CLOSE(dw2, gw, wsz, 1e-4, "linear dw without dx");
   free(x), free(w), free(b), free(r), free(y), free(xd), free(wd), free(bd), free(rd), free(yd);
   free(dy), free(dx), free(dw), free(db), free(gx), free(gw), free(gb), free(dy2), free(dw2);

@@ -1,0 +1,467 @@
+/*
+ * nn/bf16.c: the bf16 matrix product of the mixed-precision mode: C (float32)
+ * = A B with A and B float32 in memory, rounded to bfloat16 (round to nearest
+ * even) while they are packed, and multiplied with float32 accumulation. It
+ * serves every GEMM of the convolutions (im2col and Winograd) and of the
+ * linear layers when a network runs in bf16.
+ *
+ * bfloat16 keeps float32's 8-bit exponent and the top 8 bits of its
+ * significand (7 stored): rounding moves an operand by at most half an ulp,
+ * 2^-8 of itself, so a product by at most about 2^-7; products of two bf16 are
+ * exact in float32 and the sums are float32. A dot product's error is thus at
+ * most 2^-7 sum |a_k b_k| and, errors of independent terms adding like a
+ * random walk, typically 2-4e-3 of its value (tests/bf16_kernels.c).
+ *
+ * Packing. AVX512-BF16's vdpbf16ps multiplies 16 pairs of bf16 per lane
+ * group: lane j of the float32 accumulator gets a[2j] b[2j] + a[2j+1] b[2j+1].
+ * So both operands are packed as pairs along K, one 32-bit word holding the
+ * bf16 of (k, k+1) (k's in the low half):
+ *   A, per block of KC along K and MR rows: (KC/2, MR) words, a panel;
+ *   B, per block of KC along K and NR columns: (KC/2, NR) words, a strip.
+ * The micro-kernel keeps an MR x NR tile of C in 24 zmm registers and, for
+ * each pair of K, loads a strip row (two zmm) and broadcasts the panel's MR
+ * words from memory. Blocking: a strip (KC x NR, 16 KiB) stays in L1 while
+ * the kernel sweeps the panels of an A block (MC x KC, 192 KiB, in L2).
+ * Operands are read through (row stride, column stride), so the transposes
+ * the convolution and linear layers need cost only the packing.
+ *
+ * Kernels, chosen at run time (nn_bf16_select):
+ *   avx512_bf16  vdpbf16ps (CPUs with AVX512-BF16: Intel Cooper Lake, Sapphire
+ *                Rapids and later, AMD Zen 4 and later);
+ *   emulated     the same packed operands, widened to float32 and multiplied
+ *                with float32 FMAs: the same arithmetic on the same rounded
+ *                operands, for CPUs without bf16 instructions and for tests
+ *                (not bitwise equal to vdpbf16ps, which rounds a pair's sum
+ *                its own way and flushes denormals).
+ * AMX (tile multiply, Sapphire Rapids) is not built: no machine of this
+ * project's sessions that had it was available to test it on.
+ *
+ * Packing buffers: one slice per thread, reserved by nn_bf16_reserve (called
+ * by nn_net_alloc), so the products never allocate.
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers.h"
+
+enum {
+  MR = 12,   /* rows of a C tile (A panel) */
+  NR = 32,   /* columns of a C tile (B strip): two zmm */
+  KC = 256,  /* K per block (even) */
+  MC = 384,  /* rows of an A block: 32 panels */
+  NC = 2048, /* columns of a B block: 64 strips */
+};
+/* 32-bit words of one thread's packing slice: an A block and a B block. */
+#define PACK_WORDS ((size_t)MC * (KC / 2) + (size_t)NC * (KC / 2))
+
+/* ------------------------------------------------------------------------ */
+/* Rounding and kernel choice                                                */
+
+static inline uint32_t f32_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+static inline float bits_f32(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* The bf16 of f (round to nearest even) in the low 16 bits; NaNs stay NaNs. */
+static inline uint32_t bf16_of(float f) {
+  uint32_t u = f32_bits(f);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u >> 16) | 0x40u;
+  return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+
+float nn_bf16_round(float f) {
+  return bits_f32(bf16_of(f) << 16);
+}
+
+const char *nn_bf16_kernel_name(nn_bf16_kernel k) {
+  switch (k) {
+    case NN_BF16_FP32:
+      return "fp32";
+    case NN_BF16_EMULATED:
+      return "emulated";
+    case NN_BF16_AVX512:
+      return "avx512_bf16";
+  }
+  return "?";
+}
+
+int nn_bf16_cpu_has_avx512bf16(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+}
+
+int nn_bf16_select(nn_bf16_kernel *kernel, char *err, size_t errlen) {
+  const char *force = getenv("ALEXNET_BF16_KERNEL");
+  int has = nn_bf16_cpu_has_avx512bf16();
+  if (!force || !*force || strcmp(force, "auto") == 0) {
+    *kernel = has ? NN_BF16_AVX512 : NN_BF16_EMULATED;
+    return 0;
+  }
+  if (strcmp(force, "emulated") == 0) {
+    *kernel = NN_BF16_EMULATED;
+    return 0;
+  }
+  if (strcmp(force, "avx512_bf16") == 0) {
+    if (!has) {
+      snprintf(err, errlen,
+               "ALEXNET_BF16_KERNEL=avx512_bf16: this CPU lacks the AVX512-BF16 instructions "
+               "(cpuid avx512_bf16); unset it or use emulated");
+      return -1;
+    }
+    *kernel = NN_BF16_AVX512;
+    return 0;
+  }
+  if (strcmp(force, "amx") == 0) {
+    snprintf(err, errlen,
+             "ALEXNET_BF16_KERNEL=amx: no AMX kernel is built (docs/performance.md); use "
+             "avx512_bf16, emulated or auto");
+    return -1;
+  }
+  snprintf(err, errlen, "ALEXNET_BF16_KERNEL=%s: unknown kernel (auto, avx512_bf16, emulated, amx)",
+           force);
+  return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packing buffers                                                           */
+
+static uint32_t *pack_pool;
+static int pack_threads;
+
+int nn_bf16_reserve(int threads) {
+  if (threads < 1) threads = 1;
+  if (threads <= pack_threads) return 0;
+  size_t bytes = (size_t)threads * PACK_WORDS * sizeof(uint32_t);
+  uint32_t *p = aligned_alloc(64, bytes);
+  if (!p) return -1;
+  free(pack_pool);
+  pack_pool = p;
+  pack_threads = threads;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packing                                                                   */
+
+/* An operand in float32: element (r, c) at p[r * rs + c * cs]. */
+typedef struct {
+  const float *p;
+  size_t rs, cs;
+} operand;
+
+static inline float at(const operand *o, size_t r, size_t c) {
+  return o->p[r * o->rs + c * o->cs];
+}
+
+/* ---- AVX512-BF16 packing: vcvtne2ps2bf16 rounds 32 floats at once ---- */
+
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+/* Transposes 16 vectors of 16 words in place: r[i] word j <-> r[j] word i. */
+BF16_TARGET static inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+#pragma GCC unroll 8
+  for (int p = 0; p < 8; p++) {
+    t[2 * p] = _mm512_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
+    t[2 * p + 1] = _mm512_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; q++) {
+    r[4 * q] = _mm512_unpacklo_epi64(t[4 * q], t[4 * q + 2]);
+    r[4 * q + 1] = _mm512_unpackhi_epi64(t[4 * q], t[4 * q + 2]);
+    r[4 * q + 2] = _mm512_unpacklo_epi64(t[4 * q + 1], t[4 * q + 3]);
+    r[4 * q + 3] = _mm512_unpackhi_epi64(t[4 * q + 1], t[4 * q + 3]);
+  }
+  /* Now r[4q + i] holds, in 128-bit lane L, column 4L + i of rows 4q..4q+3. */
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_i32x4(r[i], r[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_i32x4(r[i], r[4 + i], 0xdd);
+    t[8 + i] = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0xdd);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0x88);
+    r[4 + i] = _mm512_shuffle_i32x4(t[4 + i], t[12 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0xdd);
+    r[12 + i] = _mm512_shuffle_i32x4(t[4 + i], t[12 + i], 0xdd);
+  }
+}
+
+/* 16 words of pairs from up to 32 floats of a run along K (k past kc: 0). */
+BF16_TARGET static inline __m512i pairs_of_run(const float *p, int left) {
+  if (left >= 32) return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+  const __mmask16 m0 = left >= 16 ? 0xFFFF : (__mmask16)((1u << (left > 0 ? left : 0)) - 1);
+  const __mmask16 m1 = left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+  return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, p + 16),
+                                      _mm512_maskz_loadu_ps(m0, p));
+}
+
+/* 16 words pairing 16 floats of row r0 (low halves) with row r1 (high). */
+BF16_TARGET static inline __m512i pairs_of_rows(const float *r0, const float *r1, __mmask16 m) {
+  __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, r0)));
+  if (!r1) return lo;
+  __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, r1)));
+  return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* Rows whose K runs are contiguous (rs apart): `rows` (<= 16) runs of kc floats
+ * into dst[kp * ld + row], kp < (kc + 1) / 2. */
+BF16_TARGET static void pack_runs_avx512(const float *p, size_t rs, int rows, int kc, uint32_t *dst,
+                                         size_t ld) {
+  const int kp_n = (kc + 1) / 2;
+  const __mmask16 store = (__mmask16)((1u << rows) - 1);
+  for (int kp0 = 0; kp0 < kp_n; kp0 += 16) {
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+      r[i] = i < rows ? pairs_of_run(p + (size_t)i * rs + 2 * (size_t)kp0, kc - 2 * kp0)
+                      : _mm512_setzero_si512();
+    transpose16(r);
+    const int n = kp_n - kp0 < 16 ? kp_n - kp0 : 16;
+    for (int i = 0; i < n; i++) _mm512_mask_storeu_epi32(dst + (size_t)(kp0 + i) * ld, store, r[i]);
+  }
+}
+
+/* Columns contiguous (cs = 1) along a row, K rows rs apart: pairs of rows for
+ * `cols` columns into dst[kp * ld + col]. */
+BF16_TARGET static void pack_rows_avx512(const float *p, size_t rs, int cols, int kc, uint32_t *dst,
+                                         size_t ld, int pad) {
+  const int kp_n = (kc + 1) / 2;
+  for (int kp = 0; kp < kp_n; kp++) {
+    const float *r0 = p + 2 * (size_t)kp * rs;
+    const float *r1 = 2 * kp + 1 < kc ? r0 + rs : NULL;
+    uint32_t *d = dst + (size_t)kp * ld;
+    for (int j = 0; j < pad; j += 16) {
+      const int left = cols - j;
+      const __mmask16 m = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+      _mm512_storeu_si512(d + j, pairs_of_rows(r0 + j, r1 ? r1 + j : NULL, m));
+    }
+  }
+}
+
+/* A rows [m0, m0 + mc), K [k0, k0 + kc) into panels: dst[panel][kp][MR].
+ * Rows past mc and K past kc are zeros (rows M.., K.. of the matrix). */
+static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, size_t k0, int kc,
+                   uint32_t *dst) {
+  const int kp_n = (kc + 1) / 2, panels = (mc + MR - 1) / MR;
+  for (int pnl = 0; pnl < panels; pnl++) {
+    uint32_t *d = dst + (size_t)pnl * (size_t)kp_n * MR;
+    const int rows = mc - pnl * MR < MR ? mc - pnl * MR : MR;
+    const size_t m = m0 + (size_t)pnl * MR;
+    if (kern == NN_BF16_AVX512 && a->cs == 1) {
+      if (rows < MR)
+        for (size_t i = 0; i < (size_t)kp_n * MR; i++) d[i] = 0;
+      pack_runs_avx512(a->p + m * a->rs + k0, a->rs, rows, kc, d, MR);
+      continue;
+    }
+    for (int r = 0; r < MR; r++) {
+      for (int kp = 0; kp < kp_n; kp++) {
+        const size_t k = k0 + 2 * (size_t)kp;
+        uint32_t w = 0;
+        if (r < rows) {
+          w = bf16_of(at(a, m + (size_t)r, k));
+          if (2 * kp + 1 < kc) w |= bf16_of(at(a, m + (size_t)r, k + 1)) << 16;
+        }
+        d[(size_t)kp * MR + r] = w;
+      }
+    }
+  }
+}
+
+/* B K [k0, k0 + kc), columns [n0, n0 + nc) into strips: dst[strip][kp][NR];
+ * columns past nc and K past kc are zeros. */
+static void pack_b(nn_bf16_kernel kern, const operand *b, size_t k0, int kc, size_t n0, int nc,
+                   uint32_t *dst) {
+  const int kp_n = (kc + 1) / 2, strips = (nc + NR - 1) / NR;
+  for (int s = 0; s < strips; s++) {
+    uint32_t *d = dst + (size_t)s * (size_t)kp_n * NR;
+    const int j_n = nc - s * NR < NR ? nc - s * NR : NR;
+    const size_t n = n0 + (size_t)s * NR;
+    if (kern == NN_BF16_AVX512 && b->cs == 1) {
+      pack_rows_avx512(b->p + k0 * b->rs + n, b->rs, j_n, kc, d, NR, NR);
+      continue;
+    }
+    if (kern == NN_BF16_AVX512 && b->rs == 1) {
+      for (int h = 0; h < NR; h += 16) {
+        const int cols = j_n - h < 0 ? 0 : j_n - h < 16 ? j_n - h : 16;
+        if (cols < 16)
+          for (int kp = 0; kp < kp_n; kp++)
+            for (int j = cols; j < 16; j++) d[(size_t)kp * NR + (size_t)h + (size_t)j] = 0;
+        if (cols) pack_runs_avx512(b->p + (n + (size_t)h) * b->cs + k0, b->cs, cols, kc, d + h, NR);
+      }
+      continue;
+    }
+    for (int kp = 0; kp < kp_n; kp++) {
+      const size_t k = k0 + 2 * (size_t)kp;
+      for (int j = 0; j < NR; j++) {
+        uint32_t w = 0;
+        if (j < j_n) {
+          w = bf16_of(at(b, k, n + (size_t)j));
+          if (2 * kp + 1 < kc) w |= bf16_of(at(b, k + 1, n + (size_t)j)) << 16;
+        }
+        d[(size_t)kp * NR + j] = w;
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Micro-kernels: C tile (mv <= MR rows, nv <= NR columns, ldc) = (acc ? C : 0)
+ * + panel a (kp_n, MR) x strip b (kp_n, NR).                                */
+
+BF16_TARGET static void kernel_avx512(int kp_n, const uint32_t *a, const uint32_t *b, float *c,
+                                      size_t ldc, int acc, int mv, int nv) {
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+  for (int kp = 0; kp < kp_n; kp++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(b + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r]);
+      c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
+    }
+    a += MR;
+    b += NR;
+  }
+  if (mv == MR && nv == NR) {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      float *cr = c + (size_t)r * ldc;
+      if (acc) {
+        c0[r] = _mm512_add_ps(c0[r], _mm512_loadu_ps(cr));
+        c1[r] = _mm512_add_ps(c1[r], _mm512_loadu_ps(cr + 16));
+      }
+      _mm512_storeu_ps(cr, c0[r]);
+      _mm512_storeu_ps(cr + 16, c1[r]);
+    }
+    return;
+  }
+  const __mmask16 k0 = nv >= 16 ? 0xFFFF : (__mmask16)((1u << nv) - 1);
+  const __mmask16 k1 = nv >= 32 ? 0xFFFF : nv <= 16 ? 0 : (__mmask16)((1u << (nv - 16)) - 1);
+  for (int r = 0; r < mv; r++) {
+    float *cr = c + (size_t)r * ldc;
+    if (acc) {
+      c0[r] = _mm512_add_ps(c0[r], _mm512_maskz_loadu_ps(k0, cr));
+      c1[r] = _mm512_add_ps(c1[r], _mm512_maskz_loadu_ps(k1, cr + 16));
+    }
+    _mm512_mask_storeu_ps(cr, k0, c0[r]);
+    _mm512_mask_storeu_ps(cr + 16, k1, c1[r]);
+  }
+}
+
+static void kernel_emulated(int kp_n, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
+                            int acc, int mv, int nv) {
+  float t[MR][NR];
+  memset(t, 0, sizeof t);
+  for (int kp = 0; kp < kp_n; kp++) {
+    float b0[NR], b1[NR];
+    for (int j = 0; j < NR; j++) {
+      b0[j] = bits_f32(b[j] << 16);
+      b1[j] = bits_f32(b[j] & 0xFFFF0000u);
+    }
+    for (int r = 0; r < MR; r++) {
+      const float a0 = bits_f32(a[r] << 16), a1 = bits_f32(a[r] & 0xFFFF0000u);
+      for (int j = 0; j < NR; j++) t[r][j] += a0 * b0[j] + a1 * b1[j];
+    }
+    a += MR;
+    b += NR;
+  }
+  for (int r = 0; r < mv; r++) {
+    float *cr = c + (size_t)r * ldc;
+    for (int j = 0; j < nv; j++) cr[j] = acc ? cr[j] + t[r][j] : t[r][j];
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The product                                                               */
+
+/* C (M, N) (+)= A (M, K) B (K, N) on one thread with packing slice ws. */
+static void gemm_serial(nn_bf16_kernel kern, int M, int N, int K, const operand *a,
+                        const operand *b, int accumulate, float *c, size_t ldc, uint32_t *ws) {
+  uint32_t *apack = ws, *bpack = ws + (size_t)MC * (KC / 2);
+  for (int k0 = 0; k0 < K; k0 += KC) {
+    const int kc = K - k0 < KC ? K - k0 : KC, kp_n = (kc + 1) / 2;
+    const int acc = accumulate || k0 > 0;
+    for (int n0 = 0; n0 < N; n0 += NC) {
+      const int nc = N - n0 < NC ? N - n0 : NC;
+      pack_b(kern, b, (size_t)k0, kc, (size_t)n0, nc, bpack);
+      for (int m0 = 0; m0 < M; m0 += MC) {
+        const int mc = M - m0 < MC ? M - m0 : MC;
+        pack_a(kern, a, (size_t)m0, mc, (size_t)k0, kc, apack);
+        for (int s = 0; s * NR < nc; s++) {
+          const uint32_t *bs = bpack + (size_t)s * (size_t)kp_n * NR;
+          const int nv = nc - s * NR < NR ? nc - s * NR : NR;
+          for (int p = 0; p * MR < mc; p++) {
+            const int mv = mc - p * MR < MR ? mc - p * MR : MR;
+            float *ct = c + (size_t)(m0 + p * MR) * ldc + (size_t)n0 + (size_t)s * NR;
+            const uint32_t *ap = apack + (size_t)p * (size_t)kp_n * MR;
+            if (kern == NN_BF16_AVX512)
+              kernel_avx512(kp_n, ap, bs, ct, ldc, acc, mv, nv);
+            else
+              kernel_emulated(kp_n, ap, bs, ct, ldc, acc, mv, nv);
+          }
+        }
+      }
+    }
+  }
+}
+
+void nn_bgemm(nn_bf16_kernel kern, int trans_a, int trans_b, int M, int N, int K, const float *A,
+              int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (beta == 0.0f)
+      for (int m = 0; m < M; m++) memset(C + (size_t)m * (size_t)ldc, 0, sizeof(float) * (size_t)N);
+    return;
+  }
+  /* Row-major op(A) (M, K): A is (M, lda) or, transposed, (K, lda). */
+  const operand a = {A, trans_a ? 1 : (size_t)lda, trans_a ? (size_t)lda : 1};
+  const operand b = {B, trans_b ? 1 : (size_t)ldb, trans_b ? (size_t)ldb : 1};
+  const int acc = beta != 0.0f; /* beta is 0 or 1 (layers.h) */
+  int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (threads > pack_threads) threads = pack_threads;
+  /* Enough work per thread, else one thread. */
+  if ((double)M * N * K < 4e6 * threads) threads = 1;
+  if (threads <= 1) {
+    const int t = omp_in_parallel() ? omp_get_thread_num() : 0;
+    gemm_serial(kern, M, N, K, &a, &b, acc, C, (size_t)ldc, pack_pool + (size_t)t * PACK_WORDS);
+    return;
+  }
+  /* Split the longer side between the threads, in whole panels or strips. */
+  const int split_n = N >= M;
+  const int unit = split_n ? NR : MR, len = split_n ? N : M;
+  const int units = (len + unit - 1) / unit;
+  if (threads > units) threads = units;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int u0 = (int)((long)units * t / nt), u1 = (int)((long)units * (t + 1) / nt);
+    const int lo = u0 * unit, hi = u1 * unit < len ? u1 * unit : len;
+    uint32_t *ws = pack_pool + (size_t)t * PACK_WORDS;
+    if (hi > lo) {
+      if (split_n) {
+        const operand bt = {b.p + (size_t)lo * b.cs, b.rs, b.cs};
+        gemm_serial(kern, M, hi - lo, K, &a, &bt, acc, C + lo, (size_t)ldc, ws);
+      } else {
+        const operand at_ = {a.p + (size_t)lo * a.rs, a.rs, a.cs};
+        gemm_serial(kern, hi - lo, N, K, &at_, &b, acc, C + (size_t)lo * (size_t)ldc, (size_t)ldc,
+                    ws);
+      }
+    }
+  }
+}
