@@ -316,13 +316,34 @@ typedef struct {
   int64_t cap;
   strlist classes;
   strlist skipped; /* "path: reason" */
-  int size;
+  int size, jpeg, quality;
+  int64_t lo; /* the pipeline's job j is listed image lo + j (a shard's range) */
   data_writer *wr, *wr_val;
   uint8_t *held; /* (files.n): 1 = goes to val */
-  int64_t written, written_val;
+  int64_t written, written_val, shard_written;
   progress prog;
   char err[1024]; /* why consume stopped the pipeline */
 } folder_job;
+
+/* A JPEG-encoded image in a pipeline slot (the bytes are malloc'd). */
+typedef struct {
+  uint8_t *bytes;
+  size_t len;
+  int h, w;
+  uint64_t sum[3], sumsq[3];
+} encoded_image;
+
+/* Appends a listed image with its label. */
+static int folder_add(folder_job *fj, const char *path, int32_t label) {
+  if (fj->files.n == fj->cap) {
+    int64_t cap = fj->cap ? 2 * fj->cap : 1024;
+    int32_t *l = realloc(fj->labels, (size_t)cap * sizeof *l);
+    if (!l) return -1;
+    fj->labels = l, fj->cap = cap;
+  }
+  fj->labels[fj->files.n] = label;
+  return strlist_add(&fj->files, path);
+}
 
 static int folder_list(const char *dir, folder_job *fj, char *err, size_t errlen) {
   if (!is_dir(dir)) return data_errf(err, errlen, "%s: not a directory", dir);
@@ -348,14 +369,7 @@ static int folder_list(const char *dir, folder_job *fj, char *err, size_t errlen
           rc = msg ? strlist_add(&fj->skipped, msg) : -1;
           free(msg);
         } else if (has_ext(names.s[i], decodable_exts)) {
-          if (fj->files.n == fj->cap) {
-            int64_t cap = fj->cap ? 2 * fj->cap : 1024;
-            int32_t *l = realloc(fj->labels, (size_t)cap * sizeof *l);
-            if (l) fj->labels = l, fj->cap = cap;
-            rc = l ? 0 : -1;
-          }
-          if (rc == 0) fj->labels[fj->files.n] = (int32_t)c;
-          if (rc == 0) rc = strlist_add(&fj->files, path);
+          rc = folder_add(fj, path, (int32_t)c);
         }
         free(path);
       }
@@ -371,30 +385,204 @@ static int folder_list(const char *dir, folder_job *fj, char *err, size_t errlen
   return 0;
 }
 
+static int64_t read_names_file(const char *path, strlist *out);
+
+/* The flat folder of --labels: DIR's images, each named by a line of the
+ * labels file ("filename label-or-class" or LOC_val_solution.csv's
+ * "ImageId,CLASS x y x y ..."; a name may omit the extension). Labels all
+ * numbers: classes 0..max (names from class_names if given); else the
+ * sorted distinct class names. Any mismatch is an error. */
+static int labels_list(const char *dir, const char *labels, const char *class_names,
+                       folder_job *fj, char *err, size_t errlen) {
+  if (!is_dir(dir)) return data_errf(err, errlen, "%s: not a directory", dir);
+  strlist names = {0}, tokens = {0};
+  if (list_dir(dir, 0, &names) != 0) {
+    strlist_free(&names);
+    return data_errf(err, errlen, "%s: cannot read: %s", dir, strerror(errno));
+  }
+  FILE *f = fopen(labels, "r");
+  if (!f) {
+    strlist_free(&names);
+    return data_errf(err, errlen, "%s: cannot open: %s", labels, strerror(errno));
+  }
+  int64_t *line_of = NULL; /* (names.n): the labels line naming it, 0 = none */
+  int64_t *entry_of = NULL;
+  int rc = 0, numeric = 1;
+  char line[8192];
+  int64_t lineno = 0;
+  line_of = calloc((size_t)names.n + 1, sizeof *line_of);
+  entry_of = calloc((size_t)names.n + 1, sizeof *entry_of);
+  if (!line_of || !entry_of) rc = data_errf(err, errlen, "%s: out of memory", labels);
+  while (rc == 0 && fgets(line, sizeof line, f)) {
+    lineno++;
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    if (n == 0 || line[0] == '#') continue;
+    if (lineno == 1 && strncmp(line, "ImageId,", 8) == 0) continue; /* the CSV's header */
+    char *name = line, *cls = NULL;
+    char *comma = strchr(line, ',');
+    if (comma) { /* ImageId,CLASS x y x y ... */
+      *comma = 0;
+      cls = strtok(comma + 1, " \t");
+    } else {
+      name = strtok(line, " \t");
+      cls = name ? strtok(NULL, " \t") : NULL;
+    }
+    if (!name || !cls) {
+      rc = data_errf(err, errlen, "%s:%lld: expected 'filename label-or-class'", labels,
+                     (long long)lineno);
+      break;
+    }
+    /* the file: the exact name, else the name plus an image extension */
+    static const char *const tries[] = {"", ".JPEG", ".jpg", ".jpeg", ".png", ".JPG", ".PNG", NULL};
+    int64_t hit = -1;
+    for (int t = 0; tries[t] && hit < 0; t++) {
+      char want[4200];
+      snprintf(want, sizeof want, "%s%s", name, tries[t]);
+      const char *key = want;
+      char **p = names.n ? bsearch(&key, names.s, (size_t)names.n, sizeof(char *), cmp_str) : NULL;
+      if (p && has_ext(*p, decodable_exts)) hit = p - names.s;
+    }
+    if (hit < 0) {
+      rc = data_errf(err, errlen, "%s:%lld: %s: no such image (.jpg, .jpeg or .png) in %s", labels,
+                     (long long)lineno, name, dir);
+      break;
+    }
+    if (line_of[hit]) {
+      rc = data_errf(err, errlen, "%s:%lld: %s is already labelled on line %lld", labels,
+                     (long long)lineno, names.s[hit], (long long)line_of[hit]);
+      break;
+    }
+    line_of[hit] = lineno;
+    entry_of[hit] = tokens.n;
+    char *end;
+    long v = strtol(cls, &end, 10);
+    if (*end || end == cls || v < 0 || v > (1 << 24)) numeric = 0;
+    if (strlist_add(&tokens, cls) != 0) rc = data_errf(err, errlen, "%s: out of memory", labels);
+  }
+  fclose(f);
+  for (int64_t i = 0; rc == 0 && i < names.n; i++) {
+    if (has_ext(names.s[i], decodable_exts) && !line_of[i])
+      rc = data_errf(err, errlen, "%s/%s has no line in %s", dir, names.s[i], labels);
+  }
+  if (rc == 0 && tokens.n == 0) rc = data_errf(err, errlen, "%s: no labels", labels);
+  /* the classes */
+  if (rc == 0 && numeric) {
+    long maxl = 0;
+    for (int64_t k = 0; k < tokens.n; k++) {
+      long v = strtol(tokens.s[k], NULL, 10);
+      maxl = v > maxl ? v : maxl;
+    }
+    if (class_names) {
+      if (read_names_file(class_names, &fj->classes) < 0)
+        rc = data_errf(err, errlen, "%s: cannot open: %s", class_names, strerror(errno));
+      else if (fj->classes.n <= maxl)
+        rc = data_errf(err, errlen, "%s: %lld class names, but %s has label %ld", class_names,
+                       (long long)fj->classes.n, labels, maxl);
+    } else {
+      char s[32];
+      for (long k = 0; rc == 0 && k <= maxl; k++) {
+        snprintf(s, sizeof s, "%ld", k);
+        if (strlist_add(&fj->classes, s) != 0) rc = data_errf(err, errlen, "out of memory");
+      }
+    }
+  } else if (rc == 0) {
+    for (int64_t k = 0; rc == 0 && k < tokens.n; k++)
+      if (strlist_add(&fj->classes, tokens.s[k]) != 0) rc = data_errf(err, errlen, "out of memory");
+    strlist_sort(&fj->classes);
+    int64_t u = 0; /* distinct */
+    for (int64_t k = 0; k < fj->classes.n; k++) {
+      if (u > 0 && strcmp(fj->classes.s[u - 1], fj->classes.s[k]) == 0) {
+        free(fj->classes.s[k]);
+        continue;
+      }
+      fj->classes.s[u++] = fj->classes.s[k];
+    }
+    fj->classes.n = u;
+  }
+  for (int64_t i = 0; rc == 0 && i < names.n; i++) {
+    char *path = path_join(dir, names.s[i]);
+    if (!path) {
+      rc = data_errf(err, errlen, "out of memory");
+    } else if (has_ext(names.s[i], other_image_exts)) {
+      char *msg = malloc(strlen(path) + 64);
+      if (msg) sprintf(msg, "%s: unsupported image format (JPEG and PNG only)", path);
+      if (!msg || strlist_add(&fj->skipped, msg) != 0) rc = data_errf(err, errlen, "out of memory");
+      free(msg);
+    } else if (line_of[i]) {
+      const char *cls = tokens.s[entry_of[i]];
+      int32_t label;
+      if (numeric) {
+        label = (int32_t)strtol(cls, NULL, 10);
+      } else {
+        const char *key = cls;
+        char **p = bsearch(&key, fj->classes.s, (size_t)fj->classes.n, sizeof(char *), cmp_str);
+        label = (int32_t)(p - fj->classes.s);
+      }
+      if (folder_add(fj, path, label) != 0) rc = data_errf(err, errlen, "out of memory");
+    }
+    free(path);
+  }
+  free(line_of);
+  free(entry_of);
+  strlist_free(&names);
+  strlist_free(&tokens);
+  if (rc == 0 && fj->files.n == 0)
+    rc = data_errf(err, errlen, "%s: no .jpg, .jpeg or .png images", dir);
+  return rc;
+}
+
 static int folder_produce(void *ctx, int64_t job, uint8_t *slot, char *msg, size_t msglen) {
   folder_job *fj = ctx;
   data_image img;
-  if (data_image_load(fj->files.s[job], fj->size, &img, msg, msglen) != 0) return -1;
-  data_image_resize_center_crop(&img, fj->size, slot);
+  const char *path = fj->files.s[fj->lo + job];
+  if (fj->jpeg) memset(slot, 0, sizeof(encoded_image)); /* consume frees its bytes */
+  if (data_image_load(path, fj->size, &img, msg, msglen) != 0) return -1;
+  if (!fj->jpeg) {
+    data_image_resize_center_crop(&img, fj->size, slot);
+    data_image_free(&img);
+    return 0;
+  }
+  /* JPEG storage: the shorter side to size, the aspect ratio kept */
+  encoded_image *e = (encoded_image *)slot;
+  memset(e, 0, sizeof *e);
+  int fw = img.full_w > 0 ? img.full_w : img.w, fh = img.full_h > 0 ? img.full_h : img.h;
+  data_resize_shape(fw, fh, fj->size, &e->w, &e->h);
+  uint8_t *px = malloc((size_t)e->w * e->h * 3);
+  if (!px) {
+    data_image_free(&img);
+    return data_errf(msg, msglen, "%s: out of memory resizing to %dx%d", path, e->w, e->h);
+  }
+  data_image_resize(&img, e->w, e->h, px);
   data_image_free(&img);
-  return 0;
+  data_pixel_sums(px, (size_t)e->w * e->h, 3, e->sum, e->sumsq);
+  int rc = data_jpeg_encode(px, e->w, e->h, 3, fj->quality, path, &e->bytes, &e->len, msg, msglen);
+  free(px);
+  return rc;
 }
 
 static int folder_consume(void *ctx, int64_t job, const uint8_t *slot, int status,
                           const char *msg) {
   folder_job *fj = ctx;
+  int64_t k = fj->lo + job;
+  int rc = 0;
   if (status != 0) {
-    if (strlist_add(&fj->skipped, msg) != 0)
-      return data_errf(fj->err, sizeof fj->err, "out of memory");
+    if (strlist_add(&fj->skipped, msg) != 0) rc = data_errf(fj->err, sizeof fj->err, "out of memory");
   } else {
-    int val = fj->held && fj->held[job];
-    if (data_writer_append(val ? fj->wr_val : fj->wr, slot, fj->labels[job], fj->err,
-                           sizeof fj->err) != 0)
-      return -1;
-    val ? fj->written_val++ : fj->written++;
+    int val = fj->held && fj->held[k];
+    data_writer *wr = val ? fj->wr_val : fj->wr;
+    if (fj->jpeg) {
+      const encoded_image *e = (const encoded_image *)slot;
+      rc = data_writer_append_jpeg(wr, e->bytes, e->len, e->h, e->w, e->sum, e->sumsq,
+                                   fj->labels[k], fj->err, sizeof fj->err);
+    } else {
+      rc = data_writer_append(wr, slot, fj->labels[k], fj->err, sizeof fj->err);
+    }
+    if (rc == 0) val ? fj->written_val++ : (fj->written++, fj->shard_written++);
   }
-  progress_update(&fj->prog, job + 1);
-  return 0;
+  if (fj->jpeg) free(((encoded_image *)slot)->bytes);
+  if (rc == 0) progress_update(&fj->prog, k + 1);
+  return rc;
 }
 
 /* Prints the skipped list on stderr when o->progress. */
@@ -402,6 +590,50 @@ static void report_skipped(const data_convert_opts *o, const strlist *skipped) {
   if (!o->progress || skipped->n == 0) return;
   fprintf(stderr, "skipped %lld unreadable image(s):\n", (long long)skipped->n);
   for (int64_t i = 0; i < skipped->n; i++) fprintf(stderr, "  %s\n", skipped->s[i]);
+}
+
+/* Writes listed images [lo, hi) to out (and the held-out ones to val_out).
+ * Leaves complete "<file>.tmp" files if keep_tmp, else commits them. */
+static int folder_write(folder_job *fj, const data_convert_opts *o, const char *what,
+                        const char *out, const char *val_out, int64_t lo, int64_t hi, char *err,
+                        size_t errlen) {
+  const char *const *names = (const char *const *)fj->classes.s;
+  int nc = (int)fj->classes.n, size = fj->size;
+  fj->wr = fj->wr_val = NULL;
+  fj->lo = lo;
+  fj->shard_written = 0;
+  int64_t val_before = fj->written_val;
+  int rc = fj->jpeg ? data_writer_create_jpeg(out, 3, nc, names, &fj->wr, err, errlen)
+                    : data_writer_create(out, size, size, 3, nc, names, o->compress, &fj->wr, err,
+                                         errlen);
+  if (rc == 0 && fj->held)
+    rc = fj->jpeg ? data_writer_create_jpeg(val_out, 3, nc, names, &fj->wr_val, err, errlen)
+                  : data_writer_create(val_out, size, size, 3, nc, names, o->compress,
+                                       &fj->wr_val, err, errlen);
+  if (rc == 0) {
+    char perr[1024] = "";
+    size_t slot = fj->jpeg ? sizeof(encoded_image) : (size_t)size * size * 3;
+    rc = pipeline_run(hi - lo, o->threads, slot, folder_produce, folder_consume, fj, perr,
+                      sizeof perr);
+    if (rc != 0) data_errf(err, errlen, "%s", perr[0] ? perr : fj->err);
+  }
+  if (rc == 0 && fj->shard_written + (fj->written_val - val_before) == 0)
+    rc = data_errf(err, errlen, "%s: none of the %lld images could be read (see the list above)",
+                   what, (long long)(hi - lo));
+  if (rc == 0 && fj->wr_val) {
+    rc = o->keep_tmp ? data_writer_finish_tmp(fj->wr_val, err, errlen)
+                     : data_writer_finish(fj->wr_val, err, errlen);
+    fj->wr_val = NULL;
+  }
+  if (rc == 0) {
+    rc = o->keep_tmp ? data_writer_finish_tmp(fj->wr, err, errlen)
+                     : data_writer_finish(fj->wr, err, errlen);
+    fj->wr = NULL;
+  }
+  data_writer_abort(fj->wr);
+  data_writer_abort(fj->wr_val);
+  fj->wr = fj->wr_val = NULL;
+  return rc;
 }
 
 int data_convert_imagefolder(const char *dir, const char *out, const data_convert_opts *o,
@@ -416,44 +648,66 @@ int data_convert_imagefolder(const char *dir, const char *out, const data_conver
     return data_errf(err, errlen, "--val-fraction %g is not in [0, 1)", o->val_fraction);
   if (o->val_fraction > 0 && (!o->val_out || !*o->val_out))
     return data_errf(err, errlen, "--val-fraction %g needs --val-out", o->val_fraction);
+  int shards = o->shards > 1 ? o->shards : 1;
+  if (shards > 1 && o->val_fraction > 0)
+    return data_errf(err, errlen,
+                     "--val-fraction with --shards %d: convert the validation images on their own",
+                     shards);
+  if (o->encode != DATA_ENCODING_RAW && o->encode != DATA_ENCODING_JPEG)
+    return data_errf(err, errlen, "encoding %d is not raw or jpeg", o->encode);
+  int quality = o->quality > 0 ? o->quality : 90;
+  if (quality > 100) return data_errf(err, errlen, "--quality %d is not in 1..100", quality);
+  int ranks = o->shard_ranks > 0 ? o->shard_ranks : 1, rank = o->shard_rank;
+  if (rank < 0 || rank >= ranks)
+    return data_errf(err, errlen, "shard rank %d is not in [0, %d)", rank, ranks);
   folder_job fj;
   memset(&fj, 0, sizeof fj);
   fj.size = size;
-  int rc = folder_list(dir, &fj, err, errlen);
+  fj.jpeg = o->encode == DATA_ENCODING_JPEG;
+  fj.quality = quality;
+  int rc = o->labels ? labels_list(dir, o->labels, o->class_names, &fj, err, errlen)
+                     : folder_list(dir, &fj, err, errlen);
+  if (rc == 0 && shards > fj.files.n)
+    rc = data_errf(err, errlen, "--shards %d is more than the %lld images", shards,
+                   (long long)fj.files.n);
   if (rc == 0 && o->val_fraction > 0) {
     fj.held = malloc((size_t)fj.files.n);
     if (!fj.held || data_holdout_mask(fj.files.n, o->val_fraction, o->seed, fj.held) != 0)
       rc = data_errf(err, errlen, "out of memory splitting %lld images", (long long)fj.files.n);
   }
-  const char *const *names = (const char *const *)fj.classes.s;
-  if (rc == 0)
-    rc = data_writer_create(out, size, size, 3, (int)fj.classes.n, names, o->compress, &fj.wr, err,
-                            errlen);
-  if (rc == 0 && fj.held)
-    rc = data_writer_create(o->val_out, size, size, 3, (int)fj.classes.n, names, o->compress,
-                            &fj.wr_val, err, errlen);
-  if (rc == 0) {
-    progress_begin(&fj.prog, o->progress, "imagefolder", fj.files.n);
-    char perr[1024] = "";
-    rc = pipeline_run(fj.files.n, o->threads, (size_t)size * size * 3, folder_produce,
-                      folder_consume, &fj, perr, sizeof perr);
-    progress_end(&fj.prog, fj.files.n);
-    if (rc != 0) data_errf(err, errlen, "%s", perr[0] ? perr : fj.err);
+  /* Every shard is finished as "<file>.tmp" first and renamed only when all
+   * of this process's are complete: a failure leaves none of them. */
+  data_convert_opts ot = *o;
+  ot.keep_tmp = 1;
+  if (rc == 0) progress_begin(&fj.prog, o->progress, "imagefolder", fj.files.n);
+  int last = rank - ranks; /* the last shard written */
+  for (int sh = rank; rc == 0 && sh < shards; sh += ranks) {
+    int64_t lo = sh * fj.files.n / shards, hi = (sh + 1) * fj.files.n / shards;
+    char path[4200];
+    if (shards > 1)
+      data_shard_path(out, sh, shards, path, sizeof path);
+    else
+      snprintf(path, sizeof path, "%s", out);
+    rc = folder_write(&fj, &ot, shards > 1 ? path : dir, path, o->val_out, lo, hi, err, errlen);
+    if (rc == 0) last = sh;
   }
+  for (int sh = rank; sh <= last; sh += ranks) {
+    char path[4200], tmp[4300];
+    if (shards > 1)
+      data_shard_path(out, sh, shards, path, sizeof path);
+    else
+      snprintf(path, sizeof path, "%s", out);
+    for (int v = 0; v < (fj.held ? 2 : 1); v++) {
+      const char *p = v ? o->val_out : path;
+      snprintf(tmp, sizeof tmp, "%s.tmp", p);
+      if (rc != 0)
+        unlink(tmp);
+      else if (!o->keep_tmp && data_commit_tmp(p, err, errlen) != 0)
+        rc = -1;
+    }
+  }
+  if (rc == 0) progress_end(&fj.prog, fj.files.n);
   report_skipped(o, &fj.skipped);
-  if (rc == 0 && fj.written + fj.written_val == 0)
-    rc = data_errf(err, errlen, "%s: none of the %lld images could be read (see the list above)",
-                   dir, (long long)fj.files.n);
-  if (rc == 0 && fj.wr_val) {
-    rc = data_writer_finish(fj.wr_val, err, errlen);
-    fj.wr_val = NULL;
-  }
-  if (rc == 0) {
-    rc = data_writer_finish(fj.wr, err, errlen);
-    fj.wr = NULL;
-  }
-  data_writer_abort(fj.wr);
-  data_writer_abort(fj.wr_val);
   if (rc == 0) fill_stats(o, fj.written, fj.written_val, fj.skipped.n, t0);
   strlist_free(&fj.files);
   strlist_free(&fj.classes);

@@ -14,7 +14,13 @@
 #include <stdint.h>
 
 #define DATA_FORMAT_NAME "alexnet-hdf5"
-#define DATA_FORMAT_VERSION 1
+/* Version 1: raw pixels in /images (still what raw files are written as, so
+ * older builds read them). Version 2 adds the `encoding` attribute and
+ * JPEG-encoded files (/jpeg, /offsets, /shapes). This build reads 1 and 2. */
+#define DATA_FORMAT_VERSION 2
+#define DATA_FORMAT_VERSION_RAW 1
+
+typedef enum { DATA_ENCODING_RAW = 0, DATA_ENCODING_JPEG = 1 } data_encoding;
 
 /* ------------------------------------------------------------------------ */
 /* Images in memory                                                          */
@@ -54,6 +60,47 @@ void data_image_resize(const data_image *src, int out_w, int out_h, uint8_t *dst
  * torchvision's Resize), then a centred size x size crop (torchvision's
  * CenterCrop; AlexNet's 256x256 preprocessing). dst has size*size*c bytes. */
 void data_image_resize_center_crop(const data_image *src, int size, uint8_t *dst);
+/* The same with the shorter side to `resize`, then the centred crop x crop
+ * window (torchvision's Resize(resize) + CenterCrop(crop); crop <= resize). */
+void data_image_resize_crop(const data_image *src, int resize, int crop, uint8_t *dst);
+
+/* Encodes (h, w, c) pixels (c = 1 or 3) as a baseline JPEG of the given
+ * quality (1..100; 4:2:0 chroma subsampling, libjpeg-turbo's defaults, so
+ * the bytes are a function of the pixels and quality only). *out is
+ * malloc'd (caller frees). -1 with a message naming `name` on failure. */
+int data_jpeg_encode(const uint8_t *pixels, int w, int h, int c, int quality, const char *name,
+                     uint8_t **out, size_t *len, char *err, size_t errlen);
+
+/* Decodes a JPEG with DCT scaling (scale_num / 8, 1..8) to RGB; img's
+ * full_w/full_h/scale describe the geometry as data_image says. */
+int data_jpeg_decode_scaled(const uint8_t *buf, size_t len, const char *name, int scale_num,
+                            data_image *img, char *err, size_t errlen);
+/* The smallest libjpeg scale (num of num/8) whose decoded w x h picture
+ * still has at least need_w x need_h pixels inside the box bw x bh of the
+ * full image (i.e. ceil-free: bw * num / 8 >= need_w and bh * num / 8 >= need_h). */
+int data_jpeg_scale_for(double bw, double bh, int need_w, int need_h);
+
+/* Resizes the box (bx, by, bw, bh) of src (in full-image pixels, see
+ * data_image) to out_w x out_h, as PIL's img.crop(box).resize((out_w,
+ * out_h), BILINEAR) does for an integer box (the filter does not reach
+ * outside the box). dst has out_w*out_h*c bytes. */
+void data_image_resize_box(const data_image *src, double bx, double by, double bw, double bh,
+                           int out_w, int out_h, uint8_t *dst);
+
+/* torchvision's RandomResizedCrop.get_params with scale (0.08, 1) and ratio
+ * (3/4, 4/3) on a width x height image, given the draws of its tries:
+ * area[t] the fraction of the area (uniform in [0.08, 1)), aspect[t] the
+ * aspect ratio (exp of a uniform in [log 3/4, log 4/3)), pos[2t], pos[2t+1]
+ * uniforms in [0, 1) picking the top and the left offset (floor(u * range)).
+ * After DATA_RRC_TRIES misses, torchvision's centre fallback. The box is
+ * (x, y) (left, top) and w x h. */
+#define DATA_RRC_TRIES 10
+void data_rrc_box(int width, int height, const double *area, const double *aspect,
+                  const double *pos, int *x, int *y, int *w, int *h);
+
+/* torchvision's Resize(resize) (shorter side to resize, the longer to
+ * floor(long*resize/short)): the size it gives. */
+void data_resize_shape(int w, int h, int resize, int *out_w, int *out_h);
 
 /* Writes an 8-bit RGB (c = 3) or gray (c = 1) PNG; -1 with a message naming
  * the path if it cannot be created or written. */
@@ -63,27 +110,61 @@ int data_png_write(const char *path, int w, int h, int c, const uint8_t *pixels,
 /* ------------------------------------------------------------------------ */
 /* The dataset file                                                          */
 
-typedef struct {
-  char path[4096];
-  int64_t n;   /* samples */
-  int h, w, c; /* stored image size, c = 1 or 3 */
+typedef struct data_dataset data_dataset;
+struct data_dataset {
+  char path[4096]; /* the file; for shards the first file's path */
+  int64_t n;       /* samples */
+  int h, w, c;     /* raw: the stored image size; jpeg: the largest height and width */
+  int min_h, min_w; /* the smallest stored height and width (raw: h, w) */
+  int encoding;     /* data_encoding */
   int num_classes;
   float mean[3], std[3];      /* per channel, of pixels scaled to [0, 1] */
   char **class_names;         /* num_classes strings, owned */
   int32_t *labels;            /* (n), owned, read and validated at open */
-  int64_t file_id, images_id; /* HDF5 handles (hid_t), kept open for reads */
+  int32_t *shapes;            /* jpeg: (n, 2) height, width of each image; NULL for raw */
+  int64_t *offsets;           /* jpeg: (n + 1) byte offsets of each image in /jpeg */
+  int64_t file_id, images_id; /* HDF5 handles (hid_t; /images or /jpeg), kept open for reads */
   int64_t file_size;          /* bytes at open: a smaller file later = truncated */
-} data_dataset;
+  /* The exact pixel statistics (attributes pixel_count, pixel_sum, pixel_sumsq),
+   * from which shards' mean/std combine bit for bit as one file's; count 0 = absent. */
+  uint64_t pixel_count, pixel_sum[3], pixel_sumsq[3];
+  /* Several files read as one (shards): the files, in order, and the global
+   * index of each one's first sample (num_shards + 1 entries). 0 = one file. */
+  int num_shards;
+  data_dataset *shards;
+  int64_t *shard_first;
+};
 
 /* Opens and validates a dataset file read-only: the format attribute and
- * version, /images (uint8, rank 4, C in {1,3}), /labels (int32, same length,
- * all in [0, num_classes)), /classes (num_classes strings), mean and std.
- * Refuses anything else with a message naming file, dataset and first bad index. */
+ * version, /images (uint8, rank 4, C in {1,3}) or for JPEG files /jpeg,
+ * /offsets and /shapes, /labels (int32, same length, all in [0,
+ * num_classes)), /classes (num_classes strings), mean and std. Refuses
+ * anything else with a message naming file, dataset and first bad index.
+ * `path` may also name several files read as one dataset (shards): a glob
+ * (`train-*-of-00004.h5`, sorted) or several paths or globs one per line.
+ * Their samples are numbered in that order; their classes, channels,
+ * encoding (and raw image size) must agree, else the message names both
+ * files. A path that exists as a file is taken literally. */
 int data_dataset_open(const char *path, data_dataset *ds, char *err, size_t errlen);
+/* Decodes sample i's JPEG bytes (from data_dataset_read_bytes) at
+ * scale_num / 8 (8 = full size) and checks them against /shapes; a corrupt
+ * JPEG fails with a message naming the file (shard) and the sample. */
+int data_dataset_decode(const data_dataset *ds, int64_t i, const uint8_t *buf, size_t len,
+                        int scale_num, data_image *img, char *err, size_t errlen);
+/* Sample i's stored height and width. */
+void data_dataset_shape(const data_dataset *ds, int64_t i, int *h, int *w);
+/* The file holding sample i and the sample's index in it. */
+const char *data_dataset_locate(const data_dataset *ds, int64_t i, int64_t *local);
+/* Reads sample i's stored bytes: a JPEG's bytes, or a raw image's pixels,
+ * into *buf (grown with realloc to *cap bytes; *buf may start NULL); *len
+ * says how many. Errors as data_dataset_read. */
+int data_dataset_read_bytes(data_dataset *ds, int64_t i, uint8_t **buf, size_t *cap, size_t *len,
+                            char *err, size_t errlen);
 /* Closes the handles and frees labels and names; safe to call twice. */
 void data_dataset_close(data_dataset *ds);
 
-/* Reads sample i's pixels (h, w, c) into dst. Fails with a message naming the
+/* Reads sample i's pixels (h, w, c) into dst (JPEG files: decoded, of the
+ * sample's own shape, at most ds->h * ds->w * ds->c bytes). Fails with a message naming the
  * file and index (an index out of range, a file truncated since it was opened,
  * a read error). A file deleted while open stays readable (POSIX).
  * Not thread-safe on the same data_dataset (one thread owns a handle). */
@@ -107,6 +188,26 @@ int data_writer_append(data_writer *wr, const uint8_t *pixels, int32_t label, ch
  * On failure (incl. zero images) removes the tmp file, frees wr, returns -1. */
 int data_writer_finish(data_writer *wr, char *err, size_t errlen);
 void data_writer_abort(data_writer *wr); /* removes the temporary file, frees wr */
+/* A JPEG-encoded file (format version 2): images of any size, c = 1 or 3,
+ * appended as their encoded bytes with data_writer_append_jpeg. */
+int data_writer_create_jpeg(const char *path, int c, int num_classes,
+                            const char *const *class_names, data_writer **out, char *err,
+                            size_t errlen);
+/* Appends one JPEG (len bytes) of an h x w image, with the per-channel sums
+ * and sums of squares of the pixels it was encoded from (the file's mean/std). */
+int data_writer_append_jpeg(data_writer *wr, const uint8_t *jpeg, size_t len, int h, int w,
+                            const uint64_t sum[3], const uint64_t sumsq[3], int32_t label,
+                            char *err, size_t errlen);
+/* Per-channel sums and sums of squares of n pixels of c channels. */
+void data_pixel_sums(const uint8_t *pixels, size_t n, int c, uint64_t sum[3], uint64_t sumsq[3]);
+/* As data_writer_finish but leaves the complete file as "<path>.tmp" (not
+ * renamed): several processes can agree before anyone commits. */
+int data_writer_finish_tmp(data_writer *wr, char *err, size_t errlen);
+/* Renames "<path>.tmp" to path and syncs the directory; -1 with a message. */
+int data_commit_tmp(const char *path, char *err, size_t errlen);
+/* Shard s of k of OUT.h5: "OUT-0000s-of-0000k.h5" (".h5" is appended if OUT
+ * lacks it). */
+void data_shard_path(const char *out, int s, int k, char *buf, size_t len);
 
 /* Closes an HDF5 file (its hid_t) that data/ or launch/ opened. Returns 0,
  * or -1 if HDF5 could not close it (a last flush that hit a full disk or a
@@ -137,13 +238,26 @@ typedef struct {
   int threads;               /* decoding threads, 0 = all cores */
   int progress;              /* 1: progress (a bar on a terminal) and the skipped list on stderr */
   uint64_t seed;             /* imagefolder: the val split; synthetic: the samples */
-  const char *class_names;   /* idx: optional file of class names, one per line */
+  const char *class_names;   /* idx, imagefolder --labels with numbers: class names, one a line */
+  int encode;                /* imagefolder: DATA_ENCODING_RAW (size x size centre crops) or
+                                DATA_ENCODING_JPEG (shorter side to size, aspect kept, JPEG) */
+  int quality;               /* JPEG quality 1..100 (0 = 90) */
+  int shards;                /* imagefolder: this many files data_shard_path(out, s, shards),
+                                shard s holding listed images [s*n/K, (s+1)*n/K); 0, 1 = one */
+  int shard_rank, shard_ranks; /* write only shards s with s % shard_ranks == shard_rank */
+  int keep_tmp;              /* leave complete "<file>.tmp" files for data_commit_tmp */
+  const char *labels;        /* imagefolder: DIR is flat, this file gives each image's class:
+                                lines "filename label-or-class", or ImageNet's
+                                LOC_val_solution.csv ("ImageId,PredictionString") */
   data_convert_stats *stats; /* optional: filled on success */
 } data_convert_opts;
 
 /* torchvision's ImageFolder layout: class = sorted subfolder names, images
  * found recursively in sorted order (.jpg/.jpeg/.png, any case). Corrupt
- * images are skipped and counted; all unreadable = an error. */
+ * images are skipped and counted; all unreadable = an error. With
+ * o->labels, DIR is a flat folder and the file names each image's class
+ * (a name missing from DIR, or an image without a line, is an error before
+ * anything is written). With o->shards, the shards this process writes. */
 int data_convert_imagefolder(const char *dir, const char *out, const data_convert_opts *o,
                              char *err, size_t errlen);
 /* CIFAR binary: dir holds data_batch_*.bin/test_batch.bin (10) or train.bin/test.bin (100);
@@ -182,9 +296,18 @@ typedef struct {
   int ten_crop;          /* eval: 10 views per sample, consecutive in the batch */
   int out_channels;      /* 0 = stored; 3 with 1 stored = replicate gray */
   float mean[3], std[3]; /* normalization; std[0] == 0 = the file's attributes */
-  int prefetch;          /* batches prepared ahead (0 = 2); memory: prefetch + 1 buffers of
-                            B/ranks * views * C * crop * crop floats */
+  int prefetch;          /* batches prepared ahead (0 = 2); memory: max(prefetch, reader
+                            threads) + 1 buffers of B/ranks * views * C * crop * crop floats */
+  int crop_mode;         /* train: DATA_CROP_FIXED or DATA_CROP_RANDOM_RESIZED */
+  int resize;            /* eval: shorter side to resize, then the centre crop(s); 0 = crop the
+                            stored image as it is */
+  int reader_threads;    /* threads reading, decoding and augmenting whole batches (0 = 1) */
 } data_loader_opts;
+
+/* Training crops: AlexNet's crop x crop window of the stored image, or
+ * torchvision's RandomResizedCrop (scale (0.08, 1), ratio (3/4, 4/3),
+ * bilinear with antialias) of the stored image resized to crop x crop. */
+enum { DATA_CROP_FIXED = 0, DATA_CROP_RANDOM_RESIZED = 1 };
 
 typedef struct {
   float *images;    /* (count * views, C, crop, crop), normalized */

@@ -77,8 +77,10 @@ typedef struct {
   uint8_t *row;
 } jpeg_state;
 
+/* scale_num in 1..8 (of 8); 0: from min_short (the smallest that keeps the
+ * shorter side >= min_short; min_short <= 0 = full size). */
 static int decode_jpeg(const uint8_t *buf, size_t len, const char *name, int min_short,
-                       data_image *img, char *err, size_t errlen) {
+                       int scale_num, data_image *img, char *err, size_t errlen) {
   struct jpeg_decompress_struct cinfo;
   jpeg_errmgr jerr;
   jpeg_state st = {NULL, NULL};
@@ -99,7 +101,10 @@ static int decode_jpeg(const uint8_t *buf, size_t len, const char *name, int min
 
   int cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
-  if (min_short > 0) {
+  if (scale_num >= 1 && scale_num <= 8) {
+    cinfo.scale_num = (unsigned)scale_num;
+    cinfo.scale_denom = 8;
+  } else if (min_short > 0) {
     /* libjpeg's scaled size is ceil(dim * num / 8): take the smallest num
      * that keeps the shorter side >= min_short (8 = full size). */
     unsigned long s =
@@ -159,6 +164,68 @@ static int decode_jpeg(const uint8_t *buf, size_t len, const char *name, int min
   img->full_w = full_w;
   img->full_h = full_h;
   img->scale = scale;
+  return 0;
+}
+
+int data_jpeg_decode_scaled(const uint8_t *buf, size_t len, const char *name, int scale_num,
+                            data_image *img, char *err, size_t errlen) {
+  memset(img, 0, sizeof *img);
+  if (len < 3 || buf[0] != 0xFF || buf[1] != 0xD8 || buf[2] != 0xFF)
+    return data_errf(err, errlen, "%s: not a JPEG (bad first bytes)", name);
+  return decode_jpeg(buf, len, name, 0, scale_num < 1 ? 8 : scale_num > 8 ? 8 : scale_num, img,
+                     err, errlen);
+}
+
+int data_jpeg_scale_for(double bw, double bh, int need_w, int need_h) {
+  int num = 1;
+  while (num < 8 && (bw * num / 8 < need_w || bh * num / 8 < need_h)) num++;
+  return num;
+}
+
+/* Where libjpeg's compressor writes: a growing malloc'd buffer. */
+typedef struct {
+  uint8_t *out;
+  unsigned long len;
+} jpeg_enc_state;
+
+int data_jpeg_encode(const uint8_t *pixels, int w, int h, int c, int quality, const char *name,
+                     uint8_t **out, size_t *len, char *err, size_t errlen) {
+  *out = NULL;
+  *len = 0;
+  if (w < 1 || h < 1 || w > 65535 || h > 65535 || (c != 1 && c != 3) || quality < 1 ||
+      quality > 100)
+    return data_errf(err, errlen, "%s: cannot encode a %dx%dx%d image at quality %d", name, w, h,
+                     c, quality);
+  struct jpeg_compress_struct cinfo;
+  jpeg_errmgr jerr;
+  jpeg_enc_state st = {NULL, 0};
+  jpeg_enc_state *volatile stp = &st;
+  memset(&jerr, 0, sizeof jerr);
+  cinfo.err = jpeg_std_error(&jerr.pub);
+  jerr.pub.error_exit = jpeg_on_error;
+  jerr.pub.emit_message = jpeg_on_message;
+  if (setjmp(jerr.jb)) {
+    jpeg_destroy_compress(&cinfo);
+    free(stp->out);
+    return data_errf(err, errlen, "%s: JPEG encoding failed: %s", name, jerr.msg);
+  }
+  jpeg_create_compress(&cinfo);
+  jpeg_mem_dest(&cinfo, &st.out, &st.len);
+  cinfo.image_width = (JDIMENSION)w;
+  cinfo.image_height = (JDIMENSION)h;
+  cinfo.input_components = c;
+  cinfo.in_color_space = c == 3 ? JCS_RGB : JCS_GRAYSCALE;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = (JSAMPROW)(pixels + (size_t)cinfo.next_scanline * (size_t)w * (size_t)c);
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  *out = st.out;
+  *len = (size_t)st.len;
   return 0;
 }
 
@@ -258,7 +325,7 @@ int data_image_decode(const uint8_t *buf, size_t len, const char *name, int min_
   static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   if (len == 0) return data_errf(err, errlen, "%s: empty file", name);
   if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF)
-    return decode_jpeg(buf, len, name, min_short_side, img, err, errlen);
+    return decode_jpeg(buf, len, name, min_short_side, 0, img, err, errlen);
   if (len >= 8 && memcmp(buf, png_sig, 8) == 0) return decode_png(buf, len, name, img, err, errlen);
   return data_errf(err, errlen, "%s: not a JPEG or PNG image", name);
 }
@@ -315,8 +382,18 @@ static inline uint8_t resample_clip8(int32_t acc) {
   return (uint8_t)(acc < 0 ? 0 : acc > 255 ? 255 : acc);
 }
 
+static void axis_make_gen(axis_coeffs *a, int lo_clip, int hi_clip, double in0, double scale,
+                          int o0, int n);
+
 static void axis_make(axis_coeffs *a, int in_size, double extent, int out_size, int o0, int n) {
-  double scale = extent / out_size;
+  axis_make_gen(a, 0, in_size, 0.0, extent / out_size, o0, n);
+}
+
+/* Outputs o0 .. o0 + n - 1 of a resize whose output pixel o is centred at
+ * in0 + (o + 0.5) * scale input pixels, reading only inputs in [lo_clip,
+ * hi_clip) (PIL's precompute_coeffs on an image cropped to that range). */
+static void axis_make_gen(axis_coeffs *a, int lo_clip, int hi_clip, double in0, double scale,
+                          int o0, int n) {
   double fscale = scale > 1 ? scale : 1;
   double support = 1.0 * fscale;
   a->kmax = (int)ceil(support) * 2 + 1;
@@ -324,11 +401,12 @@ static void axis_make(axis_coeffs *a, int in_size, double extent, int out_size, 
   a->count = xmalloc_or_die((size_t)n * sizeof(int));
   a->w = xmalloc_or_die((size_t)n * (size_t)a->kmax * sizeof(int32_t));
   for (int i = 0; i < n; i++) {
-    double center = (o0 + i + 0.5) * scale;
+    double center = in0 + (o0 + i + 0.5) * scale;
     int lo = (int)(center - support + 0.5);
     int hi = (int)(center + support + 0.5);
-    if (lo < 0) lo = 0;
-    if (hi > in_size) hi = in_size;
+    if (lo < lo_clip) lo = lo_clip;
+    if (hi > hi_clip) hi = hi_clip;
+    if (hi <= lo) hi = lo + 1 <= hi_clip ? lo + 1 : hi_clip, lo = hi - 1; /* never empty */
     if (hi - lo > a->kmax) hi = lo + a->kmax;
     double ww[64 + 1], total = 0;
     double *wp = a->kmax <= 64 ? ww : xmalloc_or_die((size_t)a->kmax * sizeof(double));
@@ -366,17 +444,68 @@ static void image_extent(const data_image *im, double *ex, double *ey, int *fw, 
   if (*ey > im->h) *ey = im->h;
 }
 
+static void resample_axes(const data_image *im, axis_coeffs ax, axis_coeffs ay, int out_w,
+                          int out_h, uint8_t *dst);
+
 /* Resizes src to sw x sh and writes the window of out_w x out_h at (x0, y0)
  * of that result to dst. */
 static void resample(const data_image *im, int sw, int sh, int x0, int y0, int out_w, int out_h,
                      uint8_t *dst) {
-  const uint8_t *src = im->pixels;
-  int in_w = im->w, c = im->c, fw, fh;
+  int fw, fh;
   double ex, ey;
   image_extent(im, &ex, &ey, &fw, &fh);
   axis_coeffs ax, ay;
-  axis_make(&ax, in_w, ex, sw, x0, out_w);
+  axis_make(&ax, im->w, ex, sw, x0, out_w);
   axis_make(&ay, im->h, ey, sh, y0, out_h);
+  resample_axes(im, ax, ay, out_w, out_h, dst);
+}
+
+void data_image_resize_box(const data_image *src, double bx, double by, double bw, double bh,
+                           int out_w, int out_h, uint8_t *dst) {
+  int full = src->full_w > 0 && src->full_h > 0 && src->scale > 0;
+  double s = full ? src->scale : 1.0;
+  double x0 = bx * s, y0 = by * s, x1 = (bx + bw) * s, y1 = (by + bh) * s;
+  /* the pixels the box covers (a whole-pixel box at scale 1: exactly it) */
+  int lx = (int)floor(x0 + 1e-9), ly = (int)floor(y0 + 1e-9);
+  int hx = (int)ceil(x1 - 1e-9), hy = (int)ceil(y1 - 1e-9);
+  if (lx < 0) lx = 0;
+  if (ly < 0) ly = 0;
+  if (hx > src->w) hx = src->w;
+  if (hy > src->h) hy = src->h;
+  if (hx <= lx) hx = lx + 1;
+  if (hy <= ly) hy = ly + 1;
+  axis_coeffs ax, ay;
+  axis_make_gen(&ax, lx, hx, x0, (x1 - x0) / out_w, 0, out_w);
+  axis_make_gen(&ay, ly, hy, y0, (y1 - y0) / out_h, 0, out_h);
+  resample_axes(src, ax, ay, out_w, out_h, dst);
+}
+
+void data_resize_shape(int w, int h, int resize, int *out_w, int *out_h) {
+  if (w <= h) {
+    *out_w = resize;
+    *out_h = (int)((long long)resize * h / w);
+  } else {
+    *out_h = resize;
+    *out_w = (int)((long long)resize * w / h);
+  }
+}
+
+void data_image_resize_crop(const data_image *src, int resize, int crop, uint8_t *dst) {
+  int sw, sh, fw, fh;
+  double ex, ey;
+  image_extent(src, &ex, &ey, &fw, &fh); /* the aspect ratio is the original picture's */
+  data_resize_shape(fw, fh, resize, &sw, &sh);
+  /* torchvision's CenterCrop: int(round((dim - crop) / 2)), round half to even */
+  int x0 = (int)nearbyint((sw - crop) / 2.0);
+  int y0 = (int)nearbyint((sh - crop) / 2.0);
+  resample(src, sw, sh, x0, y0, crop, crop, dst);
+}
+
+/* The two passes with prepared coefficients (which it frees). */
+static void resample_axes(const data_image *im, axis_coeffs ax, axis_coeffs ay, int out_w,
+                          int out_h, uint8_t *dst) {
+  const uint8_t *src = im->pixels;
+  int in_w = im->w, c = im->c;
   int r0 = ay.start[0], r1 = 0;
   for (int i = 0; i < out_h; i++) {
     if (ay.start[i] < r0) r0 = ay.start[i];
@@ -429,20 +558,39 @@ void data_image_resize(const data_image *src, int out_w, int out_h, uint8_t *dst
 }
 
 void data_image_resize_center_crop(const data_image *src, int size, uint8_t *dst) {
-  int sw, sh, fw, fh;
-  double ex, ey;
-  image_extent(src, &ex, &ey, &fw, &fh); /* the aspect ratio is the original picture's */
-  if (fw <= fh) {
-    sw = size;
-    sh = (int)((long long)size * fh / fw);
-  } else {
-    sh = size;
-    sw = (int)((long long)size * fw / fh);
+  data_image_resize_crop(src, size, size, dst);
+}
+
+/* ------------------------------------------------------------------------ */
+/* RandomResizedCrop's box                                                   */
+
+void data_rrc_box(int width, int height, const double *area, const double *aspect,
+                  const double *pos, int *x, int *y, int *w, int *h) {
+  double total = (double)width * height;
+  for (int t = 0; t < DATA_RRC_TRIES; t++) {
+    double target = total * area[t];
+    /* Python's int(round(.)): half to even */
+    int cw = (int)nearbyint(sqrt(target * aspect[t]));
+    int ch = (int)nearbyint(sqrt(target / aspect[t]));
+    if (cw > 0 && cw <= width && ch > 0 && ch <= height) {
+      int ny = height - ch + 1, nx = width - cw + 1;
+      int i = (int)(pos[2 * t] * ny), j = (int)(pos[2 * t + 1] * nx);
+      *y = i < ny ? i : ny - 1;
+      *x = j < nx ? j : nx - 1;
+      *w = cw, *h = ch;
+      return;
+    }
   }
-  /* torchvision's CenterCrop: int(round((dim - size) / 2)), round half to even */
-  int x0 = (int)nearbyint((sw - size) / 2.0);
-  int y0 = (int)nearbyint((sh - size) / 2.0);
-  resample(src, sw, sh, x0, y0, size, size, dst);
+  /* the centre fallback, clamping the aspect ratio to [3/4, 4/3] */
+  double in_ratio = (double)width / height;
+  int cw = width, ch = height;
+  if (in_ratio < 3.0 / 4.0)
+    ch = (int)nearbyint(cw / (3.0 / 4.0));
+  else if (in_ratio > 4.0 / 3.0)
+    cw = (int)nearbyint(ch * (4.0 / 3.0));
+  *w = cw, *h = ch;
+  *y = (height - ch) / 2;
+  *x = (width - cw) / 2;
 }
 
 /* ------------------------------------------------------------------------ */

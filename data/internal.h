@@ -51,6 +51,12 @@ int data_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((for
  * errors ourselves. */
 void data_hdf5_quiet(void);
 
+/* Per-channel mean and std of pixels scaled to [0, 1] from exact sums over
+ * cnt pixels (a constant channel gets std 1): the writer's attributes, and
+ * shards' combined ones, computed alike so they agree bit for bit. */
+void data_stats_from_sums(const uint64_t *sum, const uint64_t *sumsq, double cnt, int c,
+                          float *mean, float *sd);
+
 /* Monotonic seconds. */
 double data_now(void);
 

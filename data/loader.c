@@ -47,39 +47,49 @@ typedef struct {
   char err[1024];
 } slot_t;
 
+/* One reader thread's buffers, grown as needed and reused. */
+typedef struct {
+  pthread_t thread;
+  int started;
+  uint8_t *buf; /* the sample's stored bytes (raw pixels or JPEG) */
+  size_t cap;
+  uint8_t *work; /* a resized image */
+  size_t work_cap;
+} reader_t;
+
 struct data_loader {
   data_loader_opts o; /* copy; o.indices points to subset */
   int64_t *subset;    /* (m) file indices, or NULL for all */
   int64_t m;          /* samples */
-  data_dataset ds;    /* read by the reader thread only, metadata by anyone */
+  data_dataset ds;    /* read under io_mu, metadata by anyone */
   int cin, cout, crop, views, per_rank, lighting_on;
   float mean[3], std[3];
   int64_t steps;
   int64_t *perm; /* (m) the current epoch's permutation */
-  uint8_t *pix;  /* (h, w, cin) staging for one sample */
   int nslots;
   slot_t *slots; /* (nslots) */
+  int nreaders;
+  reader_t *readers; /* (nreaders) */
 
-  pthread_t thread;
-  int thread_started;
+  pthread_mutex_t io_mu; /* one reader in HDF5 at a time */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   /* under mu: */
   int have_epoch, failed, stop, held;
   int64_t epoch, next_produce, next_consume;
-  /* bumped by start_epoch and close: the batch being filled is abandoned */
+  /* bumped by start_epoch and close: the batches being filled are abandoned */
   atomic_int abort_seq;
 };
 
 /* ------------------------------------------------------------------------ */
 /* Augmentation                                                              */
 
-/* Writes one view: the crop x crop window at (x0, y0) of pix (h, w, cin),
- * mirrored if flip, plus add[c] (lighting, [0,1] scale), normalized, to dst
- * (cout, crop, crop). */
-static void write_view(const data_loader *ld, const uint8_t *pix, int x0, int y0, int flip,
+/* Writes one view: the crop x crop window at (x0, y0) of pix (rows of W
+ * pixels of cin channels), mirrored if flip, plus add[c] (lighting, [0,1]
+ * scale), normalized, to dst (cout, crop, crop). */
+static void write_view(const data_loader *ld, const uint8_t *pix, int W, int x0, int y0, int flip,
                        const float add[3], float *dst) {
-  int W = ld->ds.w, C = ld->cin, K = ld->crop;
+  int C = ld->cin, K = ld->crop;
   for (int c = 0; c < ld->cout; c++) {
     int ci = C == 1 ? 0 : c;
     float scale = 1.0f / (255.0f * ld->std[c]);
@@ -101,17 +111,71 @@ static int center_offset(int dim, int crop) {
   return (int)nearbyint((dim - crop) / 2.0);
 }
 
-/* All views of one sample (file index idx) into dst. */
-static void augment(const data_loader *ld, const uint8_t *pix, int64_t idx, int64_t epoch,
-                    float *dst) {
-  int H = ld->ds.h, W = ld->ds.w, K = ld->crop;
+/* rd->work with room for n bytes; -1 out of memory. */
+static int work_room(reader_t *rd, size_t n) {
+  if (n <= rd->work_cap) return 0;
+  uint8_t *p = realloc(rd->work, n);
+  if (!p) return -1;
+  rd->work = p, rd->work_cap = n;
+  return 0;
+}
+
+/* The picture of sample idx (stored bytes in rd->buf, len bytes) as an
+ * image: raw pixels are used in place; a JPEG is decoded at scale_num/8
+ * (*owned = 1: free it). */
+static int sample_image(const data_loader *ld, reader_t *rd, int64_t idx, size_t len,
+                        int scale_num, data_image *img, int *owned, char *err, size_t errlen) {
+  *owned = 0;
+  memset(img, 0, sizeof *img);
+  if (ld->ds.encoding == DATA_ENCODING_RAW) {
+    img->w = ld->ds.w, img->h = ld->ds.h, img->c = ld->cin, img->pixels = rd->buf;
+    return 0;
+  }
+  if (data_dataset_decode(&ld->ds, idx, rd->buf, len, scale_num, img, err, errlen) != 0) return -1;
+  *owned = 1;
+  return 0;
+}
+
+/* A stored image smaller than the crop (JPEG files hold any size). */
+static int too_small(const data_loader *ld, int64_t idx, int W, int H, char *err, size_t errlen) {
+  int64_t li;
+  const char *p = data_dataset_locate(&ld->ds, idx, &li);
+  return data_errf(err, errlen,
+                   "%s: sample %lld is %dx%d, smaller than the crop %dx%d (set data.resize or "
+                   "data.crop_mode: random_resized)",
+                   p, (long long)li, W, H, ld->crop, ld->crop);
+}
+
+/* All views of sample idx (its stored bytes in rd->buf) into dst. -1 with
+ * a message naming the file and sample on a bad JPEG. */
+static int augment(const data_loader *ld, reader_t *rd, int64_t idx, size_t len, int64_t epoch,
+                   float *dst, char *err, size_t errlen) {
+  int H, W, K = ld->crop;
+  data_dataset_shape(&ld->ds, idx, &H, &W);
   size_t plane = (size_t)ld->cout * K * K;
   float zero[3] = {0, 0, 0};
+  data_image img;
+  int owned = 0, rc = 0;
   if (ld->o.train) {
     /* Always the same draws in the same order, whatever is switched off. */
     data_rng r = data_rng_key(ld->o.seed, DATA_STREAM_AUG, (uint64_t)epoch, (uint64_t)idx);
-    int x0 = (int)data_rng_below(&r, (uint64_t)(W - K + 1));
-    int y0 = (int)data_rng_below(&r, (uint64_t)(H - K + 1));
+    int rrc = ld->o.crop_mode == DATA_CROP_RANDOM_RESIZED;
+    int x0 = 0, y0 = 0, bw = 0, bh = 0;
+    if (rrc) {
+      double area[DATA_RRC_TRIES], aspect[DATA_RRC_TRIES], pos[2 * DATA_RRC_TRIES];
+      const double lr0 = log(3.0 / 4.0), lr1 = log(4.0 / 3.0);
+      for (int t = 0; t < DATA_RRC_TRIES; t++) {
+        area[t] = 0.08 + (1.0 - 0.08) * data_rng_uniform(&r);
+        aspect[t] = exp(lr0 + (lr1 - lr0) * data_rng_uniform(&r));
+        pos[2 * t] = data_rng_uniform(&r);
+        pos[2 * t + 1] = data_rng_uniform(&r);
+      }
+      data_rrc_box(W, H, area, aspect, pos, &x0, &y0, &bw, &bh);
+    } else {
+      if (W < K || H < K) return too_small(ld, idx, W, H, err, errlen);
+      x0 = (int)data_rng_below(&r, (uint64_t)(W - K + 1));
+      y0 = (int)data_rng_below(&r, (uint64_t)(H - K + 1));
+    }
     int flip = (int)(data_rng_next(&r) >> 63);
     double alpha[3];
     for (int j = 0; j < 3; j++) alpha[j] = data_rng_normal(&r) * ld->o.lighting;
@@ -119,24 +183,64 @@ static void augment(const data_loader *ld, const uint8_t *pix, int64_t idx, int6
     if (ld->lighting_on)
       for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++) add[i] += (float)(pca_eigvec[i][j] * alpha[j] * pca_eigval[j]);
-    write_view(ld, pix, x0, y0, ld->o.mirror ? flip : 0, add, dst);
-  } else if (ld->views == 1) {
-    write_view(ld, pix, center_offset(W, K), center_offset(H, K), 0, zero, dst);
+    flip = ld->o.mirror ? flip : 0;
+    if (rrc) {
+      /* DCT scaling: the smallest decode that still has crop x crop pixels in the box */
+      int num = data_jpeg_scale_for(bw, bh, K, K);
+      if (sample_image(ld, rd, idx, len, num, &img, &owned, err, errlen) != 0) return -1;
+      if (work_room(rd, (size_t)K * K * ld->cin) != 0)
+        rc = data_errf(err, errlen, "%s: out of memory", ld->ds.path);
+      else
+        data_image_resize_box(&img, x0, y0, bw, bh, K, K, rd->work);
+      if (rc == 0) write_view(ld, rd->work, K, 0, 0, flip, add, dst);
+    } else {
+      if (sample_image(ld, rd, idx, len, 8, &img, &owned, err, errlen) != 0) return -1;
+      write_view(ld, img.pixels, img.w, x0, y0, flip, add, dst);
+    }
   } else {
-    /* TenCrop: five_crop(img) + five_crop(hflip(img)): top-left, top-right,
-     * bottom-left, bottom-right, center. A window at x of the mirrored image
-     * is the mirror of the window at W - K - x of the original. */
-    int xs[5] = {0, W - K, 0, W - K, center_offset(W, K)};
-    int ys[5] = {0, 0, H - K, H - K, center_offset(H, K)};
-    for (int v = 0; v < 5; v++) {
-      write_view(ld, pix, xs[v], ys[v], 0, zero, dst + (size_t)v * plane);
-      write_view(ld, pix, W - K - xs[v], ys[v], 1, zero, dst + (size_t)(5 + v) * plane);
+    int R = ld->o.resize;
+    const uint8_t *pix;
+    int PW, PH; /* the picture the views are cut from */
+    if (R > 0) {
+      int sw, sh;
+      data_resize_shape(W, H, R, &sw, &sh);
+      int num = data_jpeg_scale_for(W, H, sw, sh);
+      if (sample_image(ld, rd, idx, len, num, &img, &owned, err, errlen) != 0) return -1;
+      size_t need = ld->views == 1 ? (size_t)K * K * ld->cin : (size_t)sw * sh * ld->cin;
+      if (work_room(rd, need) != 0) {
+        rc = data_errf(err, errlen, "%s: out of memory", ld->ds.path);
+      } else if (ld->views == 1) { /* only the centre window is resampled */
+        data_image_resize_crop(&img, R, K, rd->work);
+        sw = sh = K;
+      } else {
+        data_image_resize(&img, sw, sh, rd->work);
+      }
+      pix = rd->work, PW = sw, PH = sh;
+    } else {
+      if (W < K || H < K) return too_small(ld, idx, W, H, err, errlen);
+      if (sample_image(ld, rd, idx, len, 8, &img, &owned, err, errlen) != 0) return -1;
+      pix = img.pixels, PW = img.w, PH = img.h;
+    }
+    if (rc == 0 && ld->views == 1) {
+      write_view(ld, pix, PW, center_offset(PW, K), center_offset(PH, K), 0, zero, dst);
+    } else if (rc == 0) {
+      /* TenCrop: five_crop(img) + five_crop(hflip(img)): top-left, top-right,
+       * bottom-left, bottom-right, center. A window at x of the mirrored image
+       * is the mirror of the window at W - K - x of the original. */
+      int xs[5] = {0, PW - K, 0, PW - K, center_offset(PW, K)};
+      int ys[5] = {0, 0, PH - K, PH - K, center_offset(PH, K)};
+      for (int v = 0; v < 5; v++) {
+        write_view(ld, pix, PW, xs[v], ys[v], 0, zero, dst + (size_t)v * plane);
+        write_view(ld, pix, PW, PW - K - xs[v], ys[v], 1, zero, dst + (size_t)(5 + v) * plane);
+      }
     }
   }
+  if (owned) data_image_free(&img);
+  return rc;
 }
 
 /* ------------------------------------------------------------------------ */
-/* The reader thread                                                         */
+/* The reader threads                                                        */
 
 #define ABANDONED 1
 
@@ -151,7 +255,8 @@ static void step_slice(const data_loader *ld, int64_t step, int64_t *lo, int64_t
 
 /* Fills slot with step `step` of `epoch`. Returns 0, -1 (read error, message
  * in slot->err) or ABANDONED when start_epoch or close intervened. */
-static int produce(data_loader *ld, slot_t *slot, int64_t step, int64_t epoch, int seq) {
+static int produce(data_loader *ld, reader_t *rd, slot_t *slot, int64_t step, int64_t epoch,
+                   int seq) {
   int64_t lo, hi;
   step_slice(ld, step, &lo, &hi);
   size_t stride = (size_t)ld->views * ld->cout * ld->crop * ld->crop;
@@ -160,17 +265,31 @@ static int produce(data_loader *ld, slot_t *slot, int64_t step, int64_t epoch, i
     if (atomic_load(&ld->abort_seq) != seq) return ABANDONED;
     int64_t pos = ld->perm[j];
     int64_t idx = ld->subset ? ld->subset[pos] : pos;
-    if (data_dataset_read(&ld->ds, idx, ld->pix, slot->err, sizeof slot->err) != 0) return -1;
+    size_t len = 0;
+    pthread_mutex_lock(&ld->io_mu);
+    int rc = data_dataset_read_bytes(&ld->ds, idx, &rd->buf, &rd->cap, &len, slot->err,
+                                     sizeof slot->err);
+    pthread_mutex_unlock(&ld->io_mu);
+    if (rc != 0) return -1;
     int i = slot->count++;
-    augment(ld, ld->pix, idx, epoch, slot->images + (size_t)i * stride);
+    if (augment(ld, rd, idx, len, epoch, slot->images + (size_t)i * stride, slot->err,
+                sizeof slot->err) != 0)
+      return -1;
     slot->labels[i] = ld->ds.labels[idx];
     slot->indices[i] = idx;
   }
   return 0;
 }
 
+typedef struct {
+  data_loader *ld;
+  reader_t *rd;
+} reader_arg;
+
 static void *reader_main(void *arg) {
-  data_loader *ld = arg;
+  data_loader *ld = ((reader_arg *)arg)->ld;
+  reader_t *rd = ((reader_arg *)arg)->rd;
+  free(arg);
   data_hdf5_quiet(); /* HDF5's error stacks are per thread */
   pthread_mutex_lock(&ld->mu);
   while (!ld->stop) {
@@ -188,14 +307,14 @@ static void *reader_main(void *arg) {
     slot->state = SLOT_FILLING;
     slot->step = step;
     pthread_mutex_unlock(&ld->mu);
-    int rc = produce(ld, slot, step, epoch, seq);
+    int rc = produce(ld, rd, slot, step, epoch, seq);
     pthread_mutex_lock(&ld->mu);
     if (rc == ABANDONED || atomic_load(&ld->abort_seq) != seq) {
       slot->state = SLOT_FREE;
     } else {
       slot->status = rc;
       slot->state = SLOT_READY;
-      if (rc != 0) ld->failed = 1; /* nothing after a read error: next() reports it */
+      if (rc != 0) ld->failed = 1; /* nothing new after a read error: next() reports it */
     }
     pthread_cond_broadcast(&ld->cv);
   }
@@ -214,7 +333,12 @@ static void loader_free(data_loader *ld) {
       free(ld->slots[i].indices);
     }
   free(ld->slots);
-  free(ld->pix);
+  if (ld->readers)
+    for (int i = 0; i < ld->nreaders; i++) {
+      free(ld->readers[i].buf);
+      free(ld->readers[i].work);
+    }
+  free(ld->readers);
   free(ld->perm);
   free(ld->subset);
   data_dataset_close(&ld->ds);
@@ -234,9 +358,24 @@ static int loader_configure(data_loader *ld, char *err, size_t errlen) {
     return data_errf(err, errlen, "%s: global batch %d is not divisible by %d ranks", p,
                      o->global_batch, o->ranks);
   if (o->crop < 1) return data_errf(err, errlen, "%s: crop %d must be >= 1", p, o->crop);
-  if (o->crop > ds->h || o->crop > ds->w)
+  if (o->crop_mode != DATA_CROP_FIXED && o->crop_mode != DATA_CROP_RANDOM_RESIZED)
+    return data_errf(err, errlen, "%s: crop mode %d is not fixed (0) or random_resized (1)", p,
+                     o->crop_mode);
+  if (o->resize < 0 || (o->resize > 0 && o->resize < o->crop))
+    return data_errf(err, errlen, "%s: resize %d is smaller than the crop %d", p, o->resize,
+                     o->crop);
+  if (o->reader_threads < 0 || o->reader_threads > 256)
+    return data_errf(err, errlen, "%s: reader threads %d is not in 0..256", p, o->reader_threads);
+  /* Windows of the stored image: each image must hold the crop. */
+  int windows = o->train ? o->crop_mode == DATA_CROP_FIXED : o->resize == 0;
+  if (windows && ds->encoding == DATA_ENCODING_RAW && (o->crop > ds->h || o->crop > ds->w))
     return data_errf(err, errlen, "%s: /images are %dx%d, smaller than the crop %dx%d", p, ds->h,
                      ds->w, o->crop, o->crop);
+  if (windows && (o->crop > ds->min_h || o->crop > ds->min_w))
+    return data_errf(err, errlen,
+                     "%s: the smallest images are %d high and %d wide, smaller than the crop %d "
+                     "(set data.resize or data.crop_mode: random_resized)",
+                     p, ds->min_h, ds->min_w, o->crop);
   ld->cin = ds->c;
   ld->cout = o->out_channels == 0 ? ds->c : o->out_channels;
   if (!(ld->cout == ds->c || (ld->cout == 3 && ds->c == 1)))
@@ -309,11 +448,13 @@ int data_loader_open(const data_loader_opts *o, data_loader **out, char *err, si
     loader_free(ld);
     return -1;
   }
-  ld->nslots = (o->prefetch > 0 ? o->prefetch : 2) + 1;
+  ld->nreaders = o->reader_threads > 0 ? o->reader_threads : 1;
+  int ahead = o->prefetch > 0 ? o->prefetch : 2;
+  ld->nslots = (ahead > ld->nreaders ? ahead : ld->nreaders) + 1; /* every reader has a slot */
   ld->slots = calloc((size_t)ld->nslots, sizeof(slot_t));
   ld->perm = malloc((size_t)ld->m * sizeof(int64_t));
-  ld->pix = malloc((size_t)ld->ds.h * ld->ds.w * ld->ds.c);
-  int ok = ld->slots && ld->perm && ld->pix;
+  ld->readers = calloc((size_t)ld->nreaders, sizeof(reader_t));
+  int ok = ld->slots && ld->perm && ld->readers;
   size_t nimg = (size_t)ld->per_rank * ld->views * ld->cout * ld->crop * ld->crop;
   for (int i = 0; ok && i < ld->nslots; i++) {
     slot_t *s = &ld->slots[i];
@@ -325,33 +466,39 @@ int data_loader_open(const data_loader_opts *o, data_loader **out, char *err, si
   if (!ok) {
     loader_free(ld);
     return data_errf(err, errlen, "%s: out of memory for %d batch buffers of %zu MiB", o->path,
-                     o->prefetch > 0 ? o->prefetch + 1 : 3, (nimg * sizeof(float)) >> 20);
+                     ld->nslots, (nimg * sizeof(float)) >> 20);
   }
+  pthread_mutex_init(&ld->io_mu, NULL);
   pthread_mutex_init(&ld->mu, NULL);
   pthread_cond_init(&ld->cv, NULL);
   atomic_init(&ld->abort_seq, 0);
-  if (pthread_create(&ld->thread, NULL, reader_main, ld) != 0) {
-    pthread_cond_destroy(&ld->cv);
-    pthread_mutex_destroy(&ld->mu);
-    loader_free(ld);
-    return data_errf(err, errlen, "%s: cannot start the reader thread", o->path);
+  for (int i = 0; i < ld->nreaders; i++) {
+    reader_arg *a = malloc(sizeof *a);
+    if (a) a->ld = ld, a->rd = &ld->readers[i];
+    if (!a || pthread_create(&ld->readers[i].thread, NULL, reader_main, a) != 0) {
+      free(a);
+      data_loader_close(ld);
+      return data_errf(err, errlen, "%s: cannot start reader thread %d", o->path, i);
+    }
+    ld->readers[i].started = 1;
   }
-  ld->thread_started = 1;
   *out = ld;
   return 0;
 }
 
 void data_loader_close(data_loader *ld) {
   if (!ld) return;
-  if (ld->thread_started) {
+  if (ld->readers) { /* the threads, mutexes and condition exist once readers are allocated */
     pthread_mutex_lock(&ld->mu);
     ld->stop = 1;
     atomic_fetch_add(&ld->abort_seq, 1);
     pthread_cond_broadcast(&ld->cv);
     pthread_mutex_unlock(&ld->mu);
-    pthread_join(ld->thread, NULL);
+    for (int i = 0; i < ld->nreaders; i++)
+      if (ld->readers[i].started) pthread_join(ld->readers[i].thread, NULL);
     pthread_cond_destroy(&ld->cv);
     pthread_mutex_destroy(&ld->mu);
+    pthread_mutex_destroy(&ld->io_mu);
   }
   loader_free(ld);
 }

@@ -219,8 +219,8 @@ static void test_dataset_files(void) {
   snprintf(want, sizeof want, "%s: not an HDF5 file", debug_yaml());
   expect(1, with_train(debug_yaml(), NULL), want, NULL);
   /* a format version from the future */
-  copy_with_int_attr(good, file("v2.h5"), "version", 2);
-  expect(1, with_train(file("v2.h5"), NULL), "v2.h5: format version 2 is not supported", NULL);
+  copy_with_int_attr(good, file("v3.h5"), "version", 3);
+  expect(1, with_train(file("v3.h5"), NULL), "v3.h5: format version 3 is not supported", NULL);
   /* truncated before the run starts */
   snprintf(cmd, sizeof cmd, "head -c 100000 %s > %s", good, file("cut.h5"));
   CU_ASSERT_FATAL(tu_run_cmd(cmd, out, sizeof out) == 0);

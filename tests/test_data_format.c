@@ -302,8 +302,10 @@ static void test_refusals(void) {
   expect_refused(&s, "root attribute format = 'imagenet-hdf5', expected 'alexnet-hdf5'");
   s = good_spec(), s.format = NULL;
   expect_refused(&s, "missing root attribute 'format' (not an alexnet-hdf5 file)");
-  s = good_spec(), s.version = 2;
-  expect_refused(&s, "format version 2 is not supported (this build reads 1)");
+  s = good_spec(), s.version = 3;
+  expect_refused(&s, "format version 3 is not supported (this build reads 1 to 2)");
+  s = good_spec(), s.version = 2; /* version 2 says its encoding */
+  expect_refused(&s, "missing root attribute 'encoding' (version 2)");
   s = good_spec(), s.version = -1;
   expect_refused(&s, "missing root attribute 'version'");
   s = good_spec(), s.num_classes = 0;
