@@ -9,3 +9,11 @@ endif()
 if(TARGET test_data_convert AND TARGET alexnet-convert)
   add_dependencies(test_data_convert alexnet-convert)
 endif()
+# test_data_jpeg reads its reference file with HDF5 and runs alexnet-convert
+# (also under mpiexec).
+if(TARGET test_data_jpeg)
+  target_include_directories(test_data_jpeg PRIVATE ${HDF5_C_INCLUDE_DIRS})
+  if(TARGET alexnet-convert)
+    add_dependencies(test_data_jpeg alexnet-convert)
+  endif()
+endif()
