@@ -120,8 +120,26 @@ typedef struct {
   char last_ckpt[CFG_PATH_MAX + 64];
 } trainer;
 
+/* Batch norm across ranks. Synchronized (model.sync_batchnorm): nn hands
+ * each layer's per-channel sums here and gets back their sum over the ranks,
+ * so every rank normalizes by the global batch's statistics and updates the
+ * same running statistics. */
+static void bn_allreduce(void *ctx, double *sums, int n) {
+  (void)ctx;
+  dist_allreduce_sum_doubles(sums, n);
+}
+
+/* The running statistics are never averaged: without sync each rank's follow
+ * its own shard's batches, and rank 0's are the model's (PyTorch DDP's
+ * broadcast_buffers gives the same); with sync they agree already. Before an
+ * evaluation or a checkpoint, every rank takes rank 0's. */
+static void share_buffers(trainer *t) {
+  if (t->net.num_buffers) dist_bcast_floats(t->net.buffers, t->net.num_buffers, 0);
+}
+
 /* Rank 0 writes a checkpoint; every rank learns whether it worked. */
 static int save_checkpoint(trainer *t, char *err, size_t errlen) {
+  share_buffers(t);
   int failed = 0;
   char msg[4600] = "";
   /* The other ranks wait in dist_agree while rank 0 writes: file I/O time,
@@ -197,6 +215,7 @@ static void initialize_state(trainer *t) {
       int paper = c->model.weight_init == CFG_INIT_PAPER ||
                   (c->model.weight_init == CFG_INIT_AUTO && strcmp(c->model.arch, "alexnet") == 0);
       if (paper) nn_init_paper(&t->net, c->run.seed);
+      else if (c->model.weight_init == CFG_INIT_KAIMING) nn_init_kaiming(&t->net, c->run.seed);
       else nn_init_torch_default(&t->net, c->run.seed);
     }
     ckpt_meta_free(&meta);
@@ -207,6 +226,7 @@ static void initialize_state(trainer *t) {
   dist_bcast_bytes(pos, sizeof pos, 0);
   dist_bcast_floats(t->net.params, t->net.num_params, 0);
   dist_bcast_floats(t->momentum, t->net.num_params, 0);
+  share_buffers(t);
   t->step = pos[0], t->epoch = pos[1], t->step_in_epoch = pos[2];
 }
 
@@ -341,6 +361,9 @@ int main(int argc, char **argv) {
   nn_sgd_opts sgd = {.momentum = (float)c->optimizer.momentum,
                      .weight_decay = (float)c->optimizer.weight_decay,
                      .nesterov = c->optimizer.nesterov, .decay_bias = c->optimizer.decay_bias};
+  nn_lars_opts lars = {.momentum = sgd.momentum, .weight_decay = sgd.weight_decay,
+                       .eta = (float)c->optimizer.lars_eta, .eps = (float)c->optimizer.lars_eps};
+  if (c->model.sync_batchnorm) t.net.bn_reduce = bn_allreduce;
   int stopped_by = 0;
   int64_t epoch_start_step = t.step_in_epoch;
   while (t.step < stop_at && !stopped_by) {
@@ -372,7 +395,7 @@ int main(int argc, char **argv) {
       if (t.step == sleep_step && dist_rank() == nan_rank) sleep(3600);
       double t1 = now();
       double lr = cfg_lr_at(c, (double)t.step / (double)steps_per_epoch);
-      sgd.lr = (float)lr;
+      sgd.lr = lars.lr = (float)lr;
       /* Dropout masks: a function of (seed, step, sample's place in the global
        * batch), so resumes and other rank counts draw the same masks. */
       t.net.training = 1;
@@ -400,7 +423,8 @@ int main(int argc, char **argv) {
       if (dist_agree(failed, msg, sizeof msg) != 0)
         setup_exit(1, "%s; stopped before the update reached the weights (the last checkpoint is %s)",
                msg, t.last_ckpt[0] ? t.last_ckpt : "none");
-      nn_sgd_step(&t.net, t.momentum, &sgd);
+      if (c->optimizer.type == CFG_OPT_LARS) nn_lars_step(&t.net, t.momentum, &lars);
+      else nn_sgd_step(&t.net, t.momentum, &sgd);
       double t5 = now();
       double sums[5] = {loss * b.count, b.count, c1, c5, stop_signal != 0};
       dist_allreduce_sum_doubles(sums, 5);
@@ -464,6 +488,7 @@ int main(int argc, char **argv) {
     if (val_now) {
       if (m.tty) fprintf(stderr, "\n");
       eval_result r;
+      share_buffers(&t);
       if (eval_run(&t.net, t.data.val, t.epoch, &r, NULL, err, sizeof err) != 0)
         setup_exit(1, "%s; stopping in the evaluation after step %lld (the last checkpoint is %s)",
                err, (long long)t.step, t.last_ckpt[0] ? t.last_ckpt : "none");

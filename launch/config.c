@@ -83,7 +83,8 @@ typedef struct {
 static const char *const schedule_names[] = {"constant", "step", "multistep",
                                              "cosine",   "poly", NULL};
 static const char *const compress_names[] = {"none", "bf16", "fp16", NULL};
-static const char *const init_names[] = {"auto", "paper", "torch", NULL};
+static const char *const init_names[] = {"auto", "paper", "torch", "kaiming", NULL};
+static const char *const optimizer_names[] = {"sgd", "lars", NULL};
 static const int groups_only[] = {0, 1, 2, -1};
 static const int channels_only[] = {1, 3, -1};
 static const int data_channels_only[] = {0, 3, -1};
@@ -146,7 +147,9 @@ static const key_desc keys[] = {
      .only = channels_only,
      .expect = "1 or 3"},
     INT("model.input_size", model.input_size, 0, 0, 8192, "an integer in [0, 8192]"),
-    ENUM("model.weight_init", model.weight_init, CFG_INIT_AUTO, init_names, "auto, paper or torch"),
+    ENUM("model.weight_init", model.weight_init, CFG_INIT_AUTO, init_names,
+         "auto, paper, torch or kaiming"),
+    BOOL("model.sync_batchnorm", model.sync_batchnorm, 0),
     {.path = "model.features",
      .kind = K_LAYERS,
      .off = OFF(model.features),
@@ -218,6 +221,7 @@ static const key_desc keys[] = {
     I64("train.max_steps", train.max_steps, 0, 0, "an integer >= 0"),
 
     SECTION("optimizer"),
+    ENUM("optimizer.type", optimizer.type, CFG_OPT_SGD, optimizer_names, "sgd or lars"),
     DBL("optimizer.lr", optimizer.lr, 0.01, 0, 1, BIG, 0, "a positive number"),
     DBL("optimizer.momentum", optimizer.momentum, 0.9, 0, 0, 1, 1, "a number in [0, 1)"),
     DBL("optimizer.weight_decay", optimizer.weight_decay, 5e-4, 0, 0, BIG, 0, "a number >= 0"),
@@ -240,6 +244,8 @@ static const key_desc keys[] = {
     DBL("optimizer.schedule.power", optimizer.schedule.power, 1.0, 0, 1, BIG, 0,
         "a positive number"),
     DBL("optimizer.warmup_epochs", optimizer.warmup_epochs, 0, 0, 0, 1e6, 0, "a number >= 0"),
+    DBL("optimizer.lars_eta", optimizer.lars_eta, 0.001, 0, 1, BIG, 0, "a positive number"),
+    DBL("optimizer.lars_eps", optimizer.lars_eps, 1e-9, 0, 0, BIG, 0, "a number >= 0"),
 
     SECTION("dist"),
     DBL("dist.bucket_mb", dist.bucket_mb, 25, 0, 1, 1e6, 0, "a positive number"),
@@ -674,6 +680,7 @@ static const layer_kind layer_kinds[] = {
     {"avgpool", NN_AVGPOOL, {"out", NULL}, "out"},
     {"flatten", NN_FLATTEN, {NULL}, NULL},
     {"dropout", NN_DROPOUT, {"p", NULL}, "p"},
+    {"batchnorm", NN_BATCHNORM, {NULL}, NULL},
 };
 #define NUM_LAYER_KINDS ((int)(sizeof layer_kinds / sizeof layer_kinds[0]))
 
@@ -749,6 +756,7 @@ static const char *layer_problem(const nn_layer_spec *s, char *buf, size_t len) 
     case NN_RELU:
     case NN_TANH:
     case NN_FLATTEN:
+    case NN_BATCHNORM:
       return NULL;
     default:
       return snprintf(buf, len, "unknown layer kind %d", (int)s->kind), buf;
@@ -1212,6 +1220,15 @@ static int check_layers(const cfg_config *c, const char *key, const nn_layer_spe
       return invalid(c, err, errlen, key, "layer %d is in the wrong section", i);
     if (layer_problem(&s[i], why, sizeof why))
       return invalid(c, err, errlen, key, "[%d] %s: %s", i, layer_kind_name(s[i].kind), why);
+    /* nn_net_build's rule, here to point at the list: BatchNorm2d follows a
+     * conv, BatchNorm1d a linear layer. The classifier starts after the
+     * flatten, so its first item follows no conv or linear. */
+    nn_kind before = i > 0 ? s[i - 1].kind : NN_KIND_COUNT;
+    if (s[i].kind == NN_BATCHNORM && before != NN_CONV && before != NN_LINEAR)
+      return invalid(c, err, errlen, key,
+                     "[%d] batchnorm: must directly follow a conv (BatchNorm2d) or a linear layer "
+                     "(BatchNorm1d), not %s",
+                     i, i > 0 ? layer_kind_name(before) : "the start of the list");
   }
   return 0;
 }
@@ -1314,6 +1331,9 @@ static int check_optimizer(const cfg_config *c, char *err, size_t errlen) {
                    c->optimizer.warmup_epochs, c->train.epochs);
   if (c->optimizer.nesterov && c->optimizer.momentum <= 0)
     return invalid(c, err, errlen, "optimizer.nesterov", "needs optimizer.momentum > 0");
+  if (c->optimizer.nesterov && c->optimizer.type == CFG_OPT_LARS)
+    return invalid(c, err, errlen, "optimizer.nesterov",
+                   "is not part of LARS (optimizer.type: lars); set it false");
   return 0;
 }
 
@@ -1343,6 +1363,10 @@ int cfg_check_ranks(const cfg_config *c, int ranks, char *err, size_t errlen) {
   if (c->eval.batch_size % ranks)
     return invalid(c, err, errlen, "eval.batch_size", "%d is not divisible by the %d ranks",
                    c->eval.batch_size, ranks);
+  if (c->model.sync_batchnorm && ranks == 1)
+    return invalid(c, err, errlen, "model.sync_batchnorm",
+                   "true with one rank: there is nothing to synchronize (one rank's batch "
+                   "statistics are the global batch's); set it false or run on more ranks");
   return 0;
 }
 

@@ -43,7 +43,10 @@ typedef enum {
 typedef enum { CFG_RESUME_AUTO, CFG_RESUME_NEVER, CFG_RESUME_PATH } cfg_resume_mode;
 
 /* model.weight_init: auto = paper for arch alexnet, torch for everything else. */
-typedef enum { CFG_INIT_AUTO, CFG_INIT_PAPER, CFG_INIT_TORCH } cfg_weight_init;
+typedef enum { CFG_INIT_AUTO, CFG_INIT_PAPER, CFG_INIT_TORCH, CFG_INIT_KAIMING } cfg_weight_init;
+
+/* optimizer.type */
+typedef enum { CFG_OPT_SGD, CFG_OPT_LARS } cfg_optimizer_type;
 
 /* Where a key's value came from, for messages: line 0 = the default. */
 typedef struct {
@@ -69,6 +72,7 @@ typedef struct cfg_config {
     int in_channels;         /* C of the network input, default 3 */
     int input_size;          /* H = W of the network input, 0 = data.crop */
     int weight_init;         /* a cfg_weight_init */
+    int sync_batchnorm;      /* bool: batch norm statistics over the global batch */
     nn_layer_spec *features; /* (num_features), owned, section NN_FEATURES */
     int num_features;
     int avgpool_h, avgpool_w;  /* adaptive average pool output (explicit lists), 0 = none */
@@ -98,7 +102,9 @@ typedef struct cfg_config {
     int64_t max_steps; /* 0 = no limit; stops early, never changes the schedule */
   } train;
   struct {
+    int type; /* a cfg_optimizer_type */
     double lr, momentum, weight_decay;
+    double lars_eta, lars_eps; /* LARS's trust coefficient and denominator term */
     int nesterov, decay_bias; /* bools */
     struct {
       int type;                           /* a cfg_schedule_type */

@@ -287,7 +287,7 @@ static const err_case error_cases[] = {
     {"model: {dropout: -0.5}\n", NULL,
      "t.yaml:1:18: model.dropout: expected a number in [0, 1) or null, got \"-0.5\""},
     {"model: {weight_init: xavier}\n", NULL,
-     "t.yaml:1:22: model.weight_init: expected auto, paper or torch, got \"xavier\""},
+     "t.yaml:1:22: model.weight_init: expected auto, paper, torch or kaiming, got \"xavier\""},
     {"dist: {compress: int8}\n", NULL,
      "t.yaml:1:18: dist.compress: expected none, bf16 or fp16, got \"int8\""},
     {"data: {mean: [0.5, 0.5]}\n", NULL,

@@ -208,6 +208,69 @@ static void test_resume_exact(void) {
   CU_ASSERT(e < 1e-4);
 }
 
+/* Batch norm and LARS (issue 13): the debug net with a batch norm after each
+ * conv and the hidden linear layer, kaiming init, LARS with the debug
+ * config's warmup and cosine schedule. */
+#define BN_LARS                                                                                \
+  "--set 'model.features=[{conv: {out: 16, kernel: 5, padding: 2}}, batchnorm, relu, "         \
+  "{maxpool: 2}, {conv: {out: 32, kernel: 3, padding: 1}}, batchnorm, relu, {maxpool: 2}]' "   \
+  "--set 'model.classifier=[{dropout: 0.25}, {linear: 64}, batchnorm, relu, {linear: 4}]' "    \
+  "--set model.weight_init=kaiming --set optimizer.type=lars --set optimizer.lr=1 "
+
+/* Interrupted and resumed = never interrupted, running statistics and LARS
+ * momentum included; and it learns. */
+static void test_bn_lars_resume_exact(void) {
+  char full[4200], part[4200], pa[4300], pb[4300];
+  snprintf(full, sizeof full, "%s", tu_scratch_dir("train_bn_lars_full"));
+  snprintf(part, sizeof part, "%s", tu_scratch_dir("train_bn_lars_part"));
+  CU_ASSERT_FATAL(train("", full, BN_LARS "--set train.max_steps=20") == 0);
+  CU_ASSERT_FATAL(train("", part, BN_LARS "--set train.max_steps=9") == 0);
+  CU_ASSERT_FATAL(train("", part, BN_LARS "--set train.max_steps=20") == 0);
+  TU_ASSERT_CONTAINS(out, "resuming from");
+  ckpt(full, 20, pa, sizeof pa);
+  ckpt(part, 20, pb, sizeof pb);
+  int bitwise = 0;
+  compare_ckpt(pa, pb, 1, &bitwise);
+  CU_ASSERT(bitwise);
+  hid_t f = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT);
+  CU_ASSERT_FATAL(f >= 0);
+  float tracked = 0;
+  hid_t d = H5Dopen2(f, "model/features.1.num_batches_tracked", H5P_DEFAULT);
+  CU_ASSERT(d >= 0 && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &tracked) >= 0);
+  CU_ASSERT_EQUAL(tracked, 20.0f); /* one per training step, none for the evaluations */
+  if (d >= 0) H5Dclose(d);
+  H5Fclose(f);
+  double first = 0, last = 0;
+  int val = 0;
+  CU_ASSERT(train_losses(full, &first, &last, &val) >= 3);
+  CU_ASSERT(last < 0.6 * first);
+}
+
+/* Synchronized batch norm on 2 ranks = 1 rank; per-rank statistics differ. */
+static void test_sync_bn_ranks_agree(void) {
+  char a_dir[4200], b_dir[4200], c_dir[4200], pa[4300], pb[4300];
+  snprintf(a_dir, sizeof a_dir, "%s", tu_scratch_dir("train_syncbn_1"));
+  snprintf(b_dir, sizeof b_dir, "%s", tu_scratch_dir("train_syncbn_2"));
+  snprintf(c_dir, sizeof c_dir, "%s", tu_scratch_dir("train_syncbn_2_local"));
+  const char *set = BN_LARS "--set model.dropout=0 --set train.max_steps=3";
+  char sync[4096];
+  snprintf(sync, sizeof sync, "%s --set model.sync_batchnorm=true", set);
+  CU_ASSERT_FATAL(train("", a_dir, set) == 0);
+  CU_ASSERT_FATAL(train(MPI2, b_dir, sync) == 0);
+  CU_ASSERT_FATAL(train(MPI2, c_dir, set) == 0);
+  ckpt(a_dir, 3, pa, sizeof pa);
+  ckpt(b_dir, 3, pb, sizeof pb);
+  double e = compare_ckpt(pa, pb, 1, NULL);
+  ckpt(c_dir, 3, pb, sizeof pb);
+  double local = compare_ckpt(pa, pb, 1, NULL);
+  fprintf(stderr, " [1 rank vs 2 synchronized: %.3g; vs 2 per-rank: %.3g] ", e, local);
+  CU_ASSERT(e < 1e-5);
+  CU_ASSERT(local > 1e-3);
+  /* One rank has nothing to synchronize: a config error. */
+  CU_ASSERT(train("", a_dir, sync) == 2);
+  TU_ASSERT_CONTAINS(out, "model.sync_batchnorm: true with one rank");
+}
+
 /* The PIDs of this test's alexnet-train ranks (comm name + our run dir). */
 static void signal_ranks(const char *dir, const char *sig) {
   char cmd[8192];
@@ -296,6 +359,10 @@ int main(void) {
                                             {"config errors", test_config_errors},
                                             {"1 and 2 ranks agree", test_ranks_agree},
                                             {"resume is exact", test_resume_exact},
+                                            {"batch norm + LARS: resume is exact",
+                                             test_bn_lars_resume_exact},
+                                            {"sync batch norm: 1 and 2 ranks agree",
+                                             test_sync_bn_ranks_agree},
                                             {"SIGTERM checkpoints", test_sigterm},
                                             {"NaN stops the job", test_nan_stops},
                                             {NULL, NULL}});
