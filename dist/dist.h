@@ -61,10 +61,21 @@ void dist_set_timeout(double seconds);
 
 typedef enum { DIST_COMPRESS_NONE, DIST_COMPRESS_BF16, DIST_COMPRESS_FP16 } dist_compress;
 
+/* How a bucket is summed over the ranks.
+ *   AUTO  RING when the ranks span more than one node, else MPI
+ *   MPI   one blocking MPI_Allreduce per bucket (Open MPI's choice of
+ *         algorithm); the fastest in shared memory
+ *   RING  dist's own ring reduce-scatter + allgather with non-blocking
+ *         point-to-point messages, several buckets in flight at once, so
+ *         that a network link never waits for a rank to start the next
+ *         step (docs/distributed.md, "Over a network") */
+typedef enum { DIST_ALGO_AUTO, DIST_ALGO_MPI, DIST_ALGO_RING } dist_algorithm;
+
 typedef struct {
   double bucket_mb;        /* bucket size in MiB (2^20 bytes), (0, 4096]; 0 = 25 */
   int overlap;             /* 1: a communication thread reduces buckets during backward */
   dist_compress compress;  /* 16-bit wire format for slow networks */
+  dist_algorithm algorithm; /* AUTO (0) unless a test or benchmark forces one */
 } dist_reducer_opts;
 
 typedef struct dist_reducer dist_reducer;
@@ -91,6 +102,11 @@ void dist_reducer_ready(dist_reducer *r, size_t offset, size_t count);
  * leaves the buffer as is). Returns the exposed wait in ms (time this call
  * blocked). */
 double dist_reducer_finish(dist_reducer *r);
+/* The algorithm a reducer resolved AUTO to (MPI or RING); the same on
+ * every rank. */
+dist_algorithm dist_reducer_algorithm(const dist_reducer *r);
+/* "auto", "mpi" or "ring". */
+const char *dist_algorithm_name(dist_algorithm a);
 /* The same average without buckets or threads, for tests and the baseline:
  * one MPI_Allreduce over the whole buffer. Returns its time in ms. */
 double dist_allreduce_average_plain(float *grads, size_t n);

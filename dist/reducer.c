@@ -19,6 +19,20 @@
  * the main thread would mostly wait for dist_reducer_finish. With overlap off
  * the same buckets are reduced in the same order inside finish.
  *
+ * Over a network (algorithm RING, the default when the ranks span several
+ * nodes) the communication thread does not call MPI_Allreduce: it runs its
+ * own ring, a reduce-scatter then an allgather of size - 1 steps each, with
+ * MPI_Irecv/MPI_Isend to the neighbours, and keeps up to RING_WINDOW
+ * buckets in flight, each at its own step. A step of one bucket can start
+ * only when the previous one has arrived and been summed; with one bucket at
+ * a time every such hand-over idles the link until both ranks are scheduled
+ * again, which on a loaded machine or a slow link cost as much as the
+ * transfer itself (docs/multinode.md, "Why the reducer was slow"). With
+ * several buckets in flight the other buckets' messages fill those gaps.
+ * The ring adds the chunks in a fixed order (chunk c's sum starts at rank
+ * c + 1 and goes around), so results stay bitwise reproducible for a fixed
+ * rank count, overlap on or off.
+ *
  * Compression: bf16 and fp16 convert a bucket into a 16-bit buffer (allocated
  * once, one bucket long), allreduce it with a user-defined MPI_Op that adds
  * element by element in float and rounds back, and convert back. The 1/size
@@ -48,6 +62,23 @@
 #define BUCKET_ALIGN 16
 /* fp16 scales each bucket so that its largest |value| is at most 2^15. */
 #define FP16_TARGET_EXP 15
+/* Buckets the ring keeps in flight at once: enough that one bucket's
+ * hand-over between steps never leaves the link idle; each costs a receive
+ * buffer of bucket / size floats (and a 16-bit copy of the bucket). */
+#define RING_WINDOW 3
+
+/* One bucket in flight on the ring. */
+typedef struct {
+  int b;      /* bucket, -1 when the slot is free */
+  int step;   /* -1: fp16's MAX; 0 .. size-2: reduce-scatter; size-1 .. 2 size-3:
+                 allgather */
+  size_t count; /* elements of the bucket */
+  char *wire; /* (count) the bucket as sent: grads + lo, or a 16-bit copy */
+  char *tmp;  /* (count / size + 1) what a reduce-scatter step receives */
+  float max;  /* fp16: the largest |g| of the bucket over all ranks */
+  float down; /* fp16: the 2^-e that undoes the bucket's scale */
+  int wd;     /* watchdog slot */
+} ring_slot;
 
 struct dist_reducer {
   float *grads;            /* (n) averaged in place, not owned */
@@ -59,7 +90,14 @@ struct dist_reducer {
   int in_pass;             /* between begin and finish */
   int overlap;
   dist_compress compress;
-  uint16_t *half;          /* (bucket) 16-bit wire copy, bf16 or fp16 bits */
+  dist_algorithm algo;     /* MPI or RING (AUTO resolved at create) */
+  uint16_t *half;          /* (bucket) 16-bit wire copy, bf16 or fp16 bits;
+                              RING: (RING_WINDOW * bucket), one per slot */
+  int rank;
+  size_t esz;              /* bytes per element on the wire: 4 or 2 */
+  ring_slot slot[RING_WINDOW];
+  char *ring_tmp;          /* (RING_WINDOW * (bucket / size + 1) * esz) */
+  MPI_Request req[2 * RING_WINDOW]; /* slot i: [2i] receive, [2i+1] send */
   MPI_Comm comm;           /* the reducer's own duplicate of MPI_COMM_WORLD */
   MPI_Op op16;             /* sums bf16 or fp16 in float, MPI_OP_NULL for none */
   int size;
@@ -253,9 +291,205 @@ static void reduce_bucket(dist_reducer *r, int b) {
   dist_watchdog_disarm(slot);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The ring                                                                 */
+
+/* First element of chunk c of a bucket of count elements cut into size. */
+static size_t chunk_lo(const dist_reducer *r, size_t count, int c) {
+  return count * (size_t)c / (size_t)r->size;
+}
+
+/* dst[i] += src[i] in the wire format, for n elements. */
+static void wire_add(const dist_reducer *r, char *dst, const char *src, int n) {
+  switch (r->compress) {
+    case DIST_COMPRESS_NONE: {
+      float *d = (float *)dst;
+      const float *a = (const float *)src;
+      for (int i = 0; i < n; i++) d[i] += a[i];
+      break;
+    }
+    case DIST_COMPRESS_BF16: sum_bf16((void *)src, dst, &n, NULL); break;
+    case DIST_COMPRESS_FP16: sum_fp16((void *)src, dst, &n, NULL); break;
+  }
+}
+
+/* The chunk a rank sends and the one it receives at a step. */
+static void step_chunks(const dist_reducer *r, int step, int *send, int *recv) {
+  int p = r->size, k = r->rank;
+  if (step < p - 1) { /* reduce-scatter: pass on what was just summed */
+    *send = ((k - step) % p + p) % p;
+    *recv = ((k - step - 1) % p + p) % p;
+  } else { /* allgather: rank k starts with chunk k + 1, complete */
+    int t = step - (p - 1);
+    *send = ((k + 1 - t) % p + p) % p;
+    *recv = ((k - t) % p + p) % p;
+  }
+}
+
+/* Posts slot i's messages of its current step. */
+static void ring_post(dist_reducer *r, int i) {
+  ring_slot *s = &r->slot[i];
+  int send, recv;
+  step_chunks(r, s->step, &send, &recv);
+  size_t slo = chunk_lo(r, s->count, send), shi = chunk_lo(r, s->count, send + 1);
+  size_t rlo = chunk_lo(r, s->count, recv), rhi = chunk_lo(r, s->count, recv + 1);
+  char *into = s->step < r->size - 1 ? s->tmp : s->wire + rlo * r->esz;
+  MPI_Datatype t = r->compress == DIST_COMPRESS_NONE ? MPI_FLOAT : MPI_UINT16_T;
+  int left = (r->rank + r->size - 1) % r->size, right = (r->rank + 1) % r->size;
+  /* The tag is the bucket: messages of one bucket between two ranks arrive
+   * in the order sent, so its steps match up. */
+  DIST_CHECK(MPI_Irecv(into, (int)(rhi - rlo), t, left, s->b, r->comm, &r->req[2 * i]));
+  DIST_CHECK(MPI_Isend(s->wire + slo * r->esz, (int)(shi - slo), t, right, s->b, r->comm,
+                       &r->req[2 * i + 1]));
+}
+
+/* Puts bucket b in free slot i: converts it to the wire format and posts
+ * its first step. */
+static void ring_start(dist_reducer *r, int i, int b) {
+  ring_slot *s = &r->slot[i];
+  size_t lo = bucket_lo(r, b);
+  int count = (int)(bucket_hi(r, b) - lo);
+  float *g = r->grads + lo;
+  s->b = b;
+  s->step = 0;
+  s->count = (size_t)count;
+  s->wd = dist_watchdog_arm("ring allreduce of bucket %d (%.3g MB, floats [%zu, %zu))", b,
+                            (double)count * sizeof(float) / 1e6, lo, lo + (size_t)count);
+  const float inv = r->inv_size;
+  uint16_t *h = r->half + (size_t)i * (r->n < r->bucket ? r->n : r->bucket);
+  switch (r->compress) {
+    case DIST_COMPRESS_NONE: s->wire = (char *)g; break;
+    case DIST_COMPRESS_BF16:
+      for (int k = 0; k < count; k++) h[k] = bf16_from_float(g[k] * inv);
+      s->wire = (char *)h;
+      break;
+    case DIST_COMPRESS_FP16:
+      /* The scale needs every rank's largest |g|: a non-blocking MAX first
+       * (step -1). A blocking one here could deadlock: a rank inside it
+       * posts no ring message that a rank still at an earlier bucket waits
+       * for. Buckets start in the same order on every rank, as the standard
+       * requires of collectives. */
+      s->max = max_abs(g, count);
+      s->step = -1;
+      s->wire = (char *)h;
+      DIST_CHECK(MPI_Iallreduce(MPI_IN_PLACE, &s->max, 1, MPI_FLOAT, MPI_MAX, r->comm,
+                                &r->req[2 * i]));
+      return;
+  }
+  ring_post(r, i);
+}
+
+/* fp16, once the MAX is in: scales the bucket into 16 bits, posts step 0. */
+static void ring_start_fp16(dist_reducer *r, int i) {
+  ring_slot *s = &r->slot[i];
+  int e = 0;
+  if (s->max > 0 && isfinite(s->max)) {
+    int k;
+    frexpf(s->max, &k); /* max < 2^k */
+    e = FP16_TARGET_EXP - k;
+    e = e > 100 ? 100 : e < -100 ? -100 : e;
+  }
+  s->down = ldexpf(1.0f, -e);
+  fp16_from_floats(r->grads + bucket_lo(r, s->b), (uint16_t *)s->wire, (int)s->count,
+                   ldexpf(1.0f, e) * r->inv_size);
+  s->step = 0;
+  ring_post(r, i);
+}
+
+/* Slot i's bucket has been around the ring: back to floats, averaged. */
+static void ring_finish(dist_reducer *r, int i) {
+  ring_slot *s = &r->slot[i];
+  float *g = r->grads + bucket_lo(r, s->b);
+  int count = (int)s->count;
+  const uint16_t *h = (const uint16_t *)s->wire;
+  switch (r->compress) {
+    case DIST_COMPRESS_NONE: {
+      const float inv = r->inv_size;
+      for (int k = 0; k < count; k++) g[k] *= inv;
+      break;
+    }
+    case DIST_COMPRESS_BF16:
+      for (int k = 0; k < count; k++) g[k] = bf16_to_float(h[k]);
+      break;
+    case DIST_COMPRESS_FP16: fp16_to_floats(h, g, count, s->down); break;
+  }
+  dist_watchdog_disarm(s->wd);
+  s->b = -1;
+}
+
+/* Buckets handed over so far; with block, first waits until there are more
+ * than next (the ring has nothing in flight). */
+static int ring_available(dist_reducer *r, int next, int block) {
+  if (!r->has_thread) return r->nb;
+  pthread_mutex_lock(&r->mu);
+  if (block)
+    while (!r->stop && r->issued <= next) pthread_cond_wait(&r->work, &r->mu);
+  int n = r->stop ? r->nb : r->issued;
+  pthread_mutex_unlock(&r->mu);
+  return n;
+}
+
+/* Reduces every bucket of this pass around the ring, starting each as soon
+ * as it is handed over and a slot is free. */
+static void ring_pass(dist_reducer *r) {
+  int next = 0, done = 0, active = 0;
+  while (done < r->nb) {
+    int avail = ring_available(r, next, active == 0);
+    for (int i = 0; i < RING_WINDOW && active < RING_WINDOW && next < avail; i++)
+      if (r->slot[i].b < 0) {
+        ring_start(r, i, next++);
+        active++;
+      }
+    if (active == 0) continue;
+    int outcount, idx[2 * RING_WINDOW];
+    DIST_CHECK(MPI_Waitsome(2 * RING_WINDOW, r->req, &outcount, idx, MPI_STATUSES_IGNORE));
+    for (int i = 0; i < RING_WINDOW; i++) {
+      ring_slot *s = &r->slot[i];
+      if (s->b < 0 || r->req[2 * i] != MPI_REQUEST_NULL || r->req[2 * i + 1] != MPI_REQUEST_NULL)
+        continue;
+      if (s->step < 0) {
+        ring_start_fp16(r, i);
+        continue;
+      }
+      if (s->step < r->size - 1) {
+        int send, recv;
+        step_chunks(r, s->step, &send, &recv);
+        size_t lo = chunk_lo(r, s->count, recv), hi = chunk_lo(r, s->count, recv + 1);
+        wire_add(r, s->wire + lo * r->esz, s->tmp, (int)(hi - lo));
+      }
+      if (++s->step < 2 * (r->size - 1)) {
+        ring_post(r, i);
+        continue;
+      }
+      ring_finish(r, i);
+      active--;
+      done++;
+      if (r->has_thread) {
+        pthread_mutex_lock(&r->mu);
+        r->reduced++;
+        pthread_cond_signal(&r->done);
+        pthread_mutex_unlock(&r->mu);
+      }
+    }
+  }
+}
+
 static void *comm_thread_main(void *arg) {
   dist_reducer *r = arg;
   pthread_mutex_lock(&r->mu);
+  if (r->algo == DIST_ALGO_RING) {
+    /* One pass at a time: a new one starts when finish has collected the
+     * last (issued and reduced back to 0) and backward hands over again. */
+    for (;;) {
+      while (!r->stop && !(r->issued > 0 && r->reduced == 0)) pthread_cond_wait(&r->work, &r->mu);
+      if (r->stop) break;
+      pthread_mutex_unlock(&r->mu);
+      ring_pass(r);
+      pthread_mutex_lock(&r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+  }
   for (;;) {
     while (!r->stop && r->reduced == r->issued) pthread_cond_wait(&r->work, &r->mu);
     if (r->stop) break;
@@ -292,6 +526,11 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
       compress != DIST_COMPRESS_FP16)
     dist_abort(1, "dist: unknown gradient compression %d", (int)compress);
   if (!grads && n > 0) dist_abort(1, "dist: reducer over %zu floats with no buffer", n);
+  dist_algorithm algo = o ? o->algorithm : DIST_ALGO_AUTO;
+  if (algo != DIST_ALGO_AUTO && algo != DIST_ALGO_MPI && algo != DIST_ALGO_RING)
+    dist_abort(1, "dist: unknown allreduce algorithm %d", (int)algo);
+  /* Every rank sees the same answer: local size < size on all ranks or none. */
+  if (algo == DIST_ALGO_AUTO) algo = dist_local_size() < dist_size() ? DIST_ALGO_RING : DIST_ALGO_MPI;
 
   dist_reducer *r = calloc(1, sizeof *r);
   if (!r) dist_abort(1, "dist: out of memory for a reducer");
@@ -306,10 +545,25 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
   r->size = dist_size();
   r->inv_size = 1.0f / (float)r->size;
   r->op16 = MPI_OP_NULL;
+  r->algo = algo;
+  r->rank = dist_rank();
+  r->esz = compress == DIST_COMPRESS_NONE ? sizeof(float) : sizeof(uint16_t);
   size_t longest = n < bucket ? n : bucket;
+  size_t copies = algo == DIST_ALGO_RING ? RING_WINDOW : 1;
   r->ready = calloc(r->nb > 0 ? (size_t)r->nb : 1, sizeof *r->ready);
-  if (compress != DIST_COMPRESS_NONE) r->half = malloc((longest ? longest : 1) * sizeof(uint16_t));
-  if (!r->ready || (compress != DIST_COMPRESS_NONE && !r->half))
+  if (compress != DIST_COMPRESS_NONE)
+    r->half = malloc((longest ? longest : 1) * copies * sizeof(uint16_t));
+  if (algo == DIST_ALGO_RING) {
+    size_t tmp = (longest / (size_t)r->size + 1) * r->esz;
+    r->ring_tmp = malloc(tmp * RING_WINDOW);
+    for (int i = 0; i < RING_WINDOW; i++) {
+      r->slot[i].b = -1;
+      r->slot[i].tmp = r->ring_tmp ? r->ring_tmp + (size_t)i * tmp : NULL;
+    }
+  }
+  for (int i = 0; i < 2 * RING_WINDOW; i++) r->req[i] = MPI_REQUEST_NULL;
+  if (!r->ready || (compress != DIST_COMPRESS_NONE && !r->half) ||
+      (algo == DIST_ALGO_RING && !r->ring_tmp))
     dist_abort(1, "dist: out of memory for a reducer of %zu floats", n);
 
   DIST_CHECK(MPI_Comm_dup(dist_comm(), &r->comm));
@@ -341,9 +595,16 @@ void dist_reducer_free(dist_reducer *r) {
   pthread_mutex_destroy(&r->mu);
   if (r->op16 != MPI_OP_NULL) DIST_CHECK(MPI_Op_free(&r->op16));
   DIST_CHECK(MPI_Comm_free(&r->comm));
+  free(r->ring_tmp);
   free(r->half);
   free(r->ready);
   free(r);
+}
+
+dist_algorithm dist_reducer_algorithm(const dist_reducer *r) { return r->algo; }
+
+const char *dist_algorithm_name(dist_algorithm a) {
+  return a == DIST_ALGO_MPI ? "mpi" : a == DIST_ALGO_RING ? "ring" : "auto";
 }
 
 void dist_reducer_begin(dist_reducer *r) {
@@ -386,6 +647,8 @@ double dist_reducer_finish(dist_reducer *r) {
     while (r->reduced < r->nb) pthread_cond_wait(&r->done, &r->mu);
     r->issued = r->reduced = 0;
     pthread_mutex_unlock(&r->mu);
+  } else if (r->size > 1 && r->algo == DIST_ALGO_RING) {
+    ring_pass(r);
   } else if (r->size > 1) {
     for (int b = 0; b < r->nb; b++) reduce_bucket(r, b);
   }

@@ -4,9 +4,16 @@
  * plain MPI_Allreduce of the same buffer in the same run.
  *
  *   mpirun -n 2 alexnet-allreduce-bench [--mb 244.4] [--buckets 4,25,100]
- *       [--compress none,bf16,fp16] [--iters 5] [--backward-ms 0] [--pieces 16] [--json]
+ *       [--compress none,bf16,fp16] [--algorithm auto] [--iters 5] [--backward-ms 0]
+ *       [--pieces 16] [--json]
  *
- * Rows (median over --iters runs after one warm-up, the slowest rank's time):
+ * Every row is measured once per round, rows one after the other, for one
+ * warm-up round and --iters rounds: the methods compared alternate within
+ * the run, so a change of load on a shared machine hits them all alike.
+ * --algorithm takes a list (auto, mpi, ring: dist_algorithm) and adds the
+ * reducer rows once per algorithm.
+ *
+ * Rows (median over --iters rounds, the slowest rank's time):
  *   MPI_Allreduce        one call over the whole buffer, no scaling
  *   plain average        the same plus the 1/size scale (dist_allreduce_average_plain)
  *   reducer              dist's bucketed reducer, overlap on, every bucket
@@ -34,6 +41,8 @@ typedef struct {
   int nbuckets;
   dist_compress compress[3];
   int ncompress;
+  dist_algorithm algos[3];
+  int nalgos;
   int iters;
   double backward_ms;
   int pieces;
@@ -50,7 +59,8 @@ static void usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, fmt, arg);
     fprintf(stderr,
             "\nusage: mpirun -n P alexnet-allreduce-bench [--mb MB] [--buckets MiB,MiB,...] "
-            "[--compress none,bf16,fp16] [--iters N] [--backward-ms MS] [--pieces N] [--json]\n");
+            "[--compress none,bf16,fp16] [--algorithm auto,mpi,ring] [--iters N] "
+            "[--backward-ms MS] [--pieces N] [--json]\n");
   }
   dist_finalize();
   exit(2);
@@ -65,14 +75,15 @@ static double parse_number(const char *s, const char *opt) {
 
 static options parse(int argc, char **argv) {
   options o = {.n = ALEXNET_PARAMS, .buckets = {4, 25, 100}, .nbuckets = 3,
-               .compress = {DIST_COMPRESS_NONE}, .ncompress = 1, .iters = 5, .pieces = 16};
+               .compress = {DIST_COMPRESS_NONE}, .ncompress = 1, .algos = {DIST_ALGO_AUTO},
+               .nalgos = 1, .iters = 5, .pieces = 16};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--json")) {
       o.json = 1;
       continue;
     }
-    static const char *const valued[] = {"--mb",    "--buckets",     "--compress",
+    static const char *const valued[] = {"--mb",    "--buckets",     "--compress", "--algorithm",
                                          "--iters", "--backward-ms", "--pieces"};
     int known = 0;
     for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= !strcmp(a, valued[k]);
@@ -104,6 +115,17 @@ static options parse(int argc, char **argv) {
         else if (!strcmp(t, "fp16")) o.compress[o.ncompress++] = DIST_COMPRESS_FP16;
         else usage_error("unknown compression %s (none, bf16, fp16)", t);
       }
+    } else if (!strcmp(a, "--algorithm")) {
+      char buf[64];
+      snprintf(buf, sizeof buf, "%s", v);
+      o.nalgos = 0;
+      for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        if (o.nalgos == 3) usage_error("%s takes at most 3 algorithms", a);
+        if (!strcmp(t, "auto")) o.algos[o.nalgos++] = DIST_ALGO_AUTO;
+        else if (!strcmp(t, "mpi")) o.algos[o.nalgos++] = DIST_ALGO_MPI;
+        else if (!strcmp(t, "ring")) o.algos[o.nalgos++] = DIST_ALGO_RING;
+        else usage_error("unknown algorithm %s (auto, mpi, ring)", t);
+      }
     } else if (!strcmp(a, "--iters")) {
       o.iters = (int)parse_number(v, a);
       if (o.iters < 1) usage_error("%s must be at least 1", a);
@@ -114,7 +136,7 @@ static options parse(int argc, char **argv) {
       if (o.pieces < 1) usage_error("%s must be at least 1", a);
     }
   }
-  if (o.nbuckets == 0 || o.ncompress == 0) usage_error("%s", "nothing to measure");
+  if (o.nbuckets == 0 || o.ncompress == 0 || o.nalgos == 0) usage_error("%s", "nothing to measure");
   return o;
 }
 
@@ -142,88 +164,103 @@ static void spin_ms(double ms) {
 
 typedef enum { RUN_RAW, RUN_PLAIN, RUN_REDUCER, RUN_BACKWARD } run_kind;
 
+/* One row of the table: what is measured and its times, round by round. */
 typedef struct {
-  double total_ms;   /* median of the slowest rank's time */
-  double exposed_ms; /* median of the slowest rank's finish wait (reducer rows) */
-} result;
+  run_kind kind;
+  double bucket_mb;
+  dist_compress compress;
+  dist_algorithm algo; /* as asked; the reducer says what AUTO became */
+  int overlap;
+  dist_reducer *r;     /* during a run */
+  dist_algorithm used; /* what the reducer resolved algo to */
+  double *tot, *exp; /* (iters) the slowest rank's total and finish wait, ms */
+} row;
 
-static result measure(const options *o, float *g, run_kind kind, double bucket_mb,
-                      dist_compress c, int overlap) {
-  dist_reducer *r = NULL;
-  if (kind == RUN_REDUCER || kind == RUN_BACKWARD) {
-    dist_reducer_opts ro = {.bucket_mb = bucket_mb, .overlap = overlap, .compress = c};
-    r = dist_reducer_create(g, o->n, &ro);
+/* One run of a row; returns the slowest rank's total ms, *exposed its wait. */
+static double run_once(const options *o, float *g, row *w, double *exposed_out) {
+  /* A reducer per run (not per row for the whole run): rows alternate, and
+   * a ring reducer of 100 MiB buckets holds a few hundred MB of buffers. */
+  if (w->kind == RUN_REDUCER || w->kind == RUN_BACKWARD) {
+    dist_reducer_free(w->r);
+    dist_reducer_opts ro = {.bucket_mb = w->bucket_mb, .overlap = w->overlap,
+                            .compress = w->compress, .algorithm = w->algo};
+    w->r = dist_reducer_create(g, o->n, &ro);
   }
-  double *tot = calloc((size_t)o->iters, sizeof *tot), *exp = calloc((size_t)o->iters, sizeof *exp);
-  if (!tot || !exp) dist_abort(1, "alexnet-allreduce-bench: out of memory");
-  for (int it = -1; it < o->iters; it++) { /* it = -1: warm-up */
-    dist_barrier();
-    double t0 = MPI_Wtime(), exposed = 0;
-    switch (kind) {
-      case RUN_RAW:
-        check(MPI_Allreduce(MPI_IN_PLACE, g, (int)o->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-              "MPI_Allreduce(SUM)");
-        break;
-      case RUN_PLAIN: dist_allreduce_average_plain(g, o->n); break;
-      case RUN_REDUCER:
-        dist_reducer_begin(r);
-        dist_reducer_ready(r, 0, o->n);
-        exposed = dist_reducer_finish(r);
-        break;
-      case RUN_BACKWARD: {
-        dist_reducer_begin(r);
-        size_t end = o->n, piece = (o->n + (size_t)o->pieces - 1) / (size_t)o->pieces;
-        while (end > 0) {
-          size_t take = piece < end ? piece : end;
-          spin_ms(o->backward_ms / o->pieces);
-          dist_reducer_ready(r, end - take, take);
-          end -= take;
-        }
-        exposed = dist_reducer_finish(r);
-        break;
+  dist_barrier();
+  double t0 = MPI_Wtime(), exposed = 0;
+  switch (w->kind) {
+    case RUN_RAW:
+      check(MPI_Allreduce(MPI_IN_PLACE, g, (int)o->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+            "MPI_Allreduce(SUM)");
+      break;
+    case RUN_PLAIN: dist_allreduce_average_plain(g, o->n); break;
+    case RUN_REDUCER:
+      dist_reducer_begin(w->r);
+      dist_reducer_ready(w->r, 0, o->n);
+      exposed = dist_reducer_finish(w->r);
+      break;
+    case RUN_BACKWARD: {
+      dist_reducer_begin(w->r);
+      size_t end = o->n, piece = (o->n + (size_t)o->pieces - 1) / (size_t)o->pieces;
+      while (end > 0) {
+        size_t take = piece < end ? piece : end;
+        spin_ms(o->backward_ms / o->pieces);
+        dist_reducer_ready(w->r, end - take, take);
+        end -= take;
       }
-    }
-    double ms = 1e3 * (MPI_Wtime() - t0);
-    if (kind == RUN_RAW) { /* keep the values from growing run after run */
-      const float s = 1.0f / (float)dist_size();
-      for (size_t i = 0; i < o->n; i++) g[i] *= s;
-    }
-    ms = max_over_ranks(ms);
-    exposed = max_over_ranks(exposed);
-    if (it >= 0) {
-      tot[it] = ms;
-      exp[it] = exposed;
+      exposed = dist_reducer_finish(w->r);
+      break;
     }
   }
-  qsort(tot, (size_t)o->iters, sizeof *tot, cmp_double);
-  qsort(exp, (size_t)o->iters, sizeof *exp, cmp_double);
-  result res = {tot[o->iters / 2], exp[o->iters / 2]};
-  free(tot);
-  free(exp);
-  dist_reducer_free(r);
-  return res;
+  double ms = 1e3 * (MPI_Wtime() - t0);
+  if (w->kind == RUN_RAW) { /* keep the values from growing run after run */
+    const float s = 1.0f / (float)dist_size();
+    for (size_t i = 0; i < o->n; i++) g[i] *= s;
+  }
+  *exposed_out = max_over_ranks(exposed);
+  ms = max_over_ranks(ms);
+  if (w->r) { /* keep it for its name in the report, without its buffers */
+    dist_algorithm used = dist_reducer_algorithm(w->r);
+    dist_reducer_free(w->r);
+    w->r = NULL;
+    w->used = used;
+  }
+  return ms;
 }
 
-static void report(const options *o, const char *method, double bucket_mb, dist_compress c,
-                   result res, int with_exposed) {
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return v[n / 2];
+}
+
+static void report(const options *o, const row *w) {
   if (dist_rank() != 0) return;
+  const char *method = w->kind == RUN_RAW      ? "MPI_Allreduce"
+                       : w->kind == RUN_PLAIN  ? "plain average"
+                       : w->kind == RUN_REDUCER ? "reducer"
+                       : w->overlap             ? "reducer+backward overlap"
+                                                : "reducer+backward no-overlap";
+  int with_exposed = w->kind == RUN_REDUCER || w->kind == RUN_BACKWARD;
+  double total = median(w->tot, o->iters), exposed = median(w->exp, o->iters);
+  const char *algo = with_exposed ? dist_algorithm_name(w->used) : "-";
   int p = dist_size();
   double bytes = (double)o->n * sizeof(float);
-  double algbw = bytes / (res.total_ms * 1e-3) / 1e9;
+  double algbw = bytes / (total * 1e-3) / 1e9;
   double busbw = p > 1 ? algbw * 2.0 * (p - 1) / p : 0;
   char bucket[32] = "-";
-  if (bucket_mb > 0) snprintf(bucket, sizeof bucket, "%g", bucket_mb);
+  if (w->bucket_mb > 0) snprintf(bucket, sizeof bucket, "%g", w->bucket_mb);
   if (o->json) {
     printf("{\"method\": \"%s\", \"ranks\": %d, \"floats\": %zu, \"bucket_mb\": %s, "
-           "\"compress\": \"%s\", \"time_ms\": %.2f, \"busbw_gbs\": %.3f",
-           method, p, o->n, bucket_mb > 0 ? bucket : "null", compress_name(c), res.total_ms, busbw);
-    if (with_exposed) printf(", \"exposed_ms\": %.2f", res.exposed_ms);
+           "\"compress\": \"%s\", \"algorithm\": \"%s\", \"time_ms\": %.2f, \"busbw_gbs\": %.3f",
+           method, p, o->n, w->bucket_mb > 0 ? bucket : "null", compress_name(w->compress), algo,
+           total, busbw);
+    if (with_exposed) printf(", \"exposed_ms\": %.2f", exposed);
     printf("}\n");
   } else {
-    char exposed[32] = "-";
-    if (with_exposed) snprintf(exposed, sizeof exposed, "%.1f", res.exposed_ms);
-    printf("%-26s %9s  %-8s %9.1f %11.2f %11s\n", method, bucket, compress_name(c),
-           res.total_ms, busbw, exposed);
+    char exp[32] = "-";
+    if (with_exposed) snprintf(exp, sizeof exp, "%.1f", exposed);
+    printf("%-28s %10s  %-8s %-5s %9.1f %11.2f %11s\n", method, bucket, compress_name(w->compress),
+           algo, total, busbw, exp);
   }
   fflush(stdout);
 }
@@ -239,24 +276,43 @@ int main(int argc, char **argv) {
     printf("alexnet-allreduce-bench: %d ranks, %zu floats (%.1f MB), median of %d runs",
            dist_size(), o.n, o.n * sizeof(float) / 1e6, o.iters);
     if (o.backward_ms > 0) printf(", backward stand-in %.0f ms in %d pieces", o.backward_ms, o.pieces);
-    printf("\n%-26s %9s  %-8s %9s %11s %11s\n", "method", "bucket_MiB", "compress", "time_ms",
-           "busbw_GB/s", "exposed_ms");
+    printf("\n%-28s %10s  %-8s %-5s %9s %11s %11s\n", "method", "bucket_MiB", "compress", "algo",
+           "time_ms", "busbw_GB/s", "exposed_ms");
   }
-  report(&o, "MPI_Allreduce", 0, DIST_COMPRESS_NONE,
-         measure(&o, g, RUN_RAW, 0, DIST_COMPRESS_NONE, 0), 0);
-  report(&o, "plain average", 0, DIST_COMPRESS_NONE,
-         measure(&o, g, RUN_PLAIN, 0, DIST_COMPRESS_NONE, 0), 0);
-  for (int c = 0; c < o.ncompress; c++)
-    for (int b = 0; b < o.nbuckets; b++)
-      report(&o, "reducer", o.buckets[b], o.compress[c],
-             measure(&o, g, RUN_REDUCER, o.buckets[b], o.compress[c], 1), 1);
-  if (o.backward_ms > 0)
+  row rows[1 + 16 * 3 * 3 * 3 + 2];
+  int nrows = 0;
+  rows[nrows++] = (row){.kind = RUN_RAW};
+  rows[nrows++] = (row){.kind = RUN_PLAIN};
+  for (int a = 0; a < o.nalgos; a++)
     for (int c = 0; c < o.ncompress; c++)
-      for (int b = 0; b < o.nbuckets; b++)
-        for (int overlap = 1; overlap >= 0; overlap--)
-          report(&o, overlap ? "reducer+backward overlap" : "reducer+backward no-overlap",
-                 o.buckets[b], o.compress[c],
-                 measure(&o, g, RUN_BACKWARD, o.buckets[b], o.compress[c], overlap), 1);
+      for (int b = 0; b < o.nbuckets; b++) {
+        rows[nrows++] = (row){.kind = RUN_REDUCER, .bucket_mb = o.buckets[b],
+                              .compress = o.compress[c], .algo = o.algos[a], .overlap = 1};
+        if (o.backward_ms > 0)
+          for (int overlap = 1; overlap >= 0; overlap--)
+            rows[nrows++] = (row){.kind = RUN_BACKWARD, .bucket_mb = o.buckets[b],
+                                  .compress = o.compress[c], .algo = o.algos[a],
+                                  .overlap = overlap};
+      }
+  for (int i = 0; i < nrows; i++) {
+    row *w = &rows[i];
+    w->tot = calloc((size_t)o.iters, sizeof *w->tot);
+    w->exp = calloc((size_t)o.iters, sizeof *w->exp);
+    if (!w->tot || !w->exp) dist_abort(1, "alexnet-allreduce-bench: out of memory");
+  }
+  for (int it = -1; it < o.iters; it++) /* it = -1: warm-up */
+    for (int i = 0; i < nrows; i++) {
+      double exposed, ms = run_once(&o, g, &rows[i], &exposed);
+      if (it >= 0) {
+        rows[i].tot[it] = ms;
+        rows[i].exp[it] = exposed;
+      }
+    }
+  for (int i = 0; i < nrows; i++) {
+    report(&o, &rows[i]);
+    free(rows[i].tot);
+    free(rows[i].exp);
+  }
   free(g);
   dist_finalize();
   return 0;

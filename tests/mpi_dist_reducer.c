@@ -31,6 +31,10 @@
 #define SMALL_MB 0.01
 #define SMALL_BUCKET 2624
 
+/* The algorithm every test's reducer uses: each suite runs once per
+ * algorithm (main), so the ring is tested on one node too. */
+static dist_algorithm algo = DIST_ALGO_MPI;
+
 static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -113,7 +117,7 @@ static void test_none_equals_plain_exact(void) {
     float *g = alloc_floats(n), *want = alloc_floats(n);
     for (int overlap = 0; overlap <= 1; overlap++) {
       fill_with_plain_average(g, want, n, VALUES_EXACT, k);
-      dist_reducer_opts o = {.bucket_mb = SMALL_MB, .overlap = overlap};
+      dist_reducer_opts o = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = overlap};
       dist_reducer *r = dist_reducer_create(g, n, &o);
       reduce(r, n, 700, k);
       dist_reducer_free(r);
@@ -132,7 +136,7 @@ static void test_none_equals_plain_random(void) {
   size_t n = 5 * SMALL_BUCKET + 77;
   float *g = alloc_floats(n), *want = alloc_floats(n);
   fill_with_plain_average(g, want, n, VALUES_RANDOM, 3);
-  dist_reducer_opts o = {.bucket_mb = SMALL_MB, .overlap = 1};
+  dist_reducer_opts o = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1};
   dist_reducer *r = dist_reducer_create(g, n, &o);
   reduce(r, n, 3000, 3);
   dist_reducer_free(r);
@@ -166,8 +170,8 @@ static void test_overlap_on_equals_off(void) {
   size_t n = 7 * SMALL_BUCKET + 1234;
   float *a = alloc_floats(n), *b = alloc_floats(n);
   for (int m = 0; m < 3; m++) {
-    dist_reducer_opts off = {.bucket_mb = SMALL_MB, .overlap = 0, .compress = modes[m]};
-    dist_reducer_opts on = {.bucket_mb = SMALL_MB, .overlap = 1, .compress = modes[m]};
+    dist_reducer_opts off = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 0, .compress = modes[m]};
+    dist_reducer_opts on = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1, .compress = modes[m]};
     dist_reducer *roff = dist_reducer_create(a, n, &off);
     dist_reducer *ron = dist_reducer_create(b, n, &on);
     for (int pass = 0; pass < 3; pass++) {
@@ -199,7 +203,7 @@ static void test_any_report_order(void) {
   size_t n = 4 * SMALL_BUCKET + 5;
   float *g = alloc_floats(n), *want = alloc_floats(n);
   fill_with_plain_average(g, want, n, VALUES_EXACT, 5);
-  dist_reducer_opts o = {.bucket_mb = SMALL_MB, .overlap = 1};
+  dist_reducer_opts o = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1};
   dist_reducer *r = dist_reducer_create(g, n, &o);
   dist_reducer_begin(r);
   if (dist_rank() % 2 == 0) {
@@ -233,7 +237,7 @@ static void compressed_error(dist_compress mode, values_kind kind, int precision
   float *g = alloc_floats(n), *want = alloc_floats(n);
   fill(g, n, kind, 20 + (uint64_t)mode);
   exact_average(g, n, want);
-  dist_reducer_opts o = {.bucket_mb = SMALL_MB, .overlap = 1, .compress = mode};
+  dist_reducer_opts o = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1, .compress = mode};
   dist_reducer *r = dist_reducer_create(g, n, &o);
   reduce(r, n, 2000, 7);
   dist_reducer_free(r);
@@ -264,7 +268,7 @@ static void test_nonfinite_propagates(void) {
       g[5] = NAN;
       g[n - 7] = INFINITY;
     }
-    dist_reducer_opts o = {.bucket_mb = SMALL_MB, .overlap = 1, .compress = modes[m]};
+    dist_reducer_opts o = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1, .compress = modes[m]};
     dist_reducer *r = dist_reducer_create(g, n, &o);
     reduce(r, n, 500, 1);
     dist_reducer_free(r);
@@ -286,7 +290,7 @@ static void test_last_bucket_goes_first(void) {
   const float mine = (float)(1 << dist_rank());
   for (size_t i = 0; i < n; i++) g[i] = mine;
   const float avg = (float)((1 << dist_size()) - 1) * (1.0f / (float)dist_size());
-  dist_reducer_opts o = {.bucket_mb = SMALL_MB, .overlap = 1};
+  dist_reducer_opts o = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1};
   dist_reducer *r = dist_reducer_create(g, n, &o);
   dist_reducer_begin(r);
   dist_reducer_ready(r, n - SMALL_BUCKET, SMALL_BUCKET);
@@ -316,7 +320,8 @@ static void test_defaults_and_empty(void) {
   size_t n = 100;
   float *g = alloc_floats(n);
   for (size_t i = 0; i < n; i++) g[i] = (float)dist_rank();
-  dist_reducer *r = dist_reducer_create(g, n, NULL); /* one 25 MiB bucket */
+  dist_reducer_opts d = {.algorithm = algo}; /* otherwise defaults: one 25 MiB bucket */
+  dist_reducer *r = dist_reducer_create(g, n, &d);
   reduce(r, n, 30, 2);
   dist_reducer_free(r);
   const int s = dist_size();
@@ -332,11 +337,26 @@ static void test_defaults_and_empty(void) {
   free(g);
 }
 
+static void use_mpi(void) { algo = DIST_ALGO_MPI; }
+static void use_ring(void) { algo = DIST_ALGO_RING; }
+
+/* AUTO picks MPI on one node (all test ranks are), and a forced choice sticks. */
+static void test_algorithm_used(void) {
+  float g[4] = {0};
+  dist_reducer_opts o = {.algorithm = algo};
+  dist_reducer *r = dist_reducer_create(g, 4, &o);
+  CU_ASSERT_EQUAL(dist_reducer_algorithm(r), algo);
+  dist_reducer_free(r);
+  dist_reducer *a = dist_reducer_create(g, 4, NULL);
+  CU_ASSERT_EQUAL(dist_reducer_algorithm(a), DIST_ALGO_MPI);
+  dist_reducer_free(a);
+}
+
 static int run_fault(const char *mode) {
   size_t n = 3 * SMALL_BUCKET;
   float *g = alloc_floats(n);
   for (size_t i = 0; i < n; i++) g[i] = 1;
-  dist_reducer_opts o = {.bucket_mb = SMALL_MB, .overlap = 1};
+  dist_reducer_opts o = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1};
   if (!strcmp(mode, "bad-bucket")) o.bucket_mb = -1;
   if (!strcmp(mode, "bad-compress")) o.compress = (dist_compress)7;
   if (!strcmp(mode, "no-buffer")) {
@@ -382,18 +402,21 @@ int main(int argc, char **argv) {
     dist_finalize();
     return rc;
   }
-  static const tu_test tests[] = {
-      {"none == plain MPI_Allreduce average, exact sums, sizes", test_none_equals_plain_exact},
-      {"none == plain MPI_Allreduce average, random values", test_none_equals_plain_random},
-      {"overlap on == off bitwise, none/bf16/fp16, 3 passes", test_overlap_on_equals_off},
-      {"reports in any order", test_any_report_order},
-      {"bf16 relative error bound", test_bf16_error},
-      {"fp16 relative error bound on tiny gradients", test_fp16_error},
-      {"NaN and Inf propagate", test_nonfinite_propagates},
-      {"the last bucket is reduced first, during backward", test_last_bucket_goes_first},
-      {"default options and an empty buffer", test_defaults_and_empty},
-      {NULL, NULL}};
-  tu_add_suite("dist reducer", tests);
+#define TESTS(A)                                                                            \
+  {"none == plain MPI_Allreduce average, exact sums, sizes", test_none_equals_plain_exact},  \
+      {"none == plain MPI_Allreduce average, random values", test_none_equals_plain_random}, \
+      {"overlap on == off bitwise, none/bf16/fp16, 3 passes", test_overlap_on_equals_off},   \
+      {"reports in any order", test_any_report_order},                                        \
+      {"bf16 relative error bound", test_bf16_error},                                         \
+      {"fp16 relative error bound on tiny gradients", test_fp16_error},                       \
+      {"NaN and Inf propagate", test_nonfinite_propagates},                                   \
+      {"the last bucket is reduced first, during backward", test_last_bucket_goes_first},     \
+      {"default options and an empty buffer", test_defaults_and_empty},                       \
+      {"the algorithm " A " is used", test_algorithm_used},
+  static const tu_test mpi_tests[] = {{"(algorithm mpi)", use_mpi}, TESTS("mpi"){NULL, NULL}};
+  static const tu_test ring_tests[] = {{"(algorithm ring)", use_ring}, TESTS("ring"){NULL, NULL}};
+  tu_add_suite("dist reducer, MPI_Allreduce per bucket", mpi_tests);
+  tu_add_suite("dist reducer, dist's ring", ring_tests);
   int rc = tu_run_all_ranks(dist_rank());
   dist_finalize();
   return rc;
