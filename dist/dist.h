@@ -59,7 +59,21 @@ void dist_set_timeout(double seconds);
 /* ------------------------------------------------------------------------ */
 /* Bucketed, overlapped gradient averaging                                   */
 
-typedef enum { DIST_COMPRESS_NONE, DIST_COMPRESS_BF16, DIST_COMPRESS_FP16 } dist_compress;
+/* NONE, BF16 and FP16 are wire formats of the buckets; POWERSGD replaces
+ * the weight matrices by rank-r approximations (dist/powersgd.c) from the
+ * pass powersgd_start_step on, and averages plainly before. */
+typedef enum {
+  DIST_COMPRESS_NONE,
+  DIST_COMPRESS_BF16,
+  DIST_COMPRESS_FP16,
+  DIST_COMPRESS_POWERSGD
+} dist_compress;
+
+/* A weight gradient as a matrix: grads[offset, offset + rows cols),
+ * row-major (rows, cols) = (out, in/groups kh kw) for a conv or linear. */
+typedef struct {
+  size_t offset, rows, cols;
+} dist_matrix;
 
 /* How a bucket is summed over the ranks.
  *   AUTO  RING when the ranks span more than one node, else MPI
@@ -76,6 +90,14 @@ typedef struct {
   int overlap;             /* 1: a communication thread reduces buckets during backward */
   dist_compress compress;  /* 16-bit wire format for slow networks */
   dist_algorithm algorithm; /* AUTO (0) unless a test or benchmark forces one */
+  /* POWERSGD only: */
+  int powersgd_rank;           /* >= 1 */
+  double powersgd_min_ratio;   /* compress a matrix (n, m) at rank r only if
+                                  n m >= ratio (n + m) r (PyTorch's
+                                  min_compression_rate, 2); 0: every matrix */
+  int64_t powersgd_start_step; /* passes averaged uncompressed first */
+  const dist_matrix *matrices; /* the weight matrices (copied); other floats */
+  int nmatrices;               /* of the buffer are averaged uncompressed */
 } dist_reducer_opts;
 
 typedef struct dist_reducer dist_reducer;
@@ -102,6 +124,20 @@ void dist_reducer_ready(dist_reducer *r, size_t offset, size_t count);
  * leaves the buffer as is). Returns the exposed wait in ms (time this call
  * blocked). */
 double dist_reducer_finish(dist_reducer *r);
+/* Floats each rank puts into allreduces per pass once compression is on:
+ * n for NONE, n (of 16 bits) for BF16 and FP16, for POWERSGD the
+ * uncompressed floats plus the P and Q of every matrix. */
+size_t dist_reducer_wire_floats(const dist_reducer *r);
+/* POWERSGD: matrices compressed (the others are too small to gain). */
+int dist_reducer_compressed_matrices(const dist_reducer *r);
+
+/* What a resumed run needs to continue bitwise: the passes so far and, for
+ * POWERSGD, this rank's error feedback and warm-start Qs
+ * (dist_reducer_state_floats of them, 0 otherwise). Not collective. */
+size_t dist_reducer_state_floats(const dist_reducer *r);
+void dist_reducer_get_state(const dist_reducer *r, float *state, int64_t *passes);
+void dist_reducer_set_state(dist_reducer *r, const float *state, int64_t passes);
+
 /* The algorithm a reducer resolved AUTO to (MPI or RING); the same on
  * every rank. */
 dist_algorithm dist_reducer_algorithm(const dist_reducer *r);

@@ -8,6 +8,8 @@
 
 #include <mpi.h>
 
+#include "dist.h"
+
 /* Every MPI call of dist goes through this: on failure it prints the call,
  * file:line, the rank and MPI_Error_string, then aborts the whole job. */
 #define DIST_CHECK(call)                                         \
@@ -39,5 +41,20 @@ void dist_watchdog_stop(void);
  * timeout. Thread-safe: the main and the communication thread both arm. */
 int dist_watchdog_arm(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void dist_watchdog_disarm(int slot);
+
+/* PowerSGD (powersgd.c) over grads[0, n): the reducer's, on its comm.
+ * create aborts with a message on rank <= 0 or a bad matrix. */
+typedef struct dist_powersgd dist_powersgd;
+dist_powersgd *dist_powersgd_create(float *grads, size_t n, const dist_matrix *mats, int nmats,
+                                    int rank, double min_ratio, MPI_Comm comm);
+void dist_powersgd_free(dist_powersgd *p);
+/* One compressed average of the whole buffer, in place; collective. */
+void dist_powersgd_reduce(dist_powersgd *p);
+size_t dist_powersgd_wire_floats(const dist_powersgd *p);
+size_t dist_powersgd_plain_floats(const dist_powersgd *p);
+int dist_powersgd_matrices(const dist_powersgd *p);
+size_t dist_powersgd_state_floats(const dist_powersgd *p);
+/* Copies the state to buf (to_buf) or from it. */
+void dist_powersgd_state(dist_powersgd *p, float *buf, int to_buf);
 
 #endif

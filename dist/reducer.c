@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dist.h"
 #include "internal.h"
@@ -66,6 +67,8 @@
  * hand-over between steps never leaves the link idle; each costs a receive
  * buffer of bucket / size floats (and a 16-bit copy of the bucket). */
 #define RING_WINDOW 3
+/* The ring's pause between two polls of its messages, microseconds. */
+#define RING_POLL_US 100
 
 /* One bucket in flight on the ring. */
 typedef struct {
@@ -89,7 +92,10 @@ struct dist_reducer {
   int released;            /* buckets 0..released-1 are complete (main thread) */
   int in_pass;             /* between begin and finish */
   int overlap;
-  dist_compress compress;
+  dist_compress compress;  /* the buckets' wire format (NONE under POWERSGD) */
+  dist_powersgd *psgd;     /* POWERSGD, else NULL */
+  int64_t psgd_start;      /* passes before PowerSGD takes over */
+  int64_t passes;          /* finished passes */
   dist_algorithm algo;     /* MPI or RING (AUTO resolved at create) */
   uint16_t *half;          /* (bucket) 16-bit wire copy, bf16 or fp16 bits;
                               RING: (RING_WINDOW * bucket), one per slot */
@@ -257,6 +263,7 @@ static void reduce_bucket(dist_reducer *r, int b) {
   int slot = dist_watchdog_arm("allreduce of bucket %d (%.3g MB, floats [%zu, %zu))", b,
                                (double)count * sizeof(float) / 1e6, lo, lo + (size_t)count);
   switch (r->compress) {
+    case DIST_COMPRESS_POWERSGD: /* its buckets travel as NONE */
     case DIST_COMPRESS_NONE: {
       DIST_CHECK(MPI_Allreduce(MPI_IN_PLACE, g, count, MPI_FLOAT, MPI_SUM, r->comm));
       const float s = r->inv_size;
@@ -302,6 +309,7 @@ static size_t chunk_lo(const dist_reducer *r, size_t count, int c) {
 /* dst[i] += src[i] in the wire format, for n elements. */
 static void wire_add(const dist_reducer *r, char *dst, const char *src, int n) {
   switch (r->compress) {
+    case DIST_COMPRESS_POWERSGD: /* its buckets travel as NONE */
     case DIST_COMPRESS_NONE: {
       float *d = (float *)dst;
       const float *a = (const float *)src;
@@ -358,6 +366,7 @@ static void ring_start(dist_reducer *r, int i, int b) {
   const float inv = r->inv_size;
   uint16_t *h = r->half + (size_t)i * (r->n < r->bucket ? r->n : r->bucket);
   switch (r->compress) {
+    case DIST_COMPRESS_POWERSGD: /* its buckets travel as NONE */
     case DIST_COMPRESS_NONE: s->wire = (char *)g; break;
     case DIST_COMPRESS_BF16:
       for (int k = 0; k < count; k++) h[k] = bf16_from_float(g[k] * inv);
@@ -403,6 +412,7 @@ static void ring_finish(dist_reducer *r, int i) {
   int count = (int)s->count;
   const uint16_t *h = (const uint16_t *)s->wire;
   switch (r->compress) {
+    case DIST_COMPRESS_POWERSGD: /* its buckets travel as NONE */
     case DIST_COMPRESS_NONE: {
       const float inv = r->inv_size;
       for (int k = 0; k < count; k++) g[k] *= inv;
@@ -441,8 +451,18 @@ static void ring_pass(dist_reducer *r) {
         active++;
       }
     if (active == 0) continue;
+    /* Poll, and sleep a little between polls: Open MPI's MPI_Waitsome spins
+     * a core for the whole transfer, which on a node whose cores also run
+     * backward (or, emulated, the other hosts and their TCP stacks) takes
+     * the CPU that the transfer needs. RING_POLL_US at 10 Gbit/s is 125 KB,
+     * far less than a TCP socket buffer holds, so the link stays busy. */
     int outcount, idx[2 * RING_WINDOW];
-    DIST_CHECK(MPI_Waitsome(2 * RING_WINDOW, r->req, &outcount, idx, MPI_STATUSES_IGNORE));
+    DIST_CHECK(MPI_Testsome(2 * RING_WINDOW, r->req, &outcount, idx, MPI_STATUSES_IGNORE));
+    if (outcount == 0) {
+      struct timespec ts = {0, RING_POLL_US * 1000};
+      nanosleep(&ts, NULL);
+      continue;
+    }
     for (int i = 0; i < RING_WINDOW; i++) {
       ring_slot *s = &r->slot[i];
       if (s->b < 0 || r->req[2 * i] != MPI_REQUEST_NULL || r->req[2 * i + 1] != MPI_REQUEST_NULL)
@@ -504,6 +524,9 @@ static void *comm_thread_main(void *arg) {
   return NULL;
 }
 
+/* Is this pass PowerSGD's (after its uncompressed start)? */
+static int psgd_active(const dist_reducer *r) { return r->psgd && r->passes >= r->psgd_start; }
+
 /* Hands buckets [0, upto) to the communication thread. */
 static void issue(dist_reducer *r, int upto) {
   pthread_mutex_lock(&r->mu);
@@ -523,7 +546,7 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
     dist_abort(1, "dist: bucket_mb %g is out of range (0, %g]", mb, MAX_BUCKET_MB);
   dist_compress compress = o ? o->compress : DIST_COMPRESS_NONE;
   if (compress != DIST_COMPRESS_NONE && compress != DIST_COMPRESS_BF16 &&
-      compress != DIST_COMPRESS_FP16)
+      compress != DIST_COMPRESS_FP16 && compress != DIST_COMPRESS_POWERSGD)
     dist_abort(1, "dist: unknown gradient compression %d", (int)compress);
   if (!grads && n > 0) dist_abort(1, "dist: reducer over %zu floats with no buffer", n);
   dist_algorithm algo = o ? o->algorithm : DIST_ALGO_AUTO;
@@ -541,7 +564,11 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
   r->bucket = bucket;
   r->nb = (int)((n + bucket - 1) / bucket);
   r->overlap = o ? o->overlap != 0 : 1;
-  r->compress = compress;
+  r->compress = compress == DIST_COMPRESS_POWERSGD ? DIST_COMPRESS_NONE : compress;
+  if (compress == DIST_COMPRESS_POWERSGD && o->powersgd_start_step < 0)
+    dist_abort(1, "dist: powersgd_start_step %lld must be at least 0",
+               (long long)o->powersgd_start_step);
+  compress = r->compress;
   r->size = dist_size();
   r->inv_size = 1.0f / (float)r->size;
   r->op16 = MPI_OP_NULL;
@@ -567,6 +594,11 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
     dist_abort(1, "dist: out of memory for a reducer of %zu floats", n);
 
   DIST_CHECK(MPI_Comm_dup(dist_comm(), &r->comm));
+  if (o && o->compress == DIST_COMPRESS_POWERSGD) {
+    r->psgd = dist_powersgd_create(grads, n, o->matrices, o->nmatrices, o->powersgd_rank,
+                                   o->powersgd_min_ratio, r->comm);
+    r->psgd_start = o->powersgd_start_step;
+  }
   if (compress == DIST_COMPRESS_BF16) DIST_CHECK(MPI_Op_create(sum_bf16, 1, &r->op16));
   if (compress == DIST_COMPRESS_FP16) DIST_CHECK(MPI_Op_create(sum_fp16, 1, &r->op16));
 
@@ -594,6 +626,7 @@ void dist_reducer_free(dist_reducer *r) {
   pthread_cond_destroy(&r->work);
   pthread_mutex_destroy(&r->mu);
   if (r->op16 != MPI_OP_NULL) DIST_CHECK(MPI_Op_free(&r->op16));
+  dist_powersgd_free(r->psgd);
   DIST_CHECK(MPI_Comm_free(&r->comm));
   free(r->ring_tmp);
   free(r->half);
@@ -636,12 +669,15 @@ void dist_reducer_ready(dist_reducer *r, size_t offset, size_t count) {
   while (upto < r->nb && r->ready[upto] == bucket_hi(r, upto) - bucket_lo(r, upto)) upto++;
   if (upto == r->released) return;
   r->released = upto;
-  if (r->has_thread) issue(r, upto);
+  /* PowerSGD reduces everything in finish, after backward. */
+  if (r->has_thread && !psgd_active(r)) issue(r, upto);
 }
 
 double dist_reducer_finish(dist_reducer *r) {
   double t0 = dist_now();
-  if (r->has_thread) {
+  if (psgd_active(r)) {
+    dist_powersgd_reduce(r->psgd); /* also on one rank: the same step on any count */
+  } else if (r->has_thread) {
     issue(r, r->nb);
     pthread_mutex_lock(&r->mu);
     while (r->reduced < r->nb) pthread_cond_wait(&r->done, &r->mu);
@@ -655,5 +691,29 @@ double dist_reducer_finish(dist_reducer *r) {
   memset(r->ready, 0, (size_t)r->nb * sizeof *r->ready);
   r->released = 0;
   r->in_pass = 0;
+  r->passes++;
   return 1e3 * (dist_now() - t0);
+}
+
+size_t dist_reducer_wire_floats(const dist_reducer *r) {
+  return r->psgd ? dist_powersgd_wire_floats(r->psgd) : r->n;
+}
+
+int dist_reducer_compressed_matrices(const dist_reducer *r) {
+  return r->psgd ? dist_powersgd_matrices(r->psgd) : 0;
+}
+
+size_t dist_reducer_state_floats(const dist_reducer *r) {
+  return r->psgd ? dist_powersgd_state_floats(r->psgd) : 0;
+}
+
+void dist_reducer_get_state(const dist_reducer *r, float *state, int64_t *passes) {
+  if (r->psgd) dist_powersgd_state(r->psgd, state, 1);
+  *passes = r->passes;
+}
+
+void dist_reducer_set_state(dist_reducer *r, const float *state, int64_t passes) {
+  if (r->in_pass) dist_abort(1, "dist: dist_reducer_set_state called during a backward pass");
+  if (r->psgd) dist_powersgd_state(r->psgd, (float *)state, 0);
+  r->passes = passes;
 }

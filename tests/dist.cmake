@@ -49,7 +49,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
   return()
 endif()
 
-foreach(stem mpi_dist_reducer mpi_dist_comm)
+foreach(stem mpi_dist_reducer mpi_dist_comm mpi_dist_powersgd)
   add_test(NAME ${stem}_tcp
            COMMAND ${MPIEXEC_EXECUTABLE} -n 2 --mca btl self,tcp $<TARGET_FILE:${stem}>
            WORKING_DIRECTORY ${CMAKE_BINARY_DIR}/test-tmp)
@@ -126,3 +126,11 @@ alexnet_dist_expect(allreduce_bench_bad_compress 1 ${bench} 2 15 ARGS --compress
   EXPECT "alexnet-allreduce-bench: unknown compression zip \\(none, bf16, fp16\\)")
 alexnet_dist_expect(allreduce_bench_bad_option 1 ${bench} 2 15 ARGS --fast
   EXPECT "alexnet-allreduce-bench: unknown option --fast")
+
+# PowerSGD's bad input: each aborts with its message.
+alexnet_dist_expect(dist_fault_powersgd_rank 1 mpi_dist_powersgd 1 15 ARGS --fault rank-zero
+  EXPECT "\\[rank 0\\] dist: powersgd rank 0 must be at least 1")
+alexnet_dist_expect(dist_fault_powersgd_start 1 mpi_dist_powersgd 1 15 ARGS --fault start
+  EXPECT "\\[rank 0\\] dist: powersgd_start_step -1 must be at least 0")
+alexnet_dist_expect(dist_fault_powersgd_overlap 1 mpi_dist_powersgd 1 15 ARGS --fault overlap
+  EXPECT "\\[rank 0\\] dist: powersgd matrix 1 \\(2 x 3 at float 10\\) overlaps another")

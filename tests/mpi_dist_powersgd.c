@@ -1,0 +1,348 @@
+/*
+ * mpi_dist_powersgd: PowerSGD compression (dist.compress: powersgd) under
+ * mpiexec (-n 2 and -n 4; every rank runs the same suite).
+ *
+ * The reference is an independent implementation in double, in this file,
+ * of the algorithm of dist/powersgd.c applied to the ranks' AVERAGE
+ * gradient and average error feedback, starting from the reducer's own
+ * first Q (read through dist_reducer_get_state). Agreement with it on 2 and
+ * on 4 ranks is the claim that every rank count gives the same step for the
+ * same global batch, up to float rounding.
+ *
+ * With "--fault <mode>" it plays one bad input for tests/dist.cmake:
+ *   rank-zero     powersgd_rank 0
+ *   start         powersgd_start_step -1
+ *   overlap       two matrices that share floats
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist.h"
+#include "testutil.h"
+
+/* A small "network": conv-like and linear-like matrices with uncompressed
+ * floats (biases) between them. */
+static const dist_matrix layout[] = {
+    {.offset = 3, .rows = 8, .cols = 27},                        /* conv 8 x (3 3 3) */
+    {.offset = 3 + 216 + 8, .rows = 16, .cols = 72},             /* conv 16 x (8 3 3) */
+    {.offset = 3 + 216 + 8 + 1152 + 16, .rows = 10, .cols = 64}, /* linear */
+};
+#define NMAT 3
+#define NFLOATS (3 + 216 + 8 + 1152 + 16 + 640 + 10)
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* Rank k's gradient of pass t: signed values around 1, a rank-dependent part
+ * so the ranks disagree. */
+static void fill(float *g, int rank, int t) {
+  uint64_t s = 1000u * (uint64_t)t + 7919u * (uint64_t)rank + 17;
+  for (size_t i = 0; i < NFLOATS; i++)
+    g[i] = (float)((double)(rng_next(&s) >> 11) * 0x1.0p-53 * 2 - 1);
+}
+
+/* The average over all ranks of fill(., k, t), in double. */
+static void fill_average(double *avg, int t) {
+  float *g = malloc(NFLOATS * sizeof *g);
+  if (!g) exit(2);
+  memset(avg, 0, NFLOATS * sizeof *avg);
+  for (int k = 0; k < dist_size(); k++) {
+    fill(g, k, t);
+    for (size_t i = 0; i < NFLOATS; i++) avg[i] += g[i];
+  }
+  for (size_t i = 0; i < NFLOATS; i++) avg[i] /= dist_size();
+  free(g);
+}
+
+/* Gram-Schmidt on the rows of x (r, len), dropping dependent rows. */
+static void ref_orthonormalize(double *x, int r, size_t len) {
+  for (int k = 0; k < r; k++) {
+    double *a = x + (size_t)k * len, before = 0, after = 0;
+    for (size_t i = 0; i < len; i++) before += a[i] * a[i];
+    for (int j = 0; j < k; j++) {
+      double d = 0;
+      for (size_t i = 0; i < len; i++) d += a[i] * x[(size_t)j * len + i];
+      for (size_t i = 0; i < len; i++) a[i] -= d * x[(size_t)j * len + i];
+    }
+    for (size_t i = 0; i < len; i++) after += a[i] * a[i];
+    double f = after > 1e-10 * before && after > 0 ? 1 / sqrt(after) : 0;
+    for (size_t i = 0; i < len; i++) a[i] *= f;
+  }
+}
+
+typedef struct {
+  double *e[NMAT];  /* average error feedback (n, m) */
+  double *qt[NMAT]; /* (r, m) */
+  int r[NMAT];
+} reference;
+
+/* One PowerSGD step on the average gradient g (NFLOATS), in place. */
+static void ref_step(reference *ref, double *g) {
+  for (int j = 0; j < NMAT; j++) {
+    size_t n = layout[j].rows, m = layout[j].cols;
+    int r = ref->r[j];
+    double *M = g + layout[j].offset;
+    for (size_t i = 0; i < n * m; i++) M[i] += ref->e[j][i];
+    double *pt = calloc((size_t)r * n, sizeof *pt);
+    if (!pt) exit(2);
+    for (int k = 0; k < r; k++)
+      for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < m; c++) pt[k * n + i] += M[i * m + c] * ref->qt[j][k * m + c];
+    ref_orthonormalize(pt, r, n);
+    memset(ref->qt[j], 0, (size_t)r * m * sizeof(double));
+    for (int k = 0; k < r; k++)
+      for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < m; c++) ref->qt[j][k * m + c] += pt[k * n + i] * M[i * m + c];
+    for (size_t i = 0; i < n; i++)
+      for (size_t c = 0; c < m; c++) {
+        double v = 0;
+        for (int k = 0; k < r; k++) v += pt[k * n + i] * ref->qt[j][k * m + c];
+        ref->e[j][i * m + c] = M[i * m + c] - v;
+        M[i * m + c] = v;
+      }
+    free(pt);
+  }
+}
+
+static int min3(int a, size_t b, size_t c) {
+  size_t m = (size_t)a < b ? (size_t)a : b;
+  return (int)(m < c ? m : c);
+}
+
+/* Passes of the reducer against the reference; returns the largest error
+ * relative to the largest |value| of the reference average. */
+static double compare_with_reference(int rank, int passes, int start) {
+  float *g = malloc(NFLOATS * sizeof *g);
+  double *want = malloc(NFLOATS * sizeof *want);
+  if (!g || !want) exit(2);
+  dist_reducer_opts o = {.bucket_mb = 0.001,
+                         .overlap = 1,
+                         .compress = DIST_COMPRESS_POWERSGD,
+                         .powersgd_rank = rank,
+                         .powersgd_start_step = start,
+                         .matrices = layout,
+                         .nmatrices = NMAT};
+  dist_reducer *red = dist_reducer_create(g, NFLOATS, &o);
+  CU_ASSERT_EQUAL(dist_reducer_compressed_matrices(red), NMAT);
+
+  reference ref;
+  float *state = malloc(dist_reducer_state_floats(red) * sizeof *state);
+  int64_t p0 = -1;
+  dist_reducer_get_state(red, state, &p0);
+  CU_ASSERT_EQUAL(p0, 0);
+  const float *st = state;
+  for (int j = 0; j < NMAT; j++) {
+    size_t n = layout[j].rows, m = layout[j].cols;
+    ref.r[j] = min3(rank, n, m);
+    ref.e[j] = calloc(n * m, sizeof(double));
+    ref.qt[j] = malloc((size_t)ref.r[j] * m * sizeof(double));
+    if (!ref.e[j] || !ref.qt[j]) exit(2);
+    st += n * m; /* E, zero at first */
+    for (size_t i = 0; i < (size_t)ref.r[j] * m; i++) ref.qt[j][i] = st[i];
+    st += (size_t)ref.r[j] * m;
+  }
+  double worst = 0;
+  for (int t = 0; t < passes; t++) {
+    fill(g, dist_rank(), t);
+    fill_average(want, t);
+    dist_reducer_begin(red);
+    for (size_t end = NFLOATS; end > 0;) { /* backward's order, pieces of 100 */
+      size_t take = end < 100 ? end : 100;
+      dist_reducer_ready(red, end - take, take);
+      end -= take;
+    }
+    dist_reducer_finish(red);
+    if (t >= start) ref_step(&ref, want);
+    double scale = 0, err = 0;
+    for (size_t i = 0; i < NFLOATS; i++) scale = fmax(scale, fabs(want[i]));
+    for (size_t i = 0; i < NFLOATS; i++) err = fmax(err, fabs(g[i] - want[i]));
+    worst = fmax(worst, err / scale);
+  }
+  for (int j = 0; j < NMAT; j++) {
+    free(ref.e[j]);
+    free(ref.qt[j]);
+  }
+  free(state);
+  dist_reducer_free(red);
+  free(g);
+  free(want);
+  return worst;
+}
+
+/* Rank 2 and 4: the compressed step of the ranks equals the reference's
+ * step of the average, error feedback included, over 4 passes. */
+static void test_low_rank_equals_reference(void) {
+  for (int rank = 1; rank <= 4; rank *= 2) {
+    double err = compare_with_reference(rank, 4, 0);
+    if (!(err < 1e-5))
+      fprintf(stderr, "\n  [rank %d] powersgd rank %d: error %g\n", dist_rank(), rank, err);
+    CU_ASSERT(err < 1e-5);
+  }
+}
+
+/* A rank at least every matrix's smaller side reproduces the plain average
+ * (to float rounding), pass after pass: nothing is left for the error. */
+static void test_full_rank_equals_average(void) {
+  float *g = malloc(NFLOATS * sizeof *g);
+  double *want = malloc(NFLOATS * sizeof *want);
+  if (!g || !want) exit(2);
+  dist_reducer_opts o = {.compress = DIST_COMPRESS_POWERSGD,
+                         .powersgd_rank = 16,
+                         .matrices = layout,
+                         .nmatrices = NMAT};
+  dist_reducer *red = dist_reducer_create(g, NFLOATS, &o);
+  CU_ASSERT_EQUAL(dist_reducer_compressed_matrices(red), NMAT);
+  for (int t = 0; t < 3; t++) {
+    fill(g, dist_rank(), t);
+    fill_average(want, t);
+    dist_reducer_begin(red);
+    dist_reducer_ready(red, 0, NFLOATS);
+    dist_reducer_finish(red);
+    double err = 0;
+    for (size_t i = 0; i < NFLOATS; i++) err = fmax(err, fabs(g[i] - want[i]));
+    if (!(err < 1e-5)) fprintf(stderr, "\n  [rank %d] pass %d: error %g\n", dist_rank(), t, err);
+    CU_ASSERT(err < 1e-5);
+  }
+  dist_reducer_free(red);
+  free(g);
+  free(want);
+}
+
+/* Before powersgd_start_step the passes are the plain average, bitwise;
+ * from it on, compressed (rank 1 loses much). */
+static void test_start_step(void) {
+  float *g = malloc(NFLOATS * sizeof *g), *plain = malloc(NFLOATS * sizeof *plain);
+  if (!g || !plain) exit(2);
+  dist_reducer_opts o = {.compress = DIST_COMPRESS_POWERSGD,
+                         .powersgd_rank = 1,
+                         .powersgd_start_step = 2,
+                         .matrices = layout,
+                         .nmatrices = NMAT};
+  dist_reducer *red = dist_reducer_create(g, NFLOATS, &o);
+  for (int t = 0; t < 3; t++) {
+    fill(g, dist_rank(), t);
+    memcpy(plain, g, NFLOATS * sizeof *g);
+    dist_allreduce_average_plain(plain, NFLOATS);
+    dist_reducer_begin(red);
+    dist_reducer_ready(red, 0, NFLOATS);
+    dist_reducer_finish(red);
+    int same = memcmp(g, plain, NFLOATS * sizeof *g) == 0;
+    CU_ASSERT_EQUAL(same, t < 2 || dist_size() == 1 ? t < 2 : 0);
+    CU_ASSERT_EQUAL(g[0], plain[0]); /* biases always exact */
+  }
+  /* and the reference agrees through the switch */
+  double err = compare_with_reference(2, 4, 2);
+  CU_ASSERT(err < 1e-5);
+  dist_reducer_free(red);
+  free(g);
+  free(plain);
+}
+
+/* A reducer given another's state (after pass 2) continues bitwise like it. */
+static void test_resume_bitwise(void) {
+  float *a = malloc(NFLOATS * sizeof *a), *b = malloc(NFLOATS * sizeof *b);
+  if (!a || !b) exit(2);
+  dist_reducer_opts o = {.compress = DIST_COMPRESS_POWERSGD,
+                         .powersgd_rank = 2,
+                         .powersgd_start_step = 1,
+                         .matrices = layout,
+                         .nmatrices = NMAT};
+  dist_reducer *ra = dist_reducer_create(a, NFLOATS, &o);
+  float *state = NULL;
+  int64_t passes = 0;
+  for (int t = 0; t < 5; t++) {
+    if (t == 3) {
+      state = malloc(dist_reducer_state_floats(ra) * sizeof *state);
+      if (!state) exit(2);
+      dist_reducer_get_state(ra, state, &passes);
+    }
+    fill(a, dist_rank(), t);
+    dist_reducer_begin(ra);
+    dist_reducer_ready(ra, 0, NFLOATS);
+    dist_reducer_finish(ra);
+  }
+  CU_ASSERT_EQUAL(passes, 3);
+  dist_reducer *rb = dist_reducer_create(b, NFLOATS, &o);
+  dist_reducer_set_state(rb, state, passes);
+  for (int t = 3; t < 5; t++) {
+    fill(b, dist_rank(), t);
+    dist_reducer_begin(rb);
+    dist_reducer_ready(rb, 0, NFLOATS);
+    dist_reducer_finish(rb);
+  }
+  CU_ASSERT(memcmp(a, b, NFLOATS * sizeof *a) == 0);
+  dist_reducer_free(ra);
+  dist_reducer_free(rb);
+  free(state);
+  free(a);
+  free(b);
+}
+
+/* Bytes on the wire: uncompressed floats plus (n + m) r per matrix; a
+ * matrix that would not shrink by min_ratio stays uncompressed. */
+static void test_wire_floats(void) {
+  float *g = calloc(NFLOATS, sizeof *g);
+  if (!g) exit(2);
+  dist_reducer_opts o = {.compress = DIST_COMPRESS_POWERSGD,
+                         .powersgd_rank = 4,
+                         .matrices = layout,
+                         .nmatrices = NMAT};
+  dist_reducer *red = dist_reducer_create(g, NFLOATS, &o);
+  size_t plain = 3 + 8 + 16 + 10, pq = (8 + 27) * 4 + (16 + 72) * 4 + (10 + 64) * 4;
+  CU_ASSERT_EQUAL(dist_reducer_wire_floats(red), plain + pq);
+  dist_reducer_free(red);
+  o.powersgd_min_ratio = 2; /* 8 x 27 at rank 4: 216 < 2 (35) 4 = 280, stays */
+  red = dist_reducer_create(g, NFLOATS, &o);
+  CU_ASSERT_EQUAL(dist_reducer_compressed_matrices(red), 2);
+  CU_ASSERT_EQUAL(dist_reducer_wire_floats(red), plain + 216 + (16 + 72) * 4 + (10 + 64) * 4);
+  dist_reducer_free(red);
+  free(g);
+}
+
+static int run_fault(const char *mode) {
+  float g[NFLOATS] = {0};
+  dist_reducer_opts o = {.compress = DIST_COMPRESS_POWERSGD,
+                         .powersgd_rank = 4,
+                         .matrices = layout,
+                         .nmatrices = NMAT};
+  dist_matrix bad[2] = {{.offset = 0, .rows = 4, .cols = 4}, {.offset = 10, .rows = 2, .cols = 3}};
+  if (!strcmp(mode, "rank-zero"))
+    o.powersgd_rank = 0;
+  else if (!strcmp(mode, "start"))
+    o.powersgd_start_step = -1;
+  else if (!strcmp(mode, "overlap"))
+    o.matrices = bad, o.nmatrices = 2;
+  else {
+    fprintf(stderr, "mpi_dist_powersgd: unknown fault mode %s\n", mode);
+    return 2;
+  }
+  dist_reducer_free(dist_reducer_create(g, NFLOATS, &o));
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  dist_init(&argc, &argv);
+  if (argc == 3 && !strcmp(argv[1], "--fault")) {
+    int rc = run_fault(argv[2]);
+    dist_finalize();
+    return rc;
+  }
+  static const tu_test tests[] = {
+      {"rank 1, 2, 4 == reference step of the average, 4 passes", test_low_rank_equals_reference},
+      {"rank >= smaller side == plain average", test_full_rank_equals_average},
+      {"plain average before powersgd_start_step", test_start_step},
+      {"resume from the state continues bitwise", test_resume_bitwise},
+      {"floats on the wire per pass", test_wire_floats},
+      {NULL, NULL}};
+  tu_add_suite("dist powersgd", tests);
+  int rc = tu_run_all_ranks(dist_rank());
+  dist_finalize();
+  return rc;
+}
