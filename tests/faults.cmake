@@ -27,3 +27,9 @@ endif()
 if(TARGET test_determinism)
   set_tests_properties(determinism PROPERTIES LABELS slow)
 endif()
+# The cases that need a private mount namespace (root or CAP_SYS_ADMIN) run as
+# their own entry, reported as skipped where unshare -m is refused.
+if(TARGET test_faults)
+  alexnet_env_cases(faults mount "checkpoint directory read-only"
+                    "disk full while writing a checkpoint")
+endif()

@@ -845,10 +845,8 @@ static void test_fashion_mnist(void) {
   char images[4400], labels[4400], out[4400], err[2048];
   snprintf(images, sizeof images, "%s/train-images-idx3-ubyte.gz", fm);
   snprintf(labels, sizeof labels, "%s/train-labels-idx1-ubyte.gz", fm);
-  if (access(images, R_OK) != 0) {
-    fprintf(stderr, "(%s absent: skipped) ", fm);
-    return;
-  }
+  if (access(images, R_OK) != 0)
+    TU_SKIP("%s is absent (apt-get install dataset-fashion-mnist)", images);
   snprintf(out, sizeof out, "%s/fm-train.h5", tu_scratch_dir("convert_fashion"));
   data_convert_stats st;
   data_convert_opts o;

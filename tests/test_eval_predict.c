@@ -27,11 +27,20 @@
 
 #define OUT_MAX (1 << 16)
 
-static char g_dir[4096];    /* the suite's scratch directory */
-static char g_config[4200]; /* tiny.yaml */
-static char g_ckpts[4200];  /* its run's checkpoint directory */
-static char g_val[4200];    /* the synthetic validation file */
-static int g_trained;       /* the training run succeeded */
+/* What the eval_predict suite's set-up (setup_trained_run) prepares once for
+ * its cases, which only read it: a trained tiny run and files made from it. */
+static struct {
+  char dir[4096];    /* the suite's scratch directory */
+  char config[4200]; /* tiny.yaml */
+  char ckpts[4200];  /* its run's checkpoint directory; step 48 is the newest */
+  char val[4200];    /* the synthetic validation file (64 samples) */
+  char eval_out[OUT_MAX]; /* alexnet-eval of the newest checkpoint on 1 rank,
+                           * center crop, --per-class --confusion confusion.csv */
+  double top1, loss;      /* its figures */
+  double class_top1[4];   /* and per class */
+  int labels[64];         /* pngs/sample<i>.png: validation sample i, its label */
+  /* val40.h5: 64 synthetic 40x40 images of the same 4 classes (seed 7) */
+} fx;
 static char out[OUT_MAX];
 
 /* A tiny 5-conv net on 32x32 synthetic images of 4 classes: 48 steps, ~2 s. */
@@ -103,63 +112,105 @@ static int run(const char *fmt, ...) {
 static char eval_bin[4200], predict_bin[4200], import_py[4200];
 
 /* ------------------------------------------------------------------------ */
-/* The checkpoint                                                            */
+/* The suite's set-up                                                        */
 
-static void test_train_checkpoint(void) {
-  snprintf(g_dir, sizeof g_dir, "%s", tu_scratch_dir("eval_predict"));
+/* Writes validation sample i of ds as <dir>/sample<i>.png; returns its label,
+ * or -1 with the reason printed. */
+static int write_sample_png(data_dataset *ds, int64_t i, const char *dir) {
+  uint8_t *px = malloc((size_t)ds->h * ds->w * ds->c);
+  char err[1024], path[4400];
+  snprintf(path, sizeof path, "%s/sample%lld.png", dir, (long long)i);
+  int ok = px && data_dataset_read(ds, i, px, err, sizeof err) == 0 &&
+           data_png_write(path, ds->w, ds->h, ds->c, px, err, sizeof err) == 0;
+  free(px);
+  if (!ok) fprintf(stderr, "\n  %s: %s\n", path, px ? err : "out of memory");
+  return ok ? ds->labels[i] : -1;
+}
+
+/* Prints why the set-up failed; returns -1 (CUnit then runs none of the cases). */
+static int setup_failed(const char *what) {
+  fprintf(stderr, "\n  eval_predict set-up: %s\n%s\n", what, out);
+  return -1;
+}
+
+/* Trains the tiny config (48 steps, ~2 s), evaluates its newest checkpoint
+ * on 1 rank (the figures that later cases compare with), writes every
+ * validation sample as a PNG and a second validation set of 40x40 images. */
+static int setup_trained_run(void) {
+  snprintf(fx.dir, sizeof fx.dir, "%s", tu_scratch_dir("eval_predict"));
   snprintf(eval_bin, sizeof eval_bin, "%s", tu_bin("alexnet-eval"));
   snprintf(predict_bin, sizeof predict_bin, "%s", tu_bin("alexnet-predict"));
   snprintf(import_py, sizeof import_py, "%s/launch/import-torchvision.py", ALEXNET_SOURCE_DIR);
-  char yaml[4096];
-  snprintf(yaml, sizeof yaml, tiny_yaml, g_dir);
-  snprintf(g_config, sizeof g_config, "%s/tiny.yaml", g_dir);
-  write_file(g_config, yaml);
-  snprintf(g_ckpts, sizeof g_ckpts, "%s/run/checkpoints", g_dir);
-  snprintf(g_val, sizeof g_val, "%s/run/synthetic-val-64-32-4-3.h5", g_dir);
-  int rc = run("%s '%s'", tu_bin("alexnet-train"), g_config);
-  if (rc != 0) fprintf(stderr, "\n%s\n", out);
-  CU_ASSERT_FATAL(rc == 0);
-  char path[4400];
-  snprintf(path, sizeof path, "%s/step-00000048.h5", g_ckpts);
-  CU_ASSERT_FATAL(file_exists(path));
-  CU_ASSERT_FATAL(file_exists(g_val));
-  g_trained = 1;
+  char yaml[4096], path[4400], err[1024];
+  snprintf(yaml, sizeof yaml, tiny_yaml, fx.dir);
+  snprintf(fx.config, sizeof fx.config, "%s/tiny.yaml", fx.dir);
+  FILE *f = fopen(fx.config, "w");
+  if (!f || fputs(yaml, f) < 0 || fclose(f) != 0) return setup_failed("cannot write tiny.yaml");
+  snprintf(fx.ckpts, sizeof fx.ckpts, "%s/run/checkpoints", fx.dir);
+  snprintf(fx.val, sizeof fx.val, "%s/run/synthetic-val-64-32-4-3.h5", fx.dir);
+  if (run("%s '%s'", tu_bin("alexnet-train"), fx.config) != 0)
+    return setup_failed("alexnet-train failed");
+  snprintf(path, sizeof path, "%s/step-00000048.h5", fx.ckpts);
+  if (!file_exists(path) || !file_exists(fx.val))
+    return setup_failed("no step-00000048.h5 or validation file after training");
+
+  if (run("%s '%s' --checkpoint '%s' --per-class --confusion '%s/confusion.csv'", eval_bin,
+          fx.config, fx.ckpts, fx.dir) != 0)
+    return setup_failed("alexnet-eval failed");
+  snprintf(fx.eval_out, sizeof fx.eval_out, "%s", out);
+  fx.top1 = json_number(out, "top1");
+  fx.loss = json_number(out, "loss");
+  const char *pc = strstr(out, "\"per_class_top1\":[");
+  if (!pc || !(fx.top1 > 0)) return setup_failed("no top1 or per_class_top1 in the evaluation");
+  pc += strlen("\"per_class_top1\":[");
+  for (int k = 0; k < 4; k++) {
+    fx.class_top1[k] = strtod(pc, (char **)&pc);
+    pc++;
+  }
+
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/pngs", fx.dir);
+  mkdir(dir, 0777);
+  data_dataset ds;
+  if (data_dataset_open(fx.val, &ds, err, sizeof err) != 0 || ds.n != 64) {
+    snprintf(out, sizeof out, "%s", err);
+    return setup_failed("the validation file does not hold 64 samples");
+  }
+  int ok = 1;
+  for (int64_t i = 0; i < 64 && ok; i++) ok = (fx.labels[i] = write_sample_png(&ds, i, dir)) >= 0;
+  data_dataset_close(&ds);
+  if (!ok) return setup_failed("cannot write the samples as PNG");
+
+  snprintf(path, sizeof path, "%s/val40.h5", fx.dir);
+  if (data_write_synthetic(path, 64, 40, 3, 4, 7, err, sizeof err) != 0) {
+    snprintf(out, sizeof out, "%s", err);
+    return setup_failed("cannot write val40.h5");
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* alexnet-eval                                                              */
 
-static double g_top1, g_loss;  /* 1 rank, center crop, newest checkpoint */
-static double g_class_top1[4]; /* its per-class top-1 */
 
+/* The set-up's evaluation (1 rank, newest checkpoint, --per-class,
+ * --confusion confusion.csv): its output, the CSV and the run's metrics. */
 static void test_eval_one_rank(void) {
-  CU_ASSERT_FATAL(g_trained);
   char csv[4400], metrics[4400];
-  snprintf(csv, sizeof csv, "%s/confusion.csv", g_dir);
-  snprintf(metrics, sizeof metrics, "%s/run/metrics.jsonl", g_dir);
-  int rc = run("%s '%s' --checkpoint '%s' --per-class --confusion '%s'", eval_bin, g_config,
-               g_ckpts, csv);
-  CU_ASSERT_FATAL(rc == 0);
-  TU_ASSERT_CONTAINS(out, "step-00000048.h5 (step 48, epoch 3)");
-  TU_ASSERT_CONTAINS(out, "images/s");
-  TU_ASSERT_CONTAINS(out, "class_3");
-  g_top1 = json_number(out, "top1");
-  g_loss = json_number(out, "loss");
-  CU_ASSERT(g_top1 >= 0.5 && g_top1 <= 1.0);  /* chance is 0.25 */
-  CU_ASSERT(json_number(out, "top5") == 1.0); /* 4 classes */
-  CU_ASSERT(json_number(out, "samples") == 64);
-  CU_ASSERT(json_number(out, "step") == 48);
-  CU_ASSERT(g_loss > 0 && g_loss < 1.386); /* below ln 4 */
-  const char *pc = strstr(out, "\"per_class_top1\":[");
-  CU_ASSERT_FATAL(pc != NULL);
-  pc += strlen("\"per_class_top1\":[");
+  snprintf(csv, sizeof csv, "%s/confusion.csv", fx.dir);
+  snprintf(metrics, sizeof metrics, "%s/run/metrics.jsonl", fx.dir);
+  const char *text = fx.eval_out;
+  TU_ASSERT_CONTAINS(text, "step-00000048.h5 (step 48, epoch 3)");
+  TU_ASSERT_CONTAINS(text, "images/s");
+  TU_ASSERT_CONTAINS(text, "class_3");
+  CU_ASSERT(fx.top1 >= 0.5 && fx.top1 <= 1.0);  /* chance is 0.25 */
+  CU_ASSERT(json_number(text, "top5") == 1.0); /* 4 classes */
+  CU_ASSERT(json_number(text, "samples") == 64);
+  CU_ASSERT(json_number(text, "step") == 48);
+  CU_ASSERT(fx.loss > 0 && fx.loss < 1.386); /* below ln 4 */
   double mean = 0;
-  for (int k = 0; k < 4; k++) {
-    g_class_top1[k] = strtod(pc, (char **)&pc);
-    pc++;
-    mean += g_class_top1[k] / 4;
-  }
-  CU_ASSERT(fabs(mean - g_top1) < 1e-6); /* 16 samples per class */
+  for (int k = 0; k < 4; k++) mean += fx.class_top1[k] / 4;
+  CU_ASSERT(fabs(mean - fx.top1) < 1e-6); /* 16 samples per class */
 
   /* The confusion matrix: a header and 4 rows of 4 counts, 16 per row. */
   FILE *f = fopen(csv, "r");
@@ -179,56 +230,56 @@ static void test_eval_one_rank(void) {
   }
   fclose(f);
   CU_ASSERT(rows == 4);
-  CU_ASSERT(diag == (int)lround(g_top1 * 64));
+  CU_ASSERT(diag == (int)lround(fx.top1 * 64));
 
-  /* The run's metrics got a val line naming the checkpoint. */
+  /* The run's metrics got a val line naming the checkpoint (the first of
+   * eval's lines: training wrote none, eval.every_epochs being 0). */
   char cmd[9000];
-  snprintf(cmd, sizeof cmd, "tail -n 1 '%s'", metrics);
+  snprintf(cmd, sizeof cmd, "grep -m 1 '\"checkpoint\"' '%s'", metrics);
   CU_ASSERT(tu_run_cmd(cmd, out, sizeof out) == 0);
   TU_ASSERT_CONTAINS(out, "\"split\":\"val\"");
   TU_ASSERT_CONTAINS(out, "\"checkpoint\":\"");
   TU_ASSERT_CONTAINS(out, "step-00000048.h5\"");
-  CU_ASSERT(fabs(json_number(out, "top1") - g_top1) < 1e-9);
+  CU_ASSERT(fabs(json_number(out, "top1") - fx.top1) < 1e-9);
 }
 
 static void test_eval_two_ranks(void) {
-  CU_ASSERT_FATAL(g_trained && g_top1 > 0);
   /* An odd batch is rounded up to split over the ranks; the figures do not change. */
   int rc = run("mpiexec -n 2 %s '%s' --checkpoint '%s/step-00000048.h5' --set eval.batch_size=33",
-               eval_bin, g_config, g_ckpts);
+               eval_bin, fx.config, fx.ckpts);
   if (rc != 0) fprintf(stderr, "\n%s\n", out); /* e.g. mpiexec refusing root without OMPI_* */
   CU_ASSERT_FATAL(rc == 0);
   TU_ASSERT_CONTAINS(out, "evaluation batch 33 rounded up to 34 to split over 2 ranks");
   CU_ASSERT(json_number(out, "ranks") == 2);
   CU_ASSERT(json_number(out, "samples") == 64);
-  CU_ASSERT(json_number(out, "top1") == g_top1);
-  CU_ASSERT(fabs(json_number(out, "loss") - g_loss) < 1e-5);
+  CU_ASSERT(json_number(out, "top1") == fx.top1);
+  CU_ASSERT(fabs(json_number(out, "loss") - fx.loss) < 1e-5);
 }
 
 static void test_eval_several(void) {
-  CU_ASSERT_FATAL(g_trained);
-  char csv[4400];
-  snprintf(csv, sizeof csv, "%s/several.csv", g_dir);
+  char csv[4400], cmd[9000];
+  snprintf(csv, sizeof csv, "%s/several.csv", fx.dir);
+  snprintf(cmd, sizeof cmd, "grep -c '\"checkpoint\"' '%s/run/metrics.jsonl'", fx.dir);
+  CU_ASSERT(tu_run_cmd(cmd, out, sizeof out) == 0);
+  int before = atoi(out);
   int rc = run("%s '%s' --checkpoint '%s/step-00000016.h5' '%s/step-00000048.h5' --confusion '%s'",
-               eval_bin, g_config, g_ckpts, g_ckpts, csv);
+               eval_bin, fx.config, fx.ckpts, fx.ckpts, csv);
   CU_ASSERT_FATAL(rc == 0);
   const char *first = strstr(out, "{\"step\":16,");
   const char *second = strstr(out, "{\"step\":48,");
   CU_ASSERT(first && second && first < second);
   char path[4400];
-  snprintf(path, sizeof path, "%s/several-step-00000016.csv", g_dir);
+  snprintf(path, sizeof path, "%s/several-step-00000016.csv", fx.dir);
   CU_ASSERT(file_exists(path));
-  snprintf(path, sizeof path, "%s/several-step-00000048.csv", g_dir);
+  snprintf(path, sizeof path, "%s/several-step-00000048.csv", fx.dir);
   CU_ASSERT(file_exists(path));
 
   /* Both went to the run's metrics; a checkpoint outside the run does not. */
-  char cmd[9000];
-  snprintf(cmd, sizeof cmd, "grep -c '\"checkpoint\"' '%s/run/metrics.jsonl'", g_dir);
   CU_ASSERT(tu_run_cmd(cmd, out, sizeof out) == 0);
-  int before = atoi(out);
-  CU_ASSERT(before >= 3); /* one from test_eval_one_rank, two here */
+  CU_ASSERT(atoi(out) == before + 2);
+  before = atoi(out);
   rc = run("cp '%s/step-00000048.h5' '%s/outside.h5' && %s '%s' --checkpoint '%s/outside.h5'",
-           g_ckpts, g_dir, eval_bin, g_config, g_dir);
+           fx.ckpts, fx.dir, eval_bin, fx.config, fx.dir);
   CU_ASSERT(rc == 0);
   CU_ASSERT(tu_run_cmd(cmd, out, sizeof out) == 0);
   CU_ASSERT(atoi(out) == before);
@@ -236,16 +287,14 @@ static void test_eval_several(void) {
 
 /* TenCrop vs center crop on 40x40 images of the same classes. */
 static void test_eval_ten_crop(void) {
-  CU_ASSERT_FATAL(g_trained);
-  char val40[4400], err[1024];
-  snprintf(val40, sizeof val40, "%s/val40.h5", g_dir);
-  CU_ASSERT_FATAL(data_write_synthetic(val40, 64, 40, 3, 4, 7, err, sizeof err) == 0);
-  int rc = run("%s '%s' --checkpoint '%s' --data '%s'", eval_bin, g_config, g_ckpts, val40);
+  char val40[4400];
+  snprintf(val40, sizeof val40, "%s/val40.h5", fx.dir);
+  int rc = run("%s '%s' --checkpoint '%s' --data '%s'", eval_bin, fx.config, fx.ckpts, val40);
   CU_ASSERT_FATAL(rc == 0);
   double top1 = json_number(out, "top1"), loss = json_number(out, "loss");
   TU_ASSERT_CONTAINS(out, "\"ten_crop\":false");
   TU_ASSERT_CONTAINS(out, "center crop");
-  rc = run("%s '%s' --checkpoint '%s' --data '%s' --ten-crop", eval_bin, g_config, g_ckpts, val40);
+  rc = run("%s '%s' --checkpoint '%s' --data '%s' --ten-crop", eval_bin, fx.config, fx.ckpts, val40);
   CU_ASSERT_FATAL(rc == 0);
   TU_ASSERT_CONTAINS(out, "\"ten_crop\":true");
   TU_ASSERT_CONTAINS(out, "ten crops");
@@ -260,40 +309,21 @@ static void test_eval_ten_crop(void) {
 /* ------------------------------------------------------------------------ */
 /* alexnet-predict                                                           */
 
-/* Writes validation sample i as <dir>/sample<i>.png; returns its label. */
-static int write_sample_png(data_dataset *ds, int64_t i, const char *dir) {
-  uint8_t *px = malloc((size_t)ds->h * ds->w * ds->c);
-  char err[1024], path[4400];
-  CU_ASSERT_FATAL(px && data_dataset_read(ds, i, px, err, sizeof err) == 0);
-  snprintf(path, sizeof path, "%s/sample%lld.png", dir, (long long)i);
-  CU_ASSERT_FATAL(data_png_write(path, ds->w, ds->h, ds->c, px, err, sizeof err) == 0);
-  free(px);
-  return ds->labels[i];
-}
-
-/* Every validation sample as a PNG through predict: the same top-1 as
- * alexnet-eval, and the easiest class predicted for all its samples. */
+/* Every validation sample as a PNG (the set-up's) through predict: the same
+ * top-1 as alexnet-eval, and the easiest class predicted for all its samples. */
 static void test_predict_agrees_with_eval(void) {
-  CU_ASSERT_FATAL(g_trained && g_top1 > 0);
-  char dir[4200], err[1024];
-  snprintf(dir, sizeof dir, "%s/pngs", g_dir);
-  mkdir(dir, 0777);
-  data_dataset ds;
-  CU_ASSERT_FATAL(data_dataset_open(g_val, &ds, err, sizeof err) == 0);
-  int labels[64];
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/pngs", fx.dir);
+  const int *labels = fx.labels;
   static char cmd[64 * 4500 + 8192];
   int len = snprintf(cmd, sizeof cmd, "%s --checkpoint '%s/step-00000048.h5' --top 1 --batch 24",
-                     predict_bin, g_ckpts);
-  for (int64_t i = 0; i < ds.n && i < 64; i++) {
-    labels[i] = write_sample_png(&ds, i, dir);
-    len += snprintf(cmd + len, sizeof cmd - (size_t)len, " '%s/sample%lld.png'", dir, (long long)i);
-  }
-  CU_ASSERT_FATAL(ds.n == 64);
-  data_dataset_close(&ds);
+                     predict_bin, fx.ckpts);
+  for (int i = 0; i < 64; i++)
+    len += snprintf(cmd + len, sizeof cmd - (size_t)len, " '%s/sample%d.png'", dir, i);
   CU_ASSERT_FATAL(tu_run_cmd(cmd, out, sizeof out) == 0);
   int easy = 0;
   for (int k = 1; k < 4; k++)
-    if (g_class_top1[k] > g_class_top1[easy]) easy = k;
+    if (fx.class_top1[k] > fx.class_top1[easy]) easy = k;
   int hits = 0, easy_hits = 0;
   const char *p = out;
   for (int i = 0; i < 64; i++) {
@@ -307,12 +337,12 @@ static void test_predict_agrees_with_eval(void) {
     easy_hits += labels[i] == easy && predicted == easy;
     CU_ASSERT(strstr(p, "%\n") != NULL);
   }
-  CU_ASSERT(hits == (int)lround(g_top1 * 64));
-  CU_ASSERT(easy_hits == (int)lround(g_class_top1[easy] * 16));
-  CU_ASSERT(g_class_top1[easy] == 1.0);
+  CU_ASSERT(hits == (int)lround(fx.top1 * 64));
+  CU_ASSERT(easy_hits == (int)lround(fx.class_top1[easy] * 16));
+  CU_ASSERT(fx.class_top1[easy] == 1.0);
 
   /* One image: the seed's lines and nothing else; 4 classes = 4 lines by default. */
-  int rc = run("%s --checkpoint '%s/step-00000048.h5' '%s/sample0.png'", predict_bin, g_ckpts, dir);
+  int rc = run("%s --checkpoint '%s/step-00000048.h5' '%s/sample0.png'", predict_bin, fx.ckpts, dir);
   CU_ASSERT(rc == 0);
   int lines = 0;
   double total = 0;
@@ -328,12 +358,11 @@ static void test_predict_agrees_with_eval(void) {
 }
 
 static void test_predict_labels(void) {
-  CU_ASSERT_FATAL(g_trained);
   char labels[4400];
-  snprintf(labels, sizeof labels, "%s/labels.txt", g_dir);
+  snprintf(labels, sizeof labels, "%s/labels.txt", fx.dir);
   write_file(labels, "circle\r\nsquare\nstripes\nnoise"); /* CRLF and no final newline */
   int rc = run("%s --checkpoint '%s/step-00000048.h5' --labels '%s' --top 4 '%s/pngs/sample1.png'",
-               predict_bin, g_ckpts, labels, g_dir);
+               predict_bin, fx.ckpts, labels, fx.dir);
   CU_ASSERT(rc == 0);
   TU_ASSERT_CONTAINS(out, "circle: ");
   TU_ASSERT_CONTAINS(out, "square: ");
@@ -357,11 +386,10 @@ static int png_size(const char *path, int *w, int *h, double *spread) {
 }
 
 static void test_activation_maps(void) {
-  CU_ASSERT_FATAL(g_trained);
   char maps[4400], path[4600];
-  snprintf(maps, sizeof maps, "%s/maps", g_dir);
+  snprintf(maps, sizeof maps, "%s/maps", fx.dir);
   int rc = run("%s --checkpoint '%s/step-00000048.h5' --activation-maps '%s' '%s/pngs/sample2.png'",
-               predict_bin, g_ckpts, maps, g_dir);
+               predict_bin, fx.ckpts, maps, fx.dir);
   CU_ASSERT_FATAL(rc == 0);
   TU_ASSERT_CONTAINS(out, "activation maps of conv1..conv5 written to");
   for (int k = 1; k <= 5; k++) {
@@ -381,12 +409,12 @@ static void test_activation_maps(void) {
   CU_ASSERT(!file_exists(path));
 
   /* Several images: a folder per image; a repeated name gets its position. */
-  snprintf(maps, sizeof maps, "%s/maps_several", g_dir);
+  snprintf(maps, sizeof maps, "%s/maps_several", fx.dir);
   rc =
       run("mkdir -p '%s/other' && cp '%s/pngs/sample3.png' '%s/other/sample2.png' && "
           "%s --checkpoint '%s/step-00000048.h5' --activation-maps '%s' '%s/pngs/sample2.png' "
           "'%s/pngs/sample3.png' '%s/other/sample2.png'",
-          g_dir, g_dir, g_dir, predict_bin, g_ckpts, maps, g_dir, g_dir, g_dir);
+          fx.dir, fx.dir, fx.dir, predict_bin, fx.ckpts, maps, fx.dir, fx.dir, fx.dir);
   CU_ASSERT(rc == 0);
   const char *expect[] = {"sample2/conv5_activation_map.png", "sample3/activation_maps.png",
                           "sample2-3/conv1_activation_map.png"};
@@ -399,17 +427,17 @@ static void test_activation_maps(void) {
   rc =
       run("%s --checkpoint '%s/step-00000048.h5' --activation-maps '%s/tiny.yaml/x' "
           "'%s/pngs/sample2.png'",
-          predict_bin, g_ckpts, g_dir, g_dir);
+          predict_bin, fx.ckpts, fx.dir, fx.dir);
   CU_ASSERT(rc == 1);
   TU_ASSERT_CONTAINS(out, "alexnet-predict: cannot create directory");
 }
 
-/* Copies g_dir/<from> to path (unless they are the same file) and rewrites
+/* Copies fx.dir/<from> to path (unless they are the same file) and rewrites
  * one of its attributes (not covered by the checksum) through the HDF5 API. */
 static void copy_with_attr(const char *path, const char *from, const char *attr, hid_t type,
                            const void *value) {
   char cmd[9000], src[4400];
-  snprintf(src, sizeof src, "%s/%s", g_dir, from);
+  snprintf(src, sizeof src, "%s/%s", fx.dir, from);
   if (strcmp(src, path) != 0) {
     snprintf(cmd, sizeof cmd, "cp '%s' '%s'", src, path);
     CU_ASSERT_FATAL(tu_run_cmd(cmd, out, sizeof out) == 0);
@@ -427,29 +455,37 @@ static void copy_with_input(const char *path, const char *from, const int input[
   copy_with_attr(path, from, "input", H5T_NATIVE_INT, input);
 }
 
-/* A checkpoint with no stored config (as an imported torchvision file
- * without one): the network comes from its arch attribute. */
-static void test_predict_arch_fallback(void) {
-  CU_ASSERT_FATAL(g_trained);
+/* Writes <fx.dir>/noconfig.h5: an alexnet_cifar of 3 classes with no stored
+ * config (as an imported torchvision file without one); m receives its
+ * metadata. */
+static void save_noconfig(ckpt_meta *m, char *path, size_t len) {
   nn_layer_spec *specs;
   int count;
   nn_shape input;
-  char err[4400], path[4400];
+  char err[4400];
   nn_preset_opts o = {.num_classes = 3};
   CU_ASSERT_FATAL(nn_preset("alexnet_cifar", &o, &specs, &count, &input, err, sizeof err) == 0);
   nn_net net;
   CU_ASSERT_FATAL(nn_net_build(&net, specs, count, input, err, sizeof err) == 0);
   free(specs);
   nn_init_torch_default(&net, 11);
-  ckpt_meta m;
-  memset(&m, 0, sizeof m);
-  snprintf(m.arch, sizeof m.arch, "alexnet_cifar");
-  m.num_classes = 3;
-  for (int k = 0; k < 3; k++) m.mean[k] = 0.5f, m.std[k] = 0.25f;
-  snprintf(path, sizeof path, "%s/noconfig.h5", g_dir);
-  CU_ASSERT_FATAL(ckpt_save(path, &net, NULL, &m, err, sizeof err) == 0);
+  memset(m, 0, sizeof *m);
+  snprintf(m->arch, sizeof m->arch, "alexnet_cifar");
+  m->num_classes = 3;
+  for (int k = 0; k < 3; k++) m->mean[k] = 0.5f, m->std[k] = 0.25f;
+  snprintf(path, len, "%s/noconfig.h5", fx.dir);
+  CU_ASSERT_FATAL(ckpt_save(path, &net, NULL, m, err, sizeof err) == 0);
   nn_net_free(&net);
-  int rc = run("%s --checkpoint '%s' '%s/pngs/sample0.png'", predict_bin, path, g_dir);
+}
+
+/* A checkpoint with no stored config: the network comes from its arch
+ * attribute. */
+static void test_predict_arch_fallback(void) {
+  char err[4400], path[4400];
+  ckpt_meta m;
+  nn_net net;
+  save_noconfig(&m, path, sizeof path);
+  int rc = run("%s --checkpoint '%s' '%s/pngs/sample0.png'", predict_bin, path, fx.dir);
   CU_ASSERT(rc == 0);
   TU_ASSERT_CONTAINS(out, "0: ");
   TU_ASSERT_CONTAINS(out, "2: ");
@@ -464,12 +500,12 @@ static void test_predict_arch_fallback(void) {
   cfg_free(&c);
   snprintf(m.arch, sizeof m.arch, "custom");
   m.num_classes = 4;
-  snprintf(path, sizeof path, "%s/linear.h5", g_dir);
+  snprintf(path, sizeof path, "%s/linear.h5", fx.dir);
   CU_ASSERT_FATAL(ckpt_save(path, &net, NULL, &m, err, sizeof err) == 0);
-  rc = run("%s --checkpoint '%s' '%s/pngs/sample0.png'", predict_bin, path, g_dir);
+  rc = run("%s --checkpoint '%s' '%s/pngs/sample0.png'", predict_bin, path, fx.dir);
   CU_ASSERT(rc == 0);
   rc = run("%s --checkpoint '%s' --activation-maps '%s/nomaps' '%s/pngs/sample0.png'", predict_bin,
-           path, g_dir, g_dir);
+           path, fx.dir, fx.dir);
   CU_ASSERT(rc == 2);
   TU_ASSERT_CONTAINS(out, "alexnet-predict: --activation-maps: the model has no convolution");
 
@@ -519,10 +555,10 @@ static void test_predict_arch_fallback(void) {
     snprintf(m.arch, sizeof m.arch, "%s", cases[k].arch);
     m.config_yaml = (char *)cases[k].config;
     m.std[1] = cases[k].std1;
-    snprintf(path, sizeof path, "%s/%s", g_dir, cases[k].file);
+    snprintf(path, sizeof path, "%s/%s", fx.dir, cases[k].file);
     CU_ASSERT_FATAL(ckpt_save(path, &net, NULL, &m, err, sizeof err) == 0);
     if (cases[k].input[0] > 0) copy_with_input(path, cases[k].file, cases[k].input);
-    rc = run("%s --checkpoint '%s' '%s/pngs/sample0.png'", predict_bin, path, g_dir);
+    rc = run("%s --checkpoint '%s' '%s/pngs/sample0.png'", predict_bin, path, fx.dir);
     CU_ASSERT(rc == 1);
     TU_ASSERT_CONTAINS(out, "alexnet-predict: checkpoint ");
     TU_ASSERT_CONTAINS(out, cases[k].expect);
@@ -543,7 +579,7 @@ typedef struct {
 
 static void run_cases(const char *bin, const bad_case *cases, size_t n) {
   for (size_t k = 0; k < n; k++) {
-    int rc = run("cd '%s' && %s %s", g_dir, bin, cases[k].args);
+    int rc = run("cd '%s' && %s %s", fx.dir, bin, cases[k].args);
     if (rc != cases[k].rc) fprintf(stderr, "\n  %s %s: exit status %d\n", bin, cases[k].args, rc);
     CU_ASSERT(rc == cases[k].rc);
     for (int e = 0; e < 3 && cases[k].expect[e]; e++) TU_ASSERT_CONTAINS(out, cases[k].expect[e]);
@@ -554,17 +590,16 @@ static void run_cases(const char *bin, const bad_case *cases, size_t n) {
 #define IMG "pngs/sample0.png"
 
 static void test_bad_input_predict(void) {
-  CU_ASSERT_FATAL(g_trained);
   char f[4400], cmd[9000], err[1024];
-  snprintf(cmd, sizeof cmd, "cd '%s' && head -c 200 " IMG " > truncated.png", g_dir);
+  snprintf(cmd, sizeof cmd, "cd '%s' && head -c 200 " IMG " > truncated.png", fx.dir);
   CU_ASSERT_FATAL(tu_run_cmd(cmd, out, sizeof out) == 0);
-  snprintf(f, sizeof f, "%s/empty.jpg", g_dir);
+  snprintf(f, sizeof f, "%s/empty.jpg", fx.dir);
   write_file(f, "");
-  snprintf(f, sizeof f, "%s/three.txt", g_dir);
+  snprintf(f, sizeof f, "%s/three.txt", fx.dir);
   write_file(f, "a\nb\nc\n");
   uint8_t gray[40 * 30]; /* a grayscale PNG is fine: converted to RGB */
   for (int i = 0; i < 40 * 30; i++) gray[i] = (uint8_t)(i * 7);
-  snprintf(f, sizeof f, "%s/gray.png", g_dir);
+  snprintf(f, sizeof f, "%s/gray.png", fx.dir);
   CU_ASSERT_FATAL(data_png_write(f, 40, 30, 1, gray, err, sizeof err) == 0);
 
   const bad_case cases[] = {
@@ -602,16 +637,17 @@ static void test_bad_input_predict(void) {
   };
   run_cases(predict_bin, cases, sizeof cases / sizeof cases[0]);
   /* Nothing printed for an image that failed. */
-  CU_ASSERT(run("cd '%s' && %s " CK " truncated.png 2>/dev/null", g_dir, predict_bin) == 1);
+  CU_ASSERT(run("cd '%s' && %s " CK " truncated.png 2>/dev/null", fx.dir, predict_bin) == 1);
   CU_ASSERT(out[0] == '\0');
 }
 
 static void test_bad_input_eval(void) {
-  CU_ASSERT_FATAL(g_trained);
   char f[4400];
-  snprintf(f, sizeof f, "%s/emptydir", g_dir);
+  ckpt_meta m;
+  save_noconfig(&m, f, sizeof f);
+  snprintf(f, sizeof f, "%s/emptydir", fx.dir);
   mkdir(f, 0777);
-  snprintf(f, sizeof f, "%s/tiny-zero-std.h5", g_dir);
+  snprintf(f, sizeof f, "%s/tiny-zero-std.h5", fx.dir);
   copy_with_attr(f, "run/checkpoints/step-00000048.h5", "std", H5T_NATIVE_FLOAT,
                  (float[]){0.25f, 0.0f, 0.25f});
   const bad_case cases[] = {
@@ -776,21 +812,16 @@ static int parse_top5(const char *text, const char *image, const char *line_form
 }
 
 static void test_torchvision_round_trip(void) {
-  CU_ASSERT_FATAL(g_trained);
-  if (run("/usr/bin/python3 -c 'import torch, torchvision, h5py, PIL'") != 0) {
-    fprintf(stderr,
-            "\n  SKIPPED the torchvision round trip: /usr/bin/python3 cannot import torch, "
-            "torchvision, h5py and PIL (apt-get install python3-torch python3-torchvision "
-            "python3-h5py python3-pil)\n");
-    return;
-  }
+  if (run("/usr/bin/python3 -c 'import torch, torchvision, h5py, PIL'") != 0)
+    TU_SKIP("/usr/bin/python3 cannot import torch, torchvision, h5py and PIL (apt-get install "
+            "python3-torch python3-torchvision python3-h5py python3-pil)");
   char script[4400], pth[4400], h5[4400], big[4400], exact[4400];
-  snprintf(script, sizeof script, "%s/torch_side.py", g_dir);
+  snprintf(script, sizeof script, "%s/torch_side.py", fx.dir);
   write_file(script, torch_side);
-  snprintf(pth, sizeof pth, "%s/alexnet_random.pth", g_dir);
-  snprintf(h5, sizeof h5, "%s/alexnet_random.h5", g_dir);
-  snprintf(big, sizeof big, "%s/photo.png", g_dir);
-  snprintf(exact, sizeof exact, "%s/photo224.png", g_dir);
+  snprintf(pth, sizeof pth, "%s/alexnet_random.pth", fx.dir);
+  snprintf(h5, sizeof h5, "%s/alexnet_random.h5", fx.dir);
+  snprintf(big, sizeof big, "%s/photo.png", fx.dir);
+  snprintf(exact, sizeof exact, "%s/photo224.png", fx.dir);
   write_test_image(big, 300, 260); /* resized (shrunk) to 224x224 */
   write_test_image(exact, 224, 224);
   int rc = run("/usr/bin/python3 '%s' '%s' '%s' '%s'", script, pth, big, exact);
@@ -801,7 +832,7 @@ static void test_torchvision_round_trip(void) {
 
   /* Class names "c0".."c999" stored by the importer, printed by predict. */
   char labels[4400];
-  snprintf(labels, sizeof labels, "%s/c1000.txt", g_dir);
+  snprintf(labels, sizeof labels, "%s/c1000.txt", fx.dir);
   FILE *lf = fopen(labels, "w");
   CU_ASSERT_FATAL(lf != NULL);
   for (int k = 0; k < 1000; k++) fprintf(lf, "c%d\n", k);
@@ -829,22 +860,24 @@ static void test_torchvision_round_trip(void) {
 
   /* Export our own checkpoint; torch reads it back with the same values. */
   char exported[4400], check[4400];
-  snprintf(exported, sizeof exported, "%s/tiny_export.pth", g_dir);
-  snprintf(check, sizeof check, "%s/export_check.py", g_dir);
+  snprintf(exported, sizeof exported, "%s/tiny_export.pth", fx.dir);
+  snprintf(check, sizeof check, "%s/export_check.py", fx.dir);
   write_file(check, export_check);
   rc =
       run("/usr/bin/python3 '%s' --export '%s/step-00000048.h5' -o '%s' && "
           "/usr/bin/python3 '%s' '%s' '%s/step-00000048.h5'",
-          import_py, g_ckpts, exported, check, exported, g_ckpts);
+          import_py, fx.ckpts, exported, check, exported, fx.ckpts);
   CU_ASSERT(rc == 0);
   TU_ASSERT_CONTAINS(out, "export OK 12");
 
   /* Bad input for the importer (files made by make_bad, in the scratch dir). */
   char bad[4400], python[4400];
-  snprintf(bad, sizeof bad, "%s/make_bad.py", g_dir);
+  snprintf(bad, sizeof bad, "%s/make_bad.py", fx.dir);
   write_file(bad, make_bad);
-  rc = run("cd '%s' && /usr/bin/python3 '%s' '%s/step-00000048.h5'", g_dir, bad, g_ckpts);
+  rc = run("cd '%s' && /usr/bin/python3 '%s' '%s/step-00000048.h5'", fx.dir, bad, fx.ckpts);
   CU_ASSERT_FATAL(rc == 0);
+  snprintf(bad, sizeof bad, "%s/three.txt", fx.dir);
+  write_file(bad, "a\nb\nc\n");
   const bad_case cases[] = {
       {"tiny.yaml -o x.h5",
        1,
@@ -896,11 +929,11 @@ static void test_torchvision_round_trip(void) {
        {"--input-size 32: AlexNet needs at least 63"}},
   };
   /* One python process runs them all (loading torch once costs seconds). */
-  snprintf(python, sizeof python, "%s/import_cases.py", g_dir);
+  snprintf(python, sizeof python, "%s/import_cases.py", fx.dir);
   write_file(python, import_cases);
   static char cmd[16384];
   size_t n = sizeof cases / sizeof cases[0];
-  int len = snprintf(cmd, sizeof cmd, "cd '%s' && /usr/bin/python3 import_cases.py '%s'", g_dir,
+  int len = snprintf(cmd, sizeof cmd, "cd '%s' && /usr/bin/python3 import_cases.py '%s'", fx.dir,
                      import_py);
   for (size_t k = 0; k < n; k++)
     len += snprintf(cmd + len, sizeof cmd - (size_t)len, " '%s'", cases[k].args);
@@ -918,10 +951,10 @@ static void test_torchvision_round_trip(void) {
     *end = '=';
   }
   /* And as separate processes: the exit statuses reach the shell. */
-  rc = run("cd '%s' && /usr/bin/python3 '%s' none.pth -o x.h5", g_dir, import_py);
+  rc = run("cd '%s' && /usr/bin/python3 '%s' none.pth -o x.h5", fx.dir, import_py);
   CU_ASSERT(rc == 1);
   TU_ASSERT_CONTAINS(out, "import-torchvision.py: none.pth: no such file");
-  rc = run("cd '%s' && /usr/bin/python3 '%s' -o x.h5", g_dir, import_py);
+  rc = run("cd '%s' && /usr/bin/python3 '%s' -o x.h5", fx.dir, import_py);
   CU_ASSERT(rc == 2);
   TU_ASSERT_CONTAINS(out, "give either a .pth file to import or --export CKPT");
   unlink(pth); /* 244 MB each */
@@ -995,10 +1028,9 @@ static void test_overlay(void) {
 }
 
 int main(void) {
-  tu_add_suite(
-      "eval_predict",
-      (tu_test[]){{"train a tiny checkpoint", test_train_checkpoint},
-                  {"eval on 1 rank: figures, per class, confusion, metrics", test_eval_one_rank},
+  tu_add_suite_with(
+      "eval_predict", setup_trained_run, NULL,
+      (tu_test[]){{"eval on 1 rank: figures, per class, confusion, metrics", test_eval_one_rank},
                   {"eval on 2 ranks: the same figures", test_eval_two_ranks},
                   {"eval of several checkpoints", test_eval_several},
                   {"eval ten crops vs center crop", test_eval_ten_crop},
