@@ -254,8 +254,8 @@ static const err_case error_cases[] = {
     {"data:\n  synthetic: {n: 5, sise: 3}\n", NULL,
      "t.yaml:2:21: data.synthetic.sise: unknown key (did you mean data.synthetic.size?)"},
     {"optimizer: {schedule.type: step}\n", NULL,
-     "t.yaml:1:13: optimizer.schedule.type: unknown key (known: lr, momentum, weight_decay, "
-     "nesterov, decay_bias, schedule, warmup_epochs)"},
+     "t.yaml:1:13: optimizer.schedule.type: unknown key (known: type, lr, momentum, weight_decay, "
+     "nesterov, decay_bias, schedule, warmup_epochs, lars_eta, lars_eps)"},
     /* duplicate keys */
     {"optimizer:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.2\n", NULL,
      "t.yaml:4:3: optimizer.lr: duplicate key (first at line 2)"},
@@ -391,7 +391,7 @@ static const err_case error_cases[] = {
      "t.yaml:1:20: model.features[0]: unknown layer kind \"conv2d\" (did you mean conv?)"},
     {"model: {features: [pool]}\n", NULL,
      "t.yaml:1:20: model.features[0]: unknown layer kind \"pool\" (known: conv, linear, relu, "
-     "tanh, lrn, maxpool, avgpool, flatten, dropout)"},
+     "tanh, lrn, maxpool, avgpool, flatten, dropout, batchnorm)"},
     {"model: {features: [[relu]]}\n", NULL,
      "t.yaml:1:20: model.features[0]: expected a layer: a kind name or {kind: parameters}, got "
      "a list"},
@@ -499,8 +499,8 @@ static const err_case error_cases[] = {
     {OK_MODEL OK_DATA, "optimizer.lr.x=0.1",
      "--set: optimizer.lr.x: unknown key (optimizer.lr has no sub-keys)"},
     {OK_MODEL OK_DATA, "optimizer.warmup=1",
-     "--set: optimizer.warmup: unknown key (known: lr, momentum, weight_decay, nesterov, "
-     "decay_bias, schedule, warmup_epochs)"},
+     "--set: optimizer.warmup: unknown key (known: type, lr, momentum, weight_decay, nesterov, "
+     "decay_bias, schedule, warmup_epochs, lars_eta, lars_eps)"},
     {OK_MODEL OK_DATA, "optimizer.lr=fast",
      "--set: optimizer.lr: expected a positive number, got \"fast\""},
     {OK_MODEL OK_DATA, "optimizer.lr=[1",
