@@ -117,9 +117,15 @@ set(bench alexnet-allreduce-bench)
 alexnet_dist_expect(allreduce_bench_small 2 ${bench} 0 60
   ARGS --mb 2 --buckets 0.25,1 --compress none,bf16,fp16 --iters 1 --backward-ms 4 --pieces 4
   EXPECT "alexnet-allreduce-bench: 2 ranks, 500000 floats \\(2.0 MB\\), median of 1 runs"
-         "MPI_Allreduce +- +none +[0-9.]+ +[0-9.]+ +-"
-         "reducer +0.25 +fp16 +[0-9.]+ +[0-9.]+ +[0-9.]+"
-         "reducer\\+backward no-overlap +1 +bf16 +[0-9.]+ +[0-9.]+ +[0-9.]+")
+         "MPI_Allreduce +- +none +- +[0-9.]+ +[0-9.]+ +-"
+         "reducer +0.25 +fp16 +mpi +[0-9.]+ +[0-9.]+ +[0-9.]+"
+         "reducer\\+backward no-overlap +1 +bf16 +mpi +[0-9.]+ +[0-9.]+ +[0-9.]+")
+alexnet_dist_expect(allreduce_bench_algorithms 2 ${bench} 0 60
+  ARGS --mb 2 --buckets 0.25 --compress none,fp16 --algorithm auto,ring --iters 1
+  EXPECT "reducer +0.25 +none +mpi +[0-9.]+ +[0-9.]+ +[0-9.]+"
+         "reducer +0.25 +fp16 +ring +[0-9.]+ +[0-9.]+ +[0-9.]+")
+alexnet_dist_expect(allreduce_bench_bad_algorithm 1 ${bench} 2 15 ARGS --algorithm tree
+  EXPECT "alexnet-allreduce-bench: unknown algorithm tree \\(auto, mpi, ring\\)")
 alexnet_dist_expect(allreduce_bench_bad_bucket 1 ${bench} 2 15 ARGS --buckets 4,0
   EXPECT "alexnet-allreduce-bench: bucket sizes must be in \\(0, 4096\\] MiB, not 0")
 alexnet_dist_expect(allreduce_bench_bad_compress 1 ${bench} 2 15 ARGS --compress zip
