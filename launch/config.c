@@ -17,6 +17,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <glob.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -43,6 +44,7 @@ _Static_assert(DIST_COMPRESS_NONE == 0 && DIST_COMPRESS_BF16 == 1 && DIST_COMPRE
 typedef enum {
   K_SECTION,    /* a mapping of further keys */
   K_STR,        /* char array; aux = capacity; null = "" */
+  K_PATHS,      /* char array of paths or globs, a YAML list joined one per line */
   K_BOOL,       /* int 0/1 */
   K_INT,        /* int */
   K_I64,        /* int64_t */
@@ -85,6 +87,7 @@ static const char *const schedule_names[] = {"constant", "step", "multistep",
 static const char *const compress_names[] = {"none", "bf16", "fp16", NULL};
 static const char *const init_names[] = {"auto", "paper", "torch", "kaiming", NULL};
 static const char *const optimizer_names[] = {"sgd", "lars", NULL};
+static const char *const crop_mode_names[] = {"fixed", "random_resized", NULL};
 static const int groups_only[] = {0, 1, 2, -1};
 static const int channels_only[] = {1, 3, -1};
 static const int data_channels_only[] = {0, 3, -1};
@@ -171,8 +174,16 @@ static const key_desc keys[] = {
      .expect = "a list of layers"},
 
     SECTION("data"),
-    STR("data.train", data.train, "a path or null"),
-    STR("data.val", data.val, "a path or null"),
+    {.path = "data.train",
+     .kind = K_PATHS,
+     .off = OFF(data.train),
+     .aux = SIZE(data.train),
+     .expect = "a path, a glob, a list of them, or null"},
+    {.path = "data.val",
+     .kind = K_PATHS,
+     .off = OFF(data.val),
+     .aux = SIZE(data.val),
+     .expect = "a path, a glob, a list of them, or null"},
     SECTION("data.synthetic"),
     I64("data.synthetic.n", data.synthetic.n, 0, 0, "an integer >= 0"),
     INT("data.synthetic.size", data.synthetic.size, 32, 1, 8192, "an integer in [1, 8192]"),
@@ -206,6 +217,9 @@ static const key_desc keys[] = {
     BOOL("data.shuffle", data.shuffle, 1),
     INT("data.prefetch", data.prefetch, 2, 1, 64, "an integer in [1, 64]"),
     DBL("data.val_fraction", data.val_fraction, 0, 0, 0, 1, 1, "a number in [0, 1)"),
+    INT("data.reader_threads", data.reader_threads, 1, 1, 256, "an integer in [1, 256]"),
+    ENUM("data.crop_mode", data.crop_mode, 0, crop_mode_names, "fixed or random_resized"),
+    INT("data.resize", data.resize, 0, 0, 8192, "an integer in [0, 8192]"),
     {.path = "data.channels",
      .kind = K_INT,
      .off = OFF(data.channels),
@@ -1291,6 +1305,11 @@ static int check_data(const cfg_config *c, char *err, size_t errlen) {
     return invalid(c, err, errlen, "data.val_fraction",
                    "%g together with data.val; hold out part of train only without a val file",
                    c->data.val_fraction);
+  if (c->data.resize > 0 && c->data.resize < c->data.crop)
+    return invalid(c, err, errlen, "data.resize",
+                   "%d is smaller than data.crop %d (evaluation resizes the shorter side, then "
+                   "crops the centre)",
+                   c->data.resize, c->data.crop);
   if (synthetic && c->data.crop > c->data.synthetic.size)
     return invalid(c, err, errlen, "data.crop", "%d is larger than data.synthetic.size %d",
                    c->data.crop, c->data.synthetic.size);
@@ -1380,9 +1399,31 @@ static int check_file(const cfg_config *c, const char *key, const char *path, ch
   return 0;
 }
 
+/* Each path of a data key (one per line); a glob must match some file. */
+static int check_data_files(const cfg_config *c, const char *key, const char *spec, char *err,
+                            size_t errlen) {
+  for (const char *p = spec; *p;) {
+    const char *e = strchr(p, '\n');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    char one[CFG_PATH_MAX];
+    snprintf(one, sizeof one, "%.*s", (int)len, p);
+    p += len + (e ? 1 : 0);
+    struct stat st;
+    if (stat(one, &st) != 0 && strpbrk(one, "*?[")) {
+      glob_t g;
+      int rc = glob(one, 0, NULL, &g);
+      globfree(&g);
+      if (rc != 0) return invalid(c, err, errlen, key, "no file matches \"%s\"", one);
+      continue;
+    }
+    if (check_file(c, key, one, err, errlen)) return -1;
+  }
+  return 0;
+}
+
 int cfg_check_paths(const cfg_config *c, char *err, size_t errlen) {
-  if (c->data.train[0] && check_file(c, "data.train", c->data.train, err, errlen)) return -1;
-  if (c->data.val[0] && check_file(c, "data.val", c->data.val, err, errlen)) return -1;
+  if (c->data.train[0] && check_data_files(c, "data.train", c->data.train, err, errlen)) return -1;
+  if (c->data.val[0] && check_data_files(c, "data.val", c->data.val, err, errlen)) return -1;
   if (c->checkpoint.init[0] && check_file(c, "checkpoint.init", c->checkpoint.init, err, errlen))
     return -1;
   if (c->checkpoint.resume == CFG_RESUME_PATH &&
@@ -1492,6 +1533,29 @@ static int parse_str_key(walker *w, const key_desc *d, const yaml_node_t *n) {
     char what[128];
     snprintf(what, sizeof what, "%s of at most %zu bytes", d->expect, d->aux - 1);
     return fail_expect(w, n, d->path, what);
+  }
+  return 0;
+}
+
+/* A scalar, or a list of scalars joined one per line (data_dataset_open's form). */
+static int parse_paths_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+  char *out = field(w->c, d->off);
+  char what[160];
+  snprintf(what, sizeof what, "%s of at most %zu bytes", d->expect, d->aux - 1);
+  if (n->type != YAML_SEQUENCE_NODE)
+    return parse_string(n, out, d->aux) ? fail_expect(w, n, d->path, what) : 0;
+  memset(out, 0, d->aux);
+  size_t used = 0;
+  for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+    const yaml_node_t *item = node(w, *it);
+    char one[CFG_PATH_MAX];
+    if (is_null(item) || parse_string(item, one, sizeof one) || !one[0] || strchr(one, '\n'))
+      return fail_expect(w, item, d->path, what);
+    size_t len = strlen(one);
+    if (used + len + (used ? 1 : 0) >= d->aux) return fail_expect(w, n, d->path, what);
+    if (used) out[used++] = '\n';
+    memcpy(out + used, one, len);
+    used += len;
   }
   return 0;
 }
@@ -1691,6 +1755,23 @@ static void print_str_key(strbuf *b, const cfg_config *c, const key_desc *d, int
     sb_printf(b, "null");
 }
 
+static void print_paths_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+  const char *s = cfield(c, d->off);
+  if (!strchr(s, '\n')) {
+    print_str_key(b, c, d, depth);
+    return;
+  }
+  sb_printf(b, " [");
+  for (const char *p = s; *p;) {
+    const char *e = strchr(p, '\n');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (p != s) sb_printf(b, ", ");
+    sb_quoted(b, p, len);
+    p += len + (e ? 1 : 0);
+  }
+  sb_printf(b, "]");
+}
+
 static void print_bool_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
   sb_printf(b, " %s", *(const int *)cfield(c, d->off) ? "true" : "false");
@@ -1814,6 +1895,7 @@ typedef struct {
 static const key_type key_types[K_TYPE_COUNT] = {
     [K_SECTION] = {NULL, parse_section_key, NULL, NULL},
     [K_STR] = {NULL, parse_str_key, NULL, print_str_key},
+    [K_PATHS] = {NULL, parse_paths_key, NULL, print_paths_key},
     [K_BOOL] = {init_int_key, parse_bool_key, NULL, print_bool_key},
     [K_INT] = {init_int_key, parse_int_key, check_int_key, print_int_key},
     [K_I64] = {init_i64_key, parse_i64_key, check_i64_key, print_i64_key},

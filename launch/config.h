@@ -80,8 +80,10 @@ typedef struct cfg_config {
     int num_classifier;
   } model;
   struct {
-    char train[CFG_PATH_MAX]; /* HDF5 dataset, "" = none (synthetic) */
-    char val[CFG_PATH_MAX];   /* HDF5 dataset, "" = none */
+    /* HDF5 dataset: a path, a glob, or (from a YAML list) several of them one
+     * per line, read as one dataset (shards; data_dataset_open). "" = none */
+    char train[CFG_PATH_MAX]; /* "" = synthetic */
+    char val[CFG_PATH_MAX];
     struct {
       int64_t n; /* samples; 0 = synthetic data off */
       int size, classes, channels;
@@ -95,6 +97,9 @@ typedef struct cfg_config {
     int prefetch;           /* batches in flight, default 2 */
     double val_fraction;    /* [0, 1): share of train held out for validation */
     int channels;           /* 0 = as stored; 3 = replicate 1-channel data */
+    int reader_threads;     /* loader threads reading, decoding, augmenting, default 1 */
+    int crop_mode;          /* DATA_CROP_FIXED (AlexNet's) or DATA_CROP_RANDOM_RESIZED */
+    int resize;             /* evaluation: shorter side to this, then the centre crop; 0 = off */
   } data;
   struct {
     int batch_size;    /* GLOBAL batch, split evenly over the ranks */

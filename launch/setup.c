@@ -110,6 +110,9 @@ static void loader_opts(const cfg_config *c, const setup_data *s, int train,
     o->std[k] = c->data.has_std ? (float)c->data.std[k] : 0.0f;
   }
   o->prefetch = c->data.prefetch;
+  o->reader_threads = c->data.reader_threads;
+  o->crop_mode = c->data.crop_mode;
+  o->resize = c->data.resize;
 }
 
 /* The normalization into o: the config's mean/std, and the dataset file's

@@ -283,7 +283,15 @@ static const err_case error_cases[] = {
     {"data: {mirror: 'a\"b'}\n", NULL,
      "t.yaml:1:16: data.mirror: expected true or false, got \"a\\\"b\""},
     {"data: {train: {a: 1}}\n", NULL,
-     "t.yaml:1:15: data.train: expected a path or null of at most 4095 bytes, got a mapping"},
+     "t.yaml:1:15: data.train: expected a path, a glob, a list of them, or null of at most 4095 "
+     "bytes, got a mapping"},
+    {"data: {val: [a.h5, {b: 1}]}\n", NULL,
+     "t.yaml:1:20: data.val: expected a path, a glob, a list of them, or null of at most 4095 "
+     "bytes, got a mapping"},
+    {"data: {crop_mode: random}\n", NULL,
+     "t.yaml:1:19: data.crop_mode: expected fixed or random_resized, got \"random\""},
+    {"data: {reader_threads: 0}\n", NULL,
+     "t.yaml:1:24: data.reader_threads: expected an integer in [1, 256], got 0"},
     {"model: {dropout: -0.5}\n", NULL,
      "t.yaml:1:18: model.dropout: expected a number in [0, 1) or null, got \"-0.5\""},
     {"model: {weight_init: xavier}\n", NULL,
@@ -644,6 +652,35 @@ static void test_ranks_paths_and_shapes(void) {
   snprintf(want, sizeof want, "--set: data.val: \"%s\" is not a regular file", dir);
   CU_ASSERT_STRING_EQUAL(err, want);
   CU_ASSERT_EQUAL(cfg_set(&c, "data.val=", err, ERRLEN), 0);
+  /* shards: a glob must match, a list is checked file by file */
+  snprintf(set, sizeof set, "data.train=%s/train-*-of-00004.h5", dir);
+  CU_ASSERT_EQUAL(cfg_set(&c, set, err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(cfg_check_paths(&c, err, ERRLEN), -1);
+  snprintf(want, sizeof want, "--set: data.train: no file matches \"%s/train-*-of-00004.h5\"", dir);
+  CU_ASSERT_STRING_EQUAL(err, want);
+  snprintf(set, sizeof set, "data.train=%s/tr*.h5", dir);
+  CU_ASSERT_EQUAL(cfg_set(&c, set, err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(cfg_check_paths(&c, err, ERRLEN), 0);
+  snprintf(set, sizeof set, "data.train=[%s, /nonexistent/b.h5]", file);
+  CU_ASSERT_EQUAL(cfg_set(&c, set, err, ERRLEN), 0);
+  snprintf(want, sizeof want, "%s\n/nonexistent/b.h5", file);
+  CU_ASSERT_STRING_EQUAL(c.data.train, want);
+  CU_ASSERT_EQUAL(cfg_check_paths(&c, err, ERRLEN), -1);
+  TU_ASSERT_CONTAINS(err, "data.train: cannot read \"/nonexistent/b.h5\"");
+  char *yaml = cfg_to_yaml(&c); /* a list prints as a list and loads back */
+  TU_ASSERT_CONTAINS(yaml, "/nonexistent/b.h5\"]");
+  cfg_config c2;
+  CU_ASSERT_EQUAL(cfg_load_string(yaml, "round.yaml", &c2, err, ERRLEN), 0);
+  CU_ASSERT_STRING_EQUAL(c2.data.train, c.data.train);
+  cfg_free(&c2);
+  free(yaml);
+  snprintf(set, sizeof set, "data.train=%s", file);
+  CU_ASSERT_EQUAL(cfg_set(&c, set, err, ERRLEN), 0);
+  /* evaluation's resize must hold the crop */
+  CU_ASSERT_EQUAL(cfg_set(&c, "data.resize=200", err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), -1);
+  TU_ASSERT_CONTAINS(err, "data.resize: 200 is smaller than data.crop 224");
+  CU_ASSERT_EQUAL(cfg_set(&c, "data.resize=256", err, ERRLEN), 0);
   CU_ASSERT_EQUAL(cfg_set(&c, "checkpoint.init=/nonexistent/w.h5", err, ERRLEN), 0);
   CU_ASSERT_EQUAL(cfg_check_paths(&c, err, ERRLEN), -1);
   CU_ASSERT_STRING_EQUAL(err,
