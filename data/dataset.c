@@ -5,7 +5,10 @@
  * N = samples, H, W = stored image height and width, C = channels (1 or 3).
  * /images uint8 (N, H, W, C) chunked by a few images at most; /labels int32
  * (N); /classes variable-length UTF-8 strings (num_classes); root attributes
- * format, version, num_classes, mean (C), std (C).
+ * format, version, num_classes, mean (C), std (C), and the exact pixel sums.
+ * JPEG files (version 2, encoding "jpeg") hold /jpeg (bytes), /offsets
+ * (N + 1) and /shapes (N, 2) instead of /images. Several files (shards) open
+ * as one data_dataset whose `shards` are the files, numbered in order.
  *
  * HDF5's own error-stack printing is switched off (per thread: Debian's build
  * is thread-safe with one stack per thread) and every failure is reported

@@ -10,13 +10,16 @@
  * covers every sample exactly once (a rank's share of the last batch may be
  * empty).
  *
- * One background thread owns the HDF5 handle: it reads this rank's samples,
- * crops, mirrors, lights and normalizes them into a ring of prefetch + 1
- * batch buffers allocated at open (one is held by the caller), so memory is
- * bounded and, once warm, data_loader_next does not wait. Every random choice
- * is a function of (seed, epoch, file index of the sample) only, so a
- * sample's augmentation does not depend on the rank count, the prefetch depth
- * or thread timing.
+ * reader_threads background threads (1 by default) each prepare whole
+ * batches: read this rank's samples (one thread in HDF5 at a time, io_mu),
+ * decode JPEGs, crop (a window of the stored image, or RandomResizedCrop),
+ * mirror, light and normalize them into a ring of max(prefetch,
+ * reader_threads) + 1 batch buffers allocated at open (one is held by the
+ * caller), so memory is bounded and, once warm, data_loader_next does not
+ * wait. Every random choice is a function of (seed, epoch, index of the
+ * sample in the file or shard list) only, so a sample's augmentation does not
+ * depend on the rank count, the prefetch depth, the reader count, the shard
+ * boundaries or thread timing.
  */
 #include <math.h>
 #include <pthread.h>

@@ -8,8 +8,10 @@
  * to rounding only; docs/reliability.md says what is bitwise and what is not.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "data.h"
 #include "testutil.h"
 #include "trainrun.h"
 
@@ -92,10 +94,50 @@ static void test_four_ranks(void) {
   expect_identical(a, b);
 }
 
+/* Training on K shards equals training on the one file they were cut from,
+ * bitwise (issue 15): global indices, the same sharding over ranks, the same
+ * hold-out split, the same mean/std (combined from the exact pixel sums), with
+ * RandomResizedCrop and more reader threads on the shards' side. */
+static void test_shards(void) {
+  const char *data = tu_scratch_dir("determinism_shards_data");
+  char one[4300], glob[4300], err[2048];
+  snprintf(one, sizeof one, "%s/train.h5", data);
+  CU_ASSERT_FATAL(data_write_synthetic(one, 512, 40, 3, 4, 1, err, sizeof err) == 0);
+  data_dataset ds;
+  CU_ASSERT_FATAL(data_dataset_open(one, &ds, err, sizeof err) == 0);
+  uint8_t *px = malloc((size_t)40 * 40 * 3);
+  for (int k = 0; k < 3; k++) { /* uneven shards: 170, 171, 171 */
+    char path[4400];
+    data_shard_path(one, k, 3, path, sizeof path);
+    data_writer *wr;
+    CU_ASSERT_FATAL(data_writer_create(path, 40, 40, 3, 4, (const char *const *)ds.class_names, 0,
+                                       &wr, err, sizeof err) == 0);
+    for (int64_t i = k * 512 / 3; i < (k + 1) * 512 / 3; i++) {
+      CU_ASSERT_FATAL(data_dataset_read(&ds, i, px, err, sizeof err) == 0);
+      CU_ASSERT_FATAL(data_writer_append(wr, px, ds.labels[i], err, sizeof err) == 0);
+    }
+    CU_ASSERT_FATAL(data_writer_finish(wr, err, sizeof err) == 0);
+  }
+  free(px);
+  data_dataset_close(&ds);
+  snprintf(glob, sizeof glob, "%s/train-*-of-00003.h5", data);
+  char a[4200], b[4200], set[9000];
+  snprintf(set, sizeof set,
+           "--set data.synthetic.n=0 --set data.train=%s --set data.crop_mode=random_resized", one);
+  CU_ASSERT_FATAL(run("determinism_shards_a", TR_MPI2, set, a, sizeof a) == 0);
+  snprintf(set, sizeof set,
+           "--set data.synthetic.n=0 --set 'data.train=%s' --set data.crop_mode=random_resized "
+           "--set data.reader_threads=3",
+           glob);
+  CU_ASSERT_FATAL(run("determinism_shards_b", TR_MPI2, set, b, sizeof b) == 0);
+  expect_identical(a, b);
+}
+
 int main(void) {
   tu_add_suite("determinism", (tu_test[]){{"1 rank: prefetch, threads", test_one_rank},
                                           {"2 ranks: overlap, TCP, buckets", test_two_ranks},
                                           {"4 ranks", test_four_ranks},
+                                          {"shards = one file", test_shards},
                                           {NULL, NULL}});
   return tu_run_all();
 }
