@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "dist.h"
+#include "tool.h"
 
 #define ALEXNET_PARAMS 61100840u
 
@@ -53,23 +54,15 @@ static const char *compress_name(dist_compress c) {
   return c == DIST_COMPRESS_BF16 ? "bf16" : c == DIST_COMPRESS_FP16 ? "fp16" : "none";
 }
 
-static void usage_error(const char *fmt, const char *arg) {
-  if (dist_rank() == 0) {
-    fprintf(stderr, "alexnet-allreduce-bench: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr,
-            "\nusage: mpirun -n P alexnet-allreduce-bench [--mb MB] [--buckets MiB,MiB,...] "
-            "[--compress none,bf16,fp16] [--algorithm auto,mpi,ring] [--iters N] "
-            "[--backward-ms MS] [--pieces N] [--json]\n");
-  }
-  dist_finalize();
-  exit(2);
-}
+static const char usage[] =
+    "usage: mpirun -n P alexnet-allreduce-bench [--mb MB] [--buckets MiB,MiB,...] "
+    "[--compress none,bf16,fp16] [--algorithm auto,mpi,ring] [--iters N] "
+    "[--backward-ms MS] [--pieces N] [--json]\n";
 
-static double parse_number(const char *s, const char *opt) {
+static double parse_number(const tool_spec *spec, const char *s, const char *opt) {
   char *end;
   double v = strtod(s, &end);
-  if (end == s || *end || !(v >= 0)) usage_error("%s needs a number >= 0", opt);
+  if (end == s || *end || !(v >= 0)) tool_usage(spec, "%s needs a number >= 0", opt);
   return v;
 }
 
@@ -77,66 +70,61 @@ static options parse(int argc, char **argv) {
   options o = {.n = ALEXNET_PARAMS, .buckets = {4, 25, 100}, .nbuckets = 3,
                .compress = {DIST_COMPRESS_NONE}, .ncompress = 1, .algos = {DIST_ALGO_AUTO},
                .nalgos = 1, .iters = 5, .pieces = 16};
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--json")) {
-      o.json = 1;
-      continue;
-    }
-    static const char *const valued[] = {"--mb",    "--buckets",     "--compress", "--algorithm",
-                                         "--iters", "--backward-ms", "--pieces"};
-    int known = 0;
-    for (size_t k = 0; k < sizeof valued / sizeof *valued; k++) known |= !strcmp(a, valued[k]);
-    if (!known) usage_error("unknown option %s", a);
-    if (!v) usage_error("%s needs a value", a);
-    i++;
-    if (!strcmp(a, "--mb")) {
-      o.n = (size_t)(parse_number(v, a) * 1e6 / sizeof(float));
-      if (o.n == 0 || o.n > (size_t)1 << 30) usage_error("%s must be in (0, 4294]", a);
-    } else if (!strcmp(a, "--buckets")) {
-      char buf[256];
-      snprintf(buf, sizeof buf, "%s", v);
-      o.nbuckets = 0;
-      for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-        if (o.nbuckets == 16) usage_error("%s takes at most 16 sizes", a);
-        o.buckets[o.nbuckets] = parse_number(t, a);
-        if (!(o.buckets[o.nbuckets] > 0 && o.buckets[o.nbuckets] <= 4096))
-          usage_error("bucket sizes must be in (0, 4096] MiB, not %s", t);
-        o.nbuckets++;
-      }
-    } else if (!strcmp(a, "--compress")) {
-      char buf[64];
-      snprintf(buf, sizeof buf, "%s", v);
-      o.ncompress = 0;
-      for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-        if (o.ncompress == 3) usage_error("%s takes at most 3 formats", a);
-        if (!strcmp(t, "none")) o.compress[o.ncompress++] = DIST_COMPRESS_NONE;
-        else if (!strcmp(t, "bf16")) o.compress[o.ncompress++] = DIST_COMPRESS_BF16;
-        else if (!strcmp(t, "fp16")) o.compress[o.ncompress++] = DIST_COMPRESS_FP16;
-        else usage_error("unknown compression %s (none, bf16, fp16)", t);
-      }
-    } else if (!strcmp(a, "--algorithm")) {
-      char buf[64];
-      snprintf(buf, sizeof buf, "%s", v);
-      o.nalgos = 0;
-      for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-        if (o.nalgos == 3) usage_error("%s takes at most 3 algorithms", a);
-        if (!strcmp(t, "auto")) o.algos[o.nalgos++] = DIST_ALGO_AUTO;
-        else if (!strcmp(t, "mpi")) o.algos[o.nalgos++] = DIST_ALGO_MPI;
-        else if (!strcmp(t, "ring")) o.algos[o.nalgos++] = DIST_ALGO_RING;
-        else usage_error("unknown algorithm %s (auto, mpi, ring)", t);
-      }
-    } else if (!strcmp(a, "--iters")) {
-      o.iters = (int)parse_number(v, a);
-      if (o.iters < 1) usage_error("%s must be at least 1", a);
-    } else if (!strcmp(a, "--backward-ms")) {
-      o.backward_ms = parse_number(v, a);
-    } else { /* --pieces */
-      o.pieces = (int)parse_number(v, a);
-      if (o.pieces < 1) usage_error("%s must be at least 1", a);
+  const char *mb = NULL, *buckets = NULL, *compress = NULL, *algorithm = NULL,
+             *backward_ms = NULL;
+  const tool_opt opts[] = {TOOL_OPT_STRING("--mb", &mb),
+                           TOOL_OPT_STRING("--buckets", &buckets),
+                           TOOL_OPT_STRING("--compress", &compress),
+                           TOOL_OPT_STRING("--algorithm", &algorithm),
+                           TOOL_OPT_INT("--iters", &o.iters, 1, 1 << 20),
+                           TOOL_OPT_STRING("--backward-ms", &backward_ms),
+                           TOOL_OPT_INT("--pieces", &o.pieces, 1, 1 << 20),
+                           TOOL_OPT_FLAG("--json", &o.json),
+                           TOOL_OPT_END};
+  const tool_spec the_spec = {"alexnet-allreduce-bench", usage, opts, NULL}, *spec = &the_spec;
+  tool_parse(spec, argc, argv);
+  if (mb) {
+    o.n = (size_t)(parse_number(spec, mb, "--mb") * 1e6 / sizeof(float));
+    if (o.n == 0 || o.n > (size_t)1 << 30) tool_usage(spec, "--mb must be in (0, 4294]");
+  }
+  if (buckets) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", buckets);
+    o.nbuckets = 0;
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+      if (o.nbuckets == 16) tool_usage(spec, "--buckets takes at most 16 sizes");
+      o.buckets[o.nbuckets] = parse_number(spec, t, "--buckets");
+      if (!(o.buckets[o.nbuckets] > 0 && o.buckets[o.nbuckets] <= 4096))
+        tool_usage(spec, "bucket sizes must be in (0, 4096] MiB, not %s", t);
+      o.nbuckets++;
     }
   }
-  if (o.nbuckets == 0 || o.ncompress == 0 || o.nalgos == 0) usage_error("%s", "nothing to measure");
+  if (compress) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", compress);
+    o.ncompress = 0;
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+      if (o.ncompress == 3) tool_usage(spec, "--compress takes at most 3 formats");
+      if (!strcmp(t, "none")) o.compress[o.ncompress++] = DIST_COMPRESS_NONE;
+      else if (!strcmp(t, "bf16")) o.compress[o.ncompress++] = DIST_COMPRESS_BF16;
+      else if (!strcmp(t, "fp16")) o.compress[o.ncompress++] = DIST_COMPRESS_FP16;
+      else tool_usage(spec, "unknown compression %s (none, bf16, fp16)", t);
+    }
+  }
+  if (algorithm) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", algorithm);
+    o.nalgos = 0;
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+      if (o.nalgos == 3) tool_usage(spec, "--algorithm takes at most 3 algorithms");
+      if (!strcmp(t, "auto")) o.algos[o.nalgos++] = DIST_ALGO_AUTO;
+      else if (!strcmp(t, "mpi")) o.algos[o.nalgos++] = DIST_ALGO_MPI;
+      else if (!strcmp(t, "ring")) o.algos[o.nalgos++] = DIST_ALGO_RING;
+      else tool_usage(spec, "unknown algorithm %s (auto, mpi, ring)", t);
+    }
+  }
+  if (backward_ms) o.backward_ms = parse_number(spec, backward_ms, "--backward-ms");
+  if (o.nbuckets == 0 || o.ncompress == 0 || o.nalgos == 0) tool_usage(spec, "nothing to measure");
   return o;
 }
 

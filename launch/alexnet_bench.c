@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "nn.h"
+#include "tool.h"
 
 static double now(void) {
   struct timespec ts;
@@ -65,34 +66,62 @@ static double sgemm_gflops(int m, int n, int k) {
   return 2.0 * m * n * (double)k / best / 1e9;
 }
 
-static void usage(void) {
-  fprintf(stderr,
-          "usage: alexnet-bench [--arch alexnet|alexnet_owt|alexnet_cifar] [--batch N]\n"
-          "                     [--threads N] [--steps N] [--warmup N] [--classes N]\n"
-          "                     [--workspace-mib N] [--json]\n");
-  exit(2);
+/* Per layer: the median forward and backward times of the timed steps
+ * (fwd, bwd: (layers, steps)), their GFLOP/s, and the sgemm GFLOP/s of the
+ * same GEMM shape; printed unless json. Returns the layers as a JSON array
+ * body (malloc'd). */
+static char *layer_table(const nn_net *net, double *fwd, double *bwd, int steps, int batch,
+                         int json) {
+  int L = net->num_layers;
+  char *layers_json = calloc((size_t)L, 256);
+  size_t jlen = 0;
+  for (int l = 0; l < L; l++) {
+    const nn_layer *ly = &net->layers[l];
+    double f = median(fwd + l * steps, steps), b = median(bwd + l * steps, steps);
+    double lf = ly->flops * batch;
+    double roof = 0;
+    if (ly->spec.kind == NN_CONV) {
+      int g = ly->spec.groups;
+      int k = ly->in.c / g * ly->spec.kernel_h * ly->spec.kernel_w;
+      roof = sgemm_gflops(ly->out.c / g, ly->out.h * ly->out.w * (batch < 8 ? batch : 8), k);
+    } else if (ly->spec.kind == NN_LINEAR) {
+      roof = sgemm_gflops(batch, ly->out.c, (int)nn_shape_size(ly->in));
+    }
+    if (!json) {
+      printf("%-14s %-8s %10.2f %10.2f %10.1f %10.1f", ly->name, nn_kind_name(ly->spec.kind),
+             f * 1e3, b * 1e3, ly->weight_count ? lf / f / 1e9 : 0.0,
+             ly->weight_count ? 2 * lf / b / 1e9 : 0.0);
+      if (roof > 0) printf(" %12.1f", roof);
+      printf("\n");
+    }
+    jlen += (size_t)snprintf(layers_json + jlen, 256, "%s{\"name\":\"%s\",\"kind\":\"%s\","
+                             "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"sgemm_gflops\":%.1f}",
+                             l ? "," : "", ly->name, nn_kind_name(ly->spec.kind), f * 1e3,
+                             b * 1e3, roof);
+  }
+  return layers_json;
 }
+
+static const char usage[] =
+    "usage: alexnet-bench [--arch alexnet|alexnet_owt|alexnet_cifar] [--batch N]\n"
+    "                     [--threads N] [--steps N] [--warmup N] [--classes N]\n"
+    "                     [--workspace-mib N] [--json]\n";
 
 int main(int argc, char **argv) {
   const char *arch = "alexnet";
-  int batch = 64, threads = 2, steps = 5, warmup = 2, classes = 0, json = 0;
-  size_t workspace_mib = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "--json") == 0) json = 1;
-    else if (!v) usage();
-    else if (strcmp(a, "--arch") == 0) arch = v, i++;
-    else if (strcmp(a, "--batch") == 0) batch = atoi(v), i++;
-    else if (strcmp(a, "--threads") == 0) threads = atoi(v), i++;
-    else if (strcmp(a, "--steps") == 0) steps = atoi(v), i++;
-    else if (strcmp(a, "--warmup") == 0) warmup = atoi(v), i++;
-    else if (strcmp(a, "--classes") == 0) classes = atoi(v), i++;
-    else if (strcmp(a, "--workspace-mib") == 0) workspace_mib = (size_t)atol(v), i++;
-    else usage();
-  }
-  if (batch <= 0 || threads <= 0 || steps <= 0 || warmup < 0) usage();
-  nn_set_threads(threads);
+  int batch = 64, threads = 2, steps = 5, warmup = 2, classes = 0, json = 0, workspace_mib = 0;
+  const tool_opt options[] = {TOOL_OPT_STRING("--arch", &arch),
+                              TOOL_OPT_INT("--batch", &batch, 1, 1 << 20),
+                              TOOL_OPT_INT("--threads", &threads, 1, TOOL_MAX_THREADS),
+                              TOOL_OPT_INT("--steps", &steps, 1, 1 << 20),
+                              TOOL_OPT_INT("--warmup", &warmup, 0, 1 << 20),
+                              TOOL_OPT_INT("--classes", &classes, 0, 1 << 24),
+                              TOOL_OPT_INT("--workspace-mib", &workspace_mib, 0, 1 << 20),
+                              TOOL_OPT_FLAG("--json", &json),
+                              TOOL_OPT_END};
+  const tool_spec spec = {"alexnet-bench", usage, options, NULL};
+  tool_parse(&spec, argc, argv);
+  tool_threads(threads);
 
   char err[512];
   nn_layer_spec *specs;
@@ -102,7 +131,7 @@ int main(int argc, char **argv) {
   nn_net net;
   if (nn_preset(arch, &opts, &specs, &count, &input, err, sizeof err) != 0 ||
       nn_net_build(&net, specs, count, input, err, sizeof err) != 0 ||
-      nn_net_alloc(&net, batch, workspace_mib, err, sizeof err) != 0) {
+      nn_net_alloc(&net, batch, (size_t)workspace_mib, err, sizeof err) != 0) {
     fprintf(stderr, "alexnet-bench: %s\n", err);
     return 1;
   }
@@ -173,32 +202,7 @@ int main(int argc, char **argv) {
     printf("%-14s %-8s %10s %10s %10s %10s %12s\n", "layer", "kind", "fwd ms", "bwd ms",
            "fwd GF/s", "bwd GF/s", "sgemm GF/s");
   }
-  char *layers_json = calloc((size_t)L, 256);
-  size_t jlen = 0;
-  for (int l = 0; l < L; l++) {
-    const nn_layer *ly = &net.layers[l];
-    double f = median(fwd + l * steps, steps), b = median(bwd + l * steps, steps);
-    double lf = ly->flops * batch;
-    double roof = 0;
-    if (ly->spec.kind == NN_CONV) {
-      int g = ly->spec.groups;
-      int k = ly->in.c / g * ly->spec.kernel_h * ly->spec.kernel_w;
-      roof = sgemm_gflops(ly->out.c / g, ly->out.h * ly->out.w * (batch < 8 ? batch : 8), k);
-    } else if (ly->spec.kind == NN_LINEAR) {
-      roof = sgemm_gflops(batch, ly->out.c, (int)nn_shape_size(ly->in));
-    }
-    if (!json) {
-      printf("%-14s %-8s %10.2f %10.2f %10.1f %10.1f", ly->name, nn_kind_name(ly->spec.kind),
-             f * 1e3, b * 1e3, ly->weight_count ? lf / f / 1e9 : 0.0,
-             ly->weight_count ? 2 * lf / b / 1e9 : 0.0);
-      if (roof > 0) printf(" %12.1f", roof);
-      printf("\n");
-    }
-    jlen += (size_t)snprintf(layers_json + jlen, 256, "%s{\"name\":\"%s\",\"kind\":\"%s\","
-                             "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"sgemm_gflops\":%.1f}",
-                             l ? "," : "", ly->name, nn_kind_name(ly->spec.kind), f * 1e3,
-                             b * 1e3, roof);
-  }
+  char *layers_json = layer_table(&net, fwd, bwd, steps, batch, json);
   double train_gflops = 3 * flops * batch / step / 1e9;
   if (!json) {
     printf("step: forward %.1f ms, backward %.1f ms, update %.1f ms, total %.1f ms\n",

@@ -21,6 +21,7 @@
 
 #include "data.h"
 #include "dist.h"
+#include "tool.h"
 
 static const char usage[] =
     "usage:\n"
@@ -134,7 +135,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
                   {"--classes", 1, 1 << 24, &a->classes, &a->have_classes},
                   {"--channels", 1, 3, &a->channels, NULL},
                   {"--compress", 0, 9, &a->compress, NULL},
-                  {"--threads", 0, 1024, &a->threads, NULL},
+                  {"--threads", 0, TOOL_MAX_THREADS, &a->threads, NULL},
                   {"--seed", 0, (1ll << 62), &a->seed, NULL},
                   {"--quality", 1, 100, &a->quality, NULL},
                   {"--shards", 1, 99999, &a->shards, NULL}};

@@ -33,28 +33,23 @@
 #include "data.h"
 #include "dist.h"
 #include "evaluate.h"
+#include "metrics.h"
 #include "nn.h"
 #include "setup.h"
+#include "tool.h"
 
 
-static void usage(const char *why) {
-  if (dist_rank() == 0) {
-    if (why) fprintf(stderr, "alexnet-eval: %s\n", why);
-    fprintf(
-        stderr,
-        "usage: alexnet-eval CONFIG --checkpoint PATH|DIR [PATH...] [--ten-crop] [--data VAL.h5]\n"
-        "                    [--per-class] [--confusion FILE.csv] [--set key.path=value]...\n"
-        "  CONFIG            the run's YAML experiment (data and model)\n"
-        "  --checkpoint P    a checkpoint, or a checkpoint directory (its newest valid one);\n"
-        "                    repeatable, and further positional arguments are checkpoints too\n"
-        "  --ten-crop        average the softmax over ten crops (corners, center, mirrored)\n"
-        "  --data VAL.h5     evaluate this dataset file instead of the config's validation data\n"
-        "  --per-class       print the top-1 accuracy of every class\n"
-        "  --confusion FILE  write the confusion matrix as CSV (rows: true class)\n"
-        "  --set K=V         override a config key (repeatable)\n");
-  }
-  setup_exit(2, NULL);
-}
+static const char usage[] =
+    "usage: alexnet-eval CONFIG --checkpoint PATH|DIR [PATH...] [--ten-crop] [--data VAL.h5]\n"
+    "                    [--per-class] [--confusion FILE.csv] [--set key.path=value]...\n"
+    "  CONFIG            the run's YAML experiment (data and model)\n"
+    "  --checkpoint P    a checkpoint, or a checkpoint directory (its newest valid one);\n"
+    "                    repeatable, and further positional arguments are checkpoints too\n"
+    "  --ten-crop        average the softmax over ten crops (corners, center, mirrored)\n"
+    "  --data VAL.h5     evaluate this dataset file instead of the config's validation data\n"
+    "  --per-class       print the top-1 accuracy of every class\n"
+    "  --confusion FILE  write the confusion matrix as CSV (rows: true class)\n"
+    "  --set K=V         override a config key (repeatable)\n";
 
 /* ------------------------------------------------------------------------ */
 /* Output helpers                                                            */
@@ -99,13 +94,9 @@ typedef struct {
 
 /* One JSON object (no newline): the figures of one checkpoint. */
 static void json_report(FILE *f, const report *rp, int with_classes) {
-  const eval_result *r = rp->r;
-  fprintf(f,
-          "{\"step\":%lld,\"epoch\":%lld,\"split\":\"val\",\"loss\":%.6f,\"top1\":%.6f,"
-          "\"top5\":%.6f,\"samples\":%lld,\"images_per_sec\":%.2f,\"ten_crop\":%s,\"ranks\":%d,"
-          "\"checkpoint\":",
-          (long long)rp->step, (long long)rp->epoch, r->loss, r->top1, r->top5,
-          (long long)r->samples, r->images_per_sec, rp->ten_crop ? "true" : "false", rp->ranks);
+  metrics_val_json(f, rp->step, rp->epoch, rp->r);
+  fprintf(f, ",\"ten_crop\":%s,\"ranks\":%d,\"checkpoint\":", rp->ten_crop ? "true" : "false",
+          rp->ranks);
   json_string(f, rp->path);
   if (with_classes && rp->d) {
     fprintf(f, ",\"per_class_top1\":[");
@@ -183,241 +174,254 @@ static int is_dir(const char *path) {
 
 /* ------------------------------------------------------------------------ */
 
-int main(int argc, char **argv) {
-  setup_tool = "alexnet-eval";
-  dist_init(&argc, &argv);
-  const char *config_path = NULL, *data_path = NULL, *confusion = NULL;
-  int ten_crop = 0, per_class = 0;
-  const char **sets = calloc((size_t)argc, sizeof(char *));
-  const char **ckpts = calloc((size_t)argc, sizeof(char *));
-  int num_sets = 0, num_ckpts = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    int has_value = i + 1 < argc;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
-      usage(NULL);
-    else if (strcmp(a, "--set") == 0 && has_value)
-      sets[num_sets++] = argv[++i];
-    else if (strncmp(a, "--set=", 6) == 0)
-      sets[num_sets++] = a + 6;
-    else if (strcmp(a, "--checkpoint") == 0 && has_value)
-      ckpts[num_ckpts++] = argv[++i];
-    else if (strcmp(a, "--data") == 0 && has_value)
-      data_path = argv[++i];
-    else if (strcmp(a, "--confusion") == 0 && has_value)
-      confusion = argv[++i];
-    else if (strcmp(a, "--ten-crop") == 0)
-      ten_crop = 1;
-    else if (strcmp(a, "--per-class") == 0)
-      per_class = 1;
-    else if (a[0] == '-' && a[1] != '\0') {
-      char msg[256];
-      snprintf(msg, sizeof msg, "unknown option or missing value: %s", a);
-      usage(msg);
-    } else if (!config_path)
-      config_path = a;
-    else
-      ckpts[num_ckpts++] = a;
-  }
-  if (!config_path) usage("no CONFIG given");
-  if (num_ckpts == 0) usage("no --checkpoint given");
+/* The command line and the config, made to evaluate: only --data when
+ * given, weights from --checkpoint alone, the batch a multiple of ranks. */
+typedef struct {
+  tool_list args, ckpts, sets;
+  const char *data_path, *confusion;
+  int ten_crop, per_class;
+} eval_args;
 
-  cfg_config cfg;
-  cfg_config *c = &cfg;
-  char err[8192];
-  setup_load_config(config_path, sets, num_sets, c);
-  free(sets);
-  if (ten_crop) c->eval.ten_crop = 1;
-  if (data_path) {
+static void parse_args(int argc, char **argv, eval_args *a, cfg_config *c) {
+  memset(a, 0, sizeof *a);
+  const tool_opt opts[] = {TOOL_OPT_LIST("--set", &a->sets),
+                           TOOL_OPT_LIST("--checkpoint", &a->ckpts),
+                           TOOL_OPT_STRING("--data", &a->data_path),
+                           TOOL_OPT_STRING("--confusion", &a->confusion),
+                           TOOL_OPT_FLAG("--ten-crop", &a->ten_crop),
+                           TOOL_OPT_FLAG("--per-class", &a->per_class),
+                           TOOL_OPT_END};
+  const tool_spec spec = {"alexnet-eval", usage, opts, &a->args};
+  tool_parse(&spec, argc, argv);
+  if (a->args.count == 0) tool_usage(&spec, "no CONFIG given");
+  /* Positional arguments after CONFIG are checkpoints too. */
+  for (int i = 1; i < a->args.count; i++) {
+    if (!a->ckpts.items) a->ckpts.items = calloc((size_t)argc, sizeof(char *));
+    if (!a->ckpts.items) setup_exit(1, "out of memory");
+    a->ckpts.items[a->ckpts.count++] = a->args.items[i];
+  }
+  if (a->ckpts.count == 0) tool_usage(&spec, "no --checkpoint given");
+  setup_load_config(a->args.items[0], a->sets.items, a->sets.count, c);
+  if (a->ten_crop) c->eval.ten_crop = 1;
+  if (a->data_path) {
     /* Only this file: no training data, no synthetic set, no split. */
     c->data.synthetic.n = 0;
     c->data.train[0] = '\0';
     c->data.val_fraction = 0;
-    snprintf(c->data.val, sizeof c->data.val, "%s", data_path);
+    snprintf(c->data.val, sizeof c->data.val, "%s", a->data_path);
   }
   /* Weights come from --checkpoint; the training-time sources do not apply. */
   c->checkpoint.init[0] = '\0';
   c->checkpoint.resume = CFG_RESUME_NEVER;
+  char err[8192];
   int bad = cfg_check_paths(c, err, sizeof err) != 0;
   if (dist_agree(bad, err, sizeof err) != 0) setup_exit(2, "%s", err);
   int ranks = dist_size();
-  int eval_global = c->eval.batch_size > 0 ? c->eval.batch_size : c->train.batch_size;
-  if (eval_global % ranks != 0) {
-    int rounded = (eval_global + ranks - 1) / ranks * ranks;
-    if (dist_rank() == 0)
-      fprintf(stderr, "alexnet-eval: evaluation batch %d rounded up to %d to split over %d ranks\n",
-              eval_global, rounded, ranks);
-    eval_global = rounded;
-  }
-  c->eval.batch_size = eval_global;
+  int eval_global = setup_eval_batch(c, 1), rounded = setup_eval_batch(c, ranks);
+  if (rounded != eval_global && dist_rank() == 0)
+    fprintf(stderr, "alexnet-eval: evaluation batch %d rounded up to %d to split over %d ranks\n",
+            eval_global, rounded, ranks);
+  c->eval.batch_size = rounded;
   /* Only rank 0 reads checkpoints (the others receive the weights). */
   bad = 0;
-  for (int i = 0; i < num_ckpts && !bad && dist_rank() == 0; i++) {
+  for (int i = 0; i < a->ckpts.count && !bad && dist_rank() == 0; i++) {
     struct stat st;
-    if (stat(ckpts[i], &st) != 0) {
-      snprintf(err, sizeof err, "checkpoint %s: %s", ckpts[i], strerror(errno));
+    if (stat(a->ckpts.items[i], &st) != 0) {
+      snprintf(err, sizeof err, "checkpoint %s: %s", a->ckpts.items[i], strerror(errno));
       bad = 1;
     }
   }
   if (dist_agree(bad, err, sizeof err) != 0) setup_exit(1, "%s", err);
+}
 
-  int threads = c->dist.threads_per_rank > 0 ? c->dist.threads_per_rank : dist_default_threads();
-  nn_set_threads(threads);
-  dist_set_timeout(c->dist.timeout_s);
-  char ckpt_dir[CFG_PATH_MAX + 16];
-  if (c->checkpoint.dir[0])
-    snprintf(ckpt_dir, sizeof ckpt_dir, "%s", c->checkpoint.dir);
-  else
-    snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoints", c->run.dir);
-
-  /* The validation data, and the network sized for it. */
+/* What the loop shares: the data, the network, the class names and counts. */
+typedef struct {
+  cfg_config *c;
   setup_data data;
-  if (setup_resolve(c, &data, err, sizeof err) != 0) setup_exit(1, "%s", err);
-  if (!data.val_path[0])
-    setup_exit(2,
-           "%s: data: no validation data (data.val, data.synthetic, data.val_fraction or "
-           "--data)",
-           c->source);
-  if (setup_open_loaders(c, &data, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
   nn_net net;
-  if (setup_build_net(c, &data, &net, err, sizeof err) != 0) setup_exit(2, "%s", err);
-  int views = c->eval.ten_crop ? 10 : 1;
-  if (nn_net_alloc(&net, eval_global / ranks * views, 0, err, sizeof err) != 0)
+  int classes, views, ranks;
+  char **names;    /* (classes) */
+  int64_t *counts; /* (classes * (2 + classes)): hits, totals, confusion */
+} evaluator;
+
+static void evaluator_open(evaluator *e, cfg_config *c, int threads) {
+  char err[8192];
+  memset(e, 0, sizeof *e);
+  e->c = c;
+  e->ranks = dist_size();
+  if (setup_resolve(c, &e->data, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  if (!e->data.val_path[0])
+    setup_exit(2, "%s: data: no validation data (data.val, data.synthetic, data.val_fraction or "
+                  "--data)", c->source);
+  if (setup_open_loaders(c, &e->data, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  if (setup_build_net(c, &e->data, &e->net, err, sizeof err) != 0) setup_exit(2, "%s", err);
+  e->views = c->eval.ten_crop ? 10 : 1;
+  if (nn_net_alloc(&e->net, c->eval.batch_size / e->ranks * e->views, 0, err, sizeof err) != 0)
     setup_exit(1, "%s", err);
-  int classes = net.num_classes;
-  const data_dataset *ds = data_loader_dataset(data.val);
-  /* Copies: the loader (and its dataset's names) may be reopened below. */
-  char **names = calloc((size_t)classes, sizeof(char *));
-  if (!names) setup_exit(1, "out of memory for %d class names", classes);
+  int classes = e->classes = e->net.num_classes;
+  const data_dataset *ds = data_loader_dataset(e->data.val);
+  /* Copies: the loader (and its dataset's names) may be reopened later. */
+  e->names = calloc((size_t)classes, sizeof(char *));
+  if (!e->names) setup_exit(1, "out of memory for %d class names", classes);
   for (int k = 0; k < classes; k++) {
     char index[16];
     snprintf(index, sizeof index, "%d", k);
-    names[k] =
+    e->names[k] =
         strdup(ds && ds->class_names && ds->num_classes == classes ? ds->class_names[k] : index);
-    if (!names[k]) setup_exit(1, "out of memory for %d class names", classes);
+    if (!e->names[k]) setup_exit(1, "out of memory for %d class names", classes);
   }
-  int64_t *counts = calloc((size_t)classes * (2 + (size_t)classes), sizeof(int64_t));
-  if (!counts) setup_exit(1, "out of memory for a %dx%d confusion matrix", classes, classes);
+  e->counts = calloc((size_t)classes * (2 + (size_t)classes), sizeof(int64_t));
+  if (!e->counts) setup_exit(1, "out of memory for a %dx%d confusion matrix", classes, classes);
   if (dist_rank() == 0)
     printf("alexnet-eval: %s, %lld samples of %s, %s, %d rank%s x %d thread%s, batch %d\n",
-           c->run.name, (long long)data_loader_size(data.val), data.val_path,
-           views == 10 ? "ten crops" : "center crop", ranks, ranks > 1 ? "s" : "", threads,
-           threads > 1 ? "s" : "", eval_global);
+           c->run.name, (long long)data_loader_size(e->data.val), e->data.val_path,
+           e->views == 10 ? "ten crops" : "center crop", e->ranks, e->ranks > 1 ? "s" : "",
+           threads, threads > 1 ? "s" : "", c->eval.batch_size);
+}
+
+static void evaluator_close(evaluator *e) {
+  free(e->counts);
+  for (int k = 0; k < e->classes; k++) free(e->names[k]);
+  free(e->names);
+  nn_net_free(&e->net);
+  setup_free(&e->data);
+}
+
+/* Rank 0 loads the weights of checkpoint (a file or a directory's newest)
+ * and hands them, the file's path and its meta to every rank. info: step,
+ * epoch, step_in_epoch, mean[3], std[3]. Returns 0, or -1 with the message
+ * on every rank. */
+static int load_weights(evaluator *e, const char *ckpt, char *path, size_t pathlen,
+                        double info[9], char *msg, size_t msglen) {
+  int failed = 0;
+  if (dist_rank() == 0) {
+    ckpt_meta meta;
+    memset(&meta, 0, sizeof meta);
+    if (is_dir(ckpt)) {
+      int got = ckpt_load_latest(ckpt, &e->net, NULL, &meta, path, pathlen, msg, msglen);
+      if (got == 0)
+        snprintf(msg, msglen, "checkpoint directory %s: no valid checkpoint (step-<N>.h5)", ckpt);
+      failed = got != 1;
+    } else {
+      snprintf(path, pathlen, "%s", ckpt);
+      failed = ckpt_load(path, &e->net, NULL, &meta, msg, msglen) != 0;
+    }
+    if (!failed) {
+      info[0] = (double)meta.step;
+      info[1] = (double)meta.epoch;
+      info[2] = (double)meta.step_in_epoch;
+      for (int k = 0; k < 3; k++) info[3 + k] = meta.mean[k], info[6 + k] = meta.std[k];
+      if (!(meta.std[0] > 0 && meta.std[1] > 0 && meta.std[2] > 0)) {
+        snprintf(msg, msglen, "checkpoint %s: attribute std [%g, %g, %g] must be > 0", path,
+                 (double)meta.std[0], (double)meta.std[1], (double)meta.std[2]);
+        failed = 1;
+      }
+    }
+    ckpt_meta_free(&meta);
+  }
+  if (dist_agree(failed, msg, msglen) != 0) return -1;
+  dist_bcast_bytes(path, pathlen, 0);
+  dist_bcast_bytes(info, 9 * sizeof(double), 0);
+  dist_bcast_floats(e->net.params, e->net.num_params, 0);
+  /* Evaluate with the normalization the model was trained with. */
+  int same = 1;
+  for (int k = 0; k < 3; k++)
+    same &= e->data.mean[k] == (float)info[3 + k] && e->data.std[k] == (float)info[6 + k];
+  if (!same) {
+    cfg_config *c = e->c;
+    c->data.has_mean = c->data.has_std = 1;
+    for (int k = 0; k < 3; k++) c->data.mean[k] = info[3 + k], c->data.std[k] = info[6 + k];
+    data_loader_close(e->data.val);
+    e->data.val = NULL;
+    char err[8192];
+    if (setup_open_loaders(c, &e->data, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  }
+  return 0;
+}
+
+/* Rank 0's output for one checkpoint: the summary line, the per-class
+ * table, the confusion file, the metrics.jsonl line, the JSON line.
+ * Returns 0, or 1 when the confusion file could not be written. */
+static int report_one(const evaluator *e, const eval_args *a, report *rp) {
+  const eval_result *r = rp->r;
+  const eval_detail *d = rp->d;
+  int failed = 0;
+  printf("%s (step %lld, epoch %lld): loss %.4f, top-1 %.2f%%, top-5 %.2f%% over %lld samples, "
+         "%.1f images/s\n",
+         rp->path, (long long)rp->step, (long long)rp->epoch, r->loss, 100 * r->top1,
+         100 * r->top5, (long long)r->samples, r->images_per_sec);
+  if (a->per_class) {
+    printf("  %-5s %-32s %9s %9s %9s\n", "class", "name", "correct", "samples", "top-1");
+    for (int k = 0; k < e->classes; k++)
+      printf("  %-5d %-32s %9lld %9lld %8.2f%%\n", k, e->names[k], (long long)d->hits[k],
+             (long long)d->totals[k],
+             d->totals[k] ? 100.0 * (double)d->hits[k] / (double)d->totals[k] : 0.0);
+  }
+  if (a->confusion) {
+    char cpath[CFG_PATH_MAX + 700], msg[8192];
+    confusion_path(a->confusion, rp->path, a->ckpts.count > 1, cpath, sizeof cpath);
+    if (write_confusion(cpath, d, e->classes, e->names, msg, sizeof msg) != 0) {
+      fprintf(stderr, "alexnet-eval: %s\n", msg);
+      failed = 1;
+    } else {
+      printf("confusion matrix written to %s\n", cpath);
+    }
+  }
+  if (lives_in(rp->path, e->c->checkpoint.dir)) {
+    char mpath[CFG_PATH_MAX + 32];
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", e->c->run.dir);
+    FILE *m = fopen(mpath, "a");
+    if (!m) {
+      fprintf(stderr, "alexnet-eval: cannot append to %s: %s\n", mpath, strerror(errno));
+    } else {
+      json_report(m, rp, 0);
+      fputc('\n', m);
+      if (fclose(m) != 0)
+        fprintf(stderr, "alexnet-eval: writing %s failed: %s\n", mpath, strerror(errno));
+    }
+  }
+  json_report(stdout, rp, a->per_class);
+  printf("\n");
+  fflush(stdout);
+  return failed;
+}
+
+int main(int argc, char **argv) {
+  dist_init(&argc, &argv);
+  cfg_config c;
+  eval_args a;
+  parse_args(argc, argv, &a, &c);
+  int threads = tool_threads(c.dist.threads_per_rank);
+  dist_set_timeout(c.dist.timeout_s);
+  evaluator e;
+  evaluator_open(&e, &c, threads);
 
   int any_failed = 0;
-  for (int ci = 0; ci < num_ckpts; ci++) {
-    /* Rank 0 loads the weights and hands them, and where they came from, to all. */
-    char path[CFG_PATH_MAX + 64] = "";
-    char msg[8192] = "";
-    double info[8] = {0};
-    int failed = 0;
-    if (dist_rank() == 0) {
-      ckpt_meta meta;
-      memset(&meta, 0, sizeof meta);
-      if (is_dir(ckpts[ci])) {
-        int got =
-            ckpt_load_latest(ckpts[ci], &net, NULL, &meta, path, sizeof path, msg, sizeof msg);
-        if (got == 0)
-          snprintf(msg, sizeof msg, "checkpoint directory %s: no valid checkpoint (step-<N>.h5)",
-                   ckpts[ci]);
-        failed = got != 1;
-      } else {
-        snprintf(path, sizeof path, "%s", ckpts[ci]);
-        failed = ckpt_load(path, &net, NULL, &meta, msg, sizeof msg) != 0;
-      }
-      if (!failed) {
-        info[0] = (double)meta.step;
-        info[1] = (double)meta.epoch;
-        for (int k = 0; k < 3; k++) info[2 + k] = meta.mean[k], info[5 + k] = meta.std[k];
-        if (!(meta.std[0] > 0 && meta.std[1] > 0 && meta.std[2] > 0)) {
-          snprintf(msg, sizeof msg, "checkpoint %s: attribute std [%g, %g, %g] must be > 0", path,
-                   (double)meta.std[0], (double)meta.std[1], (double)meta.std[2]);
-          failed = 1;
-        }
-      }
-      ckpt_meta_free(&meta);
-    }
-    if (dist_agree(failed, msg, sizeof msg) != 0) {
+  for (int ci = 0; ci < a.ckpts.count; ci++) {
+    char path[CFG_PATH_MAX + 64] = "", msg[8192] = "";
+    double info[9] = {0};
+    if (load_weights(&e, a.ckpts.items[ci], path, sizeof path, info, msg, sizeof msg) != 0) {
       if (dist_rank() == 0) fprintf(stderr, "alexnet-eval: %s\n", msg);
       any_failed = 1;
       continue;
     }
-    dist_bcast_bytes(path, sizeof path, 0);
-    dist_bcast_bytes(info, sizeof info, 0);
-    dist_bcast_floats(net.params, net.num_params, 0);
-
-    /* Evaluate with the normalization the model was trained with. */
-    int same = 1;
-    for (int k = 0; k < 3; k++)
-      same &= data.mean[k] == (float)info[2 + k] && data.std[k] == (float)info[5 + k];
-    if (!same) {
-      c->data.has_mean = c->data.has_std = 1;
-      for (int k = 0; k < 3; k++) c->data.mean[k] = info[2 + k], c->data.std[k] = info[5 + k];
-      data_loader_close(data.val);
-      data.val = NULL;
-      if (setup_open_loaders(c, &data, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
-    }
-
     eval_result r;
-    eval_detail d = {.hits = counts, .totals = counts + classes, .confusion = counts + 2 * classes};
-    memset(counts, 0, (size_t)classes * (2 + (size_t)classes) * sizeof(int64_t));
-    if (eval_run(&net, data.val, 0, &r, &d, err, sizeof err) != 0) setup_exit(1, "%s", err);
+    int classes = e.classes;
+    eval_detail d = {.hits = e.counts, .totals = e.counts + classes,
+                     .confusion = e.counts + 2 * classes};
+    memset(e.counts, 0, (size_t)classes * (2 + (size_t)classes) * sizeof(int64_t));
+    if (eval_run(&e.net, e.data.val, 0, &r, &d, msg, sizeof msg) != 0) setup_exit(1, "%s", msg);
     if (dist_rank() != 0) continue;
-
-    report rp = {.path = path,
-                 .step = (int64_t)info[0],
-                 .epoch = (int64_t)info[1],
-                 .ten_crop = views == 10,
-                 .ranks = ranks,
-                 .r = &r,
-                 .d = &d,
+    report rp = {.path = path, .step = (int64_t)info[0], .epoch = (int64_t)info[1],
+                 .ten_crop = e.views == 10, .ranks = e.ranks, .r = &r, .d = &d,
                  .classes = classes};
-    printf(
-        "%s (step %lld, epoch %lld): loss %.4f, top-1 %.2f%%, top-5 %.2f%% over %lld samples, "
-        "%.1f images/s\n",
-        path, (long long)rp.step, (long long)rp.epoch, r.loss, 100 * r.top1, 100 * r.top5,
-        (long long)r.samples, r.images_per_sec);
-    if (per_class) {
-      printf("  %-5s %-32s %9s %9s %9s\n", "class", "name", "correct", "samples", "top-1");
-      for (int k = 0; k < classes; k++)
-        printf("  %-5d %-32s %9lld %9lld %8.2f%%\n", k, names[k], (long long)d.hits[k],
-               (long long)d.totals[k],
-               d.totals[k] ? 100.0 * (double)d.hits[k] / (double)d.totals[k] : 0.0);
-    }
-    if (confusion) {
-      char cpath[CFG_PATH_MAX + 700];
-      confusion_path(confusion, path, num_ckpts > 1, cpath, sizeof cpath);
-      if (write_confusion(cpath, &d, classes, names, msg, sizeof msg) != 0) {
-        fprintf(stderr, "alexnet-eval: %s\n", msg);
-        any_failed = 1;
-      } else {
-        printf("confusion matrix written to %s\n", cpath);
-      }
-    }
-    if (lives_in(path, ckpt_dir)) {
-      char mpath[CFG_PATH_MAX + 32];
-      snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", c->run.dir);
-      FILE *m = fopen(mpath, "a");
-      if (!m) {
-        fprintf(stderr, "alexnet-eval: cannot append to %s: %s\n", mpath, strerror(errno));
-      } else {
-        json_report(m, &rp, 0);
-        fputc('\n', m);
-        if (fclose(m) != 0)
-          fprintf(stderr, "alexnet-eval: writing %s failed: %s\n", mpath, strerror(errno));
-      }
-    }
-    json_report(stdout, &rp, per_class);
-    printf("\n");
-    fflush(stdout);
+    any_failed |= report_one(&e, &a, &rp);
   }
-  free(counts);
-  for (int k = 0; k < classes; k++) free(names[k]);
-  free(names);
-  free(ckpts);
-  nn_net_free(&net);
-  setup_free(&data);
-  cfg_free(c);
+  evaluator_close(&e);
+  tool_list_free(&a.args);
+  tool_list_free(&a.ckpts);
+  tool_list_free(&a.sets);
+  cfg_free(&c);
   dist_finalize();
   return any_failed;
 }

@@ -28,36 +28,20 @@
 #include "nn.h"
 #include "predict_core.h"
 #include "setup.h"
+#include "tool.h"
 
 #define MAX_CONVS 64
 
-static void usage(const char *why) {
-  if (why) fprintf(stderr, "alexnet-predict: %s\n", why);
-  fprintf(
-      stderr,
-      "usage: alexnet-predict --checkpoint PATH [--labels FILE] [--top K]\n"
-      "                       [--activation-maps OUT_DIR] [--batch N] [--threads N] IMAGE...\n"
-      "  --checkpoint PATH       a checkpoint of alexnet-train or import-torchvision.py\n"
-      "  --labels FILE           class names, one per line (default: the checkpoint's)\n"
-      "  --top K                 classes printed per image (default 5)\n"
-      "  --activation-maps DIR   write conv<k>_activation_map.png and activation_maps.png\n"
-      "                          (several images: one subfolder per image, see docs/predict.md)\n"
-      "  --batch N               images per forward pass (default 16)\n"
-      "  --threads N             compute threads (default: all cores)\n");
-  exit(2);
-}
-
-/* A positive integer option value, or usage(). */
-static int int_arg(const char *opt, const char *value, int lo) {
-  char *end;
-  long v = strtol(value, &end, 10);
-  if (*value == '\0' || *end != '\0' || v < lo || v > 1000000) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s %s: expected an integer >= %d", opt, value, lo);
-    usage(msg);
-  }
-  return (int)v;
-}
+static const char usage[] =
+    "usage: alexnet-predict --checkpoint PATH [--labels FILE] [--top K]\n"
+    "                       [--activation-maps OUT_DIR] [--batch N] [--threads N] IMAGE...\n"
+    "  --checkpoint PATH       a checkpoint of alexnet-train or import-torchvision.py\n"
+    "  --labels FILE           class names, one per line (default: the checkpoint's)\n"
+    "  --top K                 classes printed per image (default 5)\n"
+    "  --activation-maps DIR   write conv<k>_activation_map.png and activation_maps.png\n"
+    "                          (several images: one subfolder per image, see docs/predict.md)\n"
+    "  --batch N               images per forward pass (default 16)\n"
+    "  --threads N             compute threads (default: all cores)\n";
 
 /* The image's file name without directories and extension. */
 static void stem_of(const char *path, char *out, size_t len) {
@@ -130,42 +114,48 @@ static int write_maps(const nn_net *net, const int *conv_layers, int nconv, int 
   return rc;
 }
 
+/* Loads images[start, end) that can be read into the batch: x (n, C, H, W)
+ * normalized, rgb (n, H, W, 3) as resized; which[j] = the image of row j.
+ * Returns the rows filled; an unreadable image prints its message and sets
+ * *status to 1. */
+static int load_batch(char **images, int start, int end, nn_shape in, const ckpt_meta *meta,
+                      uint8_t *rgb, float *x, int *which, int *status) {
+  size_t in_floats = nn_shape_size(in), rgb_bytes = (size_t)in.w * in.h * 3;
+  int filled = 0;
+  for (int i = start; i < end; i++) {
+    data_image img;
+    char err[4400];
+    if (data_image_load(images[i], 0, &img, err, sizeof err) != 0) {
+      fprintf(stderr, "alexnet-predict: %s\n", err);
+      *status = 1;
+      continue;
+    }
+    predict_preprocess(&img, in, meta->mean, meta->std, rgb + (size_t)filled * rgb_bytes,
+                       x + (size_t)filled * in_floats);
+    data_image_free(&img);
+    which[filled++] = i;
+  }
+  return filled;
+}
+
 int main(int argc, char **argv) {
   const char *ckpt = NULL, *labels = NULL, *maps = NULL;
   int top = 0, batch_max = 16, threads = 0; /* top 0: the default, 5 or the class count */
-  char **images = calloc((size_t)argc, sizeof(char *));
-  int nimages = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    int has_value = i + 1 < argc;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
-      usage(NULL);
-    else if (strcmp(a, "--checkpoint") == 0 && has_value)
-      ckpt = argv[++i];
-    else if (strcmp(a, "--labels") == 0 && has_value)
-      labels = argv[++i];
-    else if (strcmp(a, "--activation-maps") == 0 && has_value)
-      maps = argv[++i];
-    else if (strcmp(a, "--top") == 0 && has_value)
-      top = int_arg(a, argv[++i], 1);
-    else if (strcmp(a, "--batch") == 0 && has_value)
-      batch_max = int_arg(a, argv[++i], 1);
-    else if (strcmp(a, "--threads") == 0 && has_value)
-      threads = int_arg(a, argv[++i], 1);
-    else if (a[0] == '-' && a[1] != '\0') {
-      char msg[256];
-      snprintf(msg, sizeof msg, "unknown option or missing value: %s", a);
-      usage(msg);
-    } else
-      images[nimages++] = argv[i];
-  }
-  if (!ckpt) usage("--checkpoint is required");
-  if (nimages == 0) usage("no image given");
-  if (threads <= 0) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    threads = cores > 0 ? (int)cores : 1;
-  }
-  nn_set_threads(threads);
+  tool_list args = {0};
+  const tool_opt opts[] = {TOOL_OPT_STRING("--checkpoint", &ckpt),
+                           TOOL_OPT_STRING("--labels", &labels),
+                           TOOL_OPT_STRING("--activation-maps", &maps),
+                           TOOL_OPT_INT("--top", &top, 1, 1000000),
+                           TOOL_OPT_INT("--batch", &batch_max, 1, 1000000),
+                           TOOL_OPT_INT("--threads", &threads, 1, TOOL_MAX_THREADS),
+                           TOOL_OPT_END};
+  const tool_spec spec = {"alexnet-predict", usage, opts, &args};
+  tool_parse(&spec, argc, argv);
+  if (!ckpt) tool_usage(&spec, "--checkpoint is required");
+  if (args.count == 0) tool_usage(&spec, "no image given");
+  char **images = (char **)args.items;
+  int nimages = args.count;
+  tool_threads(threads);
 
   /* Everything below is released at `done`, whatever the exit path. */
   char err[8192];
@@ -232,19 +222,8 @@ int main(int argc, char **argv) {
   if (maps) map_dirs(maps, images, nimages, dirs, dirlen);
 
   for (int start = 0; start < nimages; start += batch) {
-    int filled = 0;
-    for (int i = start; i < nimages && i < start + batch; i++) {
-      data_image img;
-      if (data_image_load(images[i], 0, &img, err, sizeof err) != 0) {
-        fprintf(stderr, "alexnet-predict: %s\n", err);
-        status = 1;
-        continue;
-      }
-      predict_preprocess(&img, in, meta.mean, meta.std, rgb + (size_t)filled * rgb_bytes,
-                         x + (size_t)filled * in_floats);
-      data_image_free(&img);
-      which[filled++] = i;
-    }
+    int end = start + batch < nimages ? start + batch : nimages;
+    int filled = load_batch(images, start, end, in, &meta, rgb, x, which, &status);
     if (filled == 0) continue;
     const float *logits = nn_forward(&net, x, filled);
     for (int j = 0; j < filled; j++) {
@@ -273,7 +252,7 @@ done:
   free(best);
   free(which);
   free(dirs);
-  free(images);
+  tool_list_free(&args);
   predict_free_names(names, classes);
   ckpt_meta_free(&meta);
   nn_net_free(&net);

@@ -37,6 +37,11 @@ typedef struct {
   int has_momentum;       /* set by ckpt_read_meta */
 } ckpt_meta;
 
+/* Fault injection for tests (docs/reliability.md, "test hooks"): called by
+ * ckpt_save after each tensor reached the file open as hdf5_file, with the
+ * count written so far. NULL in production; tests/faults/hooked.c sets it. */
+extern void (*ckpt_test_on_tensor)(int64_t hdf5_file, long written);
+
 /* Writes net's parameters (and momentum, when not NULL) with meta to path,
  * atomically. Returns 0, or -1 with a message naming the file; the previous
  * file at path, if any, is untouched on failure. */

@@ -95,8 +95,7 @@ static void loader_opts(const cfg_config *c, const setup_data *s, int train,
   o->num_indices = train ? s->num_train_indices : s->num_val_indices;
   o->rank = dist_rank();
   o->ranks = dist_size();
-  o->global_batch = train ? c->train.batch_size
-                          : (c->eval.batch_size > 0 ? c->eval.batch_size : c->train.batch_size);
+  o->global_batch = train ? c->train.batch_size : setup_eval_batch(c, 1);
   o->train = train;
   o->shuffle = c->data.shuffle;
   o->seed = c->run.seed;
@@ -198,6 +197,11 @@ void setup_load_config(const char *config_path, const char *const *sets, int num
   for (int i = 0; i < num_sets; i++)
     if (cfg_set(c, sets[i], err, sizeof err) != 0) setup_exit(2, "%s", err);
   if (cfg_validate(c, err, sizeof err) != 0) setup_exit(2, "%s", err);
+}
+
+int setup_eval_batch(const cfg_config *c, int ranks) {
+  int global = c->eval.batch_size > 0 ? c->eval.batch_size : c->train.batch_size;
+  return (global + ranks - 1) / ranks * ranks;
 }
 
 void setup_free(setup_data *s) {

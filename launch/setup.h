@@ -56,6 +56,10 @@ void setup_exit(int status, const char *fmt, ...) __attribute__((format(printf, 
 void setup_load_config(const char *config_path, const char *const *sets, int num_sets,
                        cfg_config *c);
 
+/* The global evaluation batch: eval.batch_size, else train.batch_size,
+ * rounded up to a multiple of ranks. */
+int setup_eval_batch(const cfg_config *c, int ranks);
+
 /* Creates dir and its parents (mkdir -p). Returns 0, or -1 with a message. */
 int setup_mkdirs(const char *dir, char *err, size_t errlen);
 

@@ -2,7 +2,7 @@
 # tests/CMakeLists.txt: they share tests/faults/trainrun.c (runs of the debug
 # config through alexnet-train, checkpoint comparison through launch's loader)
 # and run the executables, so building them builds the tools.
-foreach(t test_faults test_determinism)
+foreach(t test_faults test_determinism test_train)
   if(TARGET ${t})
     target_sources(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/faults/trainrun.c)
     target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/faults)
@@ -33,3 +33,16 @@ if(TARGET test_faults)
   alexnet_env_cases(faults mount "checkpoint directory read-only"
                     "disk full while writing a checkpoint")
 endif()
+# alexnet-train with the fault injections of the environment (tests/faults/hooked.c):
+# the production main linked unchanged, the hooks set before it runs. Beside
+# the tools in bin/, never installed.
+add_executable(alexnet-train-hooked ${CMAKE_CURRENT_LIST_DIR}/faults/hooked.c
+                                    ${CMAKE_SOURCE_DIR}/launch/alexnet_train.c)
+target_link_libraries(alexnet-train-hooked PRIVATE launch)
+set_target_properties(alexnet-train-hooked PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                                                      ${CMAKE_BINARY_DIR}/bin)
+foreach(t test_faults test_determinism test_train)
+  if(TARGET ${t})
+    add_dependencies(${t} alexnet-train-hooked)
+  endif()
+endforeach()

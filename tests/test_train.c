@@ -8,6 +8,7 @@
  */
 #include <hdf5.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,103 +16,28 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "trainrun.h"
 
-static char out[1 << 16];
+/* The run's harness is tests/faults/trainrun.h: runs of configs/debug.yaml
+ * under a scratch run dir, output in tr_out. */
+#define train tr_train
+#define out tr_out
+static const char *MPI2 = TR_MPI2;
 
-/* The debug config with its run and checkpoints under a scratch dir. */
-static int train(const char *launcher, const char *dir, const char *extra) {
-  char cmd[8192];
-  snprintf(cmd, sizeof cmd, "%s %s %s/configs/debug.yaml --set run.dir=%s %s", launcher,
-           tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, dir, extra ? extra : "");
-  int rc = tu_run_cmd(cmd, out, sizeof out);
-  if (rc != 0) fprintf(stderr, "\n$ %s\n-> %d\n%s\n", cmd, rc, out);
-  return rc;
-}
-
-static const char *MPI2 = "mpiexec -n 2 --oversubscribe";
-
-/* Every float32 dataset under `group` of two files; max |a-b| / max(|b|, 1e-3). */
-typedef struct {
-  hid_t other;
-  const char *group;
-  double worst;
-  int missing;
-  int bitwise;
-} cmp_ctx;
-
-static herr_t cmp_one(hid_t g, const char *name, const H5L_info_t *info, void *vctx) {
-  (void)info;
-  cmp_ctx *c = vctx;
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", c->group, name);
-  hid_t da = H5Dopen2(g, name, H5P_DEFAULT);
-  hid_t db = H5Dopen2(c->other, path, H5P_DEFAULT);
-  if (da < 0 || db < 0) {
-    c->missing++;
-  } else {
-    hid_t sp = H5Dget_space(da);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
-    H5Sclose(sp);
-    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
-    H5Dread(da, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a);
-    H5Dread(db, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b);
-    double e = tu_max_rel_err(a, b, (size_t)n, 1e-3, NULL);
-    if (e > c->worst) c->worst = e;
-    if (memcmp(a, b, (size_t)n * sizeof(float)) != 0) c->bitwise = 0;
-    free(a);
-    free(b);
-  }
-  if (da >= 0) H5Dclose(da);
-  if (db >= 0) H5Dclose(db);
-  return 0;
-}
-
-/* Compares /model (and /optimizer/momentum when momentum) of two checkpoints. */
-static double compare_ckpt(const char *pa, const char *pb, int momentum, int *bitwise) {
-  hid_t fa = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT);
-  hid_t fb = H5Fopen(pb, H5F_ACC_RDONLY, H5P_DEFAULT);
-  CU_ASSERT_FATAL(fa >= 0 && fb >= 0);
-  cmp_ctx c = {.other = fb, .worst = 0, .bitwise = 1};
-  const char *groups[2] = {"model", "optimizer/momentum"};
-  for (int k = 0; k < 1 + momentum; k++) {
-    c.group = groups[k];
-    hid_t g = H5Gopen2(fa, groups[k], H5P_DEFAULT);
-    CU_ASSERT_FATAL(g >= 0);
-    H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, cmp_one, &c);
-    H5Gclose(g);
-  }
-  H5Fclose(fa);
-  H5Fclose(fb);
-  CU_ASSERT(c.missing == 0);
-  if (bitwise) *bitwise = c.bitwise;
-  return c.worst;
-}
-
-static void ckpt(const char *dir, int step, char *path, size_t len) {
-  snprintf(path, len, "%s/checkpoints/step-%08d.h5", dir, step);
-}
-
-/* Reads "loss" of the train lines of metrics.jsonl: first and last. */
+/* Reads "loss" of the train lines of metrics.jsonl: first and last;
+ * returns how many train lines, *val_lines the val lines. */
 static int train_losses(const char *dir, double *first, double *last, int *val_lines) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  char line[4096];
-  int n = 0;
+  static tr_metric rows[4096];
+  int total = tr_metrics(dir, rows, 4096), n = 0;
   *val_lines = 0;
-  while (fgets(line, sizeof line, f)) {
-    const char *p = strstr(line, "\"loss\":");
-    if (strstr(line, "\"split\":\"val\"")) {
+  for (int i = 0; i < total; i++) {
+    if (rows[i].val) {
       (*val_lines)++;
       continue;
     }
-    if (!p) continue;
-    double v = atof(p + 7);
-    if (n++ == 0) *first = v;
-    *last = v;
+    if (n++ == 0) *first = rows[i].loss;
+    *last = rows[i].loss;
   }
-  fclose(f);
   return n;
 }
 
@@ -176,9 +102,9 @@ static void test_ranks_agree(void) {
   const char *set = "--set model.dropout=0 --set train.max_steps=3";
   CU_ASSERT_FATAL(train("", a_dir, set) == 0);
   CU_ASSERT_FATAL(train(MPI2, b_dir, set) == 0);
-  ckpt(a_dir, 3, pa, sizeof pa);
-  ckpt(b_dir, 3, pb, sizeof pb);
-  double e = compare_ckpt(pa, pb, 1, NULL);
+  tr_ckpt(a_dir, 3, pa, sizeof pa);
+  tr_ckpt(b_dir, 3, pb, sizeof pb);
+  double e = tr_ckpt_diff(pa, pb, NULL);
   fprintf(stderr, " [1 vs 2 ranks: max rel diff %.3g] ", e);
   CU_ASSERT(e < 1e-5);
 }
@@ -194,16 +120,14 @@ static void test_resume_exact(void) {
   CU_ASSERT_FATAL(train("", part, "--set train.max_steps=9") == 0);
   CU_ASSERT_FATAL(train("", part, "--set train.max_steps=20") == 0);
   TU_ASSERT_CONTAINS(out, "resuming from");
-  ckpt(full, 20, pa, sizeof pa);
-  ckpt(part, 20, pb, sizeof pb);
-  int bitwise = 0;
-  compare_ckpt(pa, pb, 1, &bitwise);
-  CU_ASSERT(bitwise);
+  tr_ckpt(full, 20, pa, sizeof pa);
+  tr_ckpt(part, 20, pb, sizeof pb);
+  CU_ASSERT(tr_ckpt_same(pa, pb));
   /* Onto another rank count: 9 steps on 2 ranks, the rest on 1. */
   CU_ASSERT_FATAL(train(MPI2, cross, "--set train.max_steps=9") == 0);
   CU_ASSERT_FATAL(train("", cross, "--set train.max_steps=20") == 0);
-  ckpt(cross, 20, pb, sizeof pb);
-  double e = compare_ckpt(pa, pb, 0, NULL);
+  tr_ckpt(cross, 20, pb, sizeof pb);
+  double e = tr_ckpt_diff(pa, pb, NULL);
   fprintf(stderr, " [resumed onto 1 rank: max rel diff %.3g] ", e);
   CU_ASSERT(e < 1e-4);
 }
@@ -227,11 +151,9 @@ static void test_bn_lars_resume_exact(void) {
   CU_ASSERT_FATAL(train("", part, BN_LARS "--set train.max_steps=9") == 0);
   CU_ASSERT_FATAL(train("", part, BN_LARS "--set train.max_steps=20") == 0);
   TU_ASSERT_CONTAINS(out, "resuming from");
-  ckpt(full, 20, pa, sizeof pa);
-  ckpt(part, 20, pb, sizeof pb);
-  int bitwise = 0;
-  compare_ckpt(pa, pb, 1, &bitwise);
-  CU_ASSERT(bitwise);
+  tr_ckpt(full, 20, pa, sizeof pa);
+  tr_ckpt(part, 20, pb, sizeof pb);
+  CU_ASSERT(tr_ckpt_same(pa, pb));
   hid_t f = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT);
   CU_ASSERT_FATAL(f >= 0);
   float tracked = 0;
@@ -258,11 +180,11 @@ static void test_sync_bn_ranks_agree(void) {
   CU_ASSERT_FATAL(train("", a_dir, set) == 0);
   CU_ASSERT_FATAL(train(MPI2, b_dir, sync) == 0);
   CU_ASSERT_FATAL(train(MPI2, c_dir, set) == 0);
-  ckpt(a_dir, 3, pa, sizeof pa);
-  ckpt(b_dir, 3, pb, sizeof pb);
-  double e = compare_ckpt(pa, pb, 1, NULL);
-  ckpt(c_dir, 3, pb, sizeof pb);
-  double local = compare_ckpt(pa, pb, 1, NULL);
+  tr_ckpt(a_dir, 3, pa, sizeof pa);
+  tr_ckpt(b_dir, 3, pb, sizeof pb);
+  double e = tr_ckpt_diff(pa, pb, NULL);
+  tr_ckpt(c_dir, 3, pb, sizeof pb);
+  double local = tr_ckpt_diff(pa, pb, NULL);
   fprintf(stderr, " [1 rank vs 2 synchronized: %.3g; vs 2 per-rank: %.3g] ", e, local);
   CU_ASSERT(e < 1e-5);
   CU_ASSERT(local > 1e-3);
@@ -271,68 +193,31 @@ static void test_sync_bn_ranks_agree(void) {
   TU_ASSERT_CONTAINS(out, "model.sync_batchnorm: true with one rank");
 }
 
-/* The PIDs of this test's alexnet-train ranks (comm name + our run dir). */
-static void signal_ranks(const char *dir, const char *sig) {
-  char cmd[8192];
-  snprintf(cmd, sizeof cmd,
-           "for p in $(pgrep -x alexnet-train); do grep -qa '%s' /proc/$p/cmdline && "
-           "kill -%s $p; done; true",
-           dir, sig);
-  tu_run_cmd(cmd, out, sizeof out);
-}
-
 static void test_sigterm(void) {
-  const char *base = tu_scratch_dir("train_sigterm");
-  char dir[4200], cmd[9000], log[4300], ck[4300];
-  snprintf(dir, sizeof dir, "%s", base);
-  snprintf(log, sizeof log, "%s/log.txt", dir);
-  /* Long enough to be interrupted: 200 epochs. */
-  snprintf(cmd, sizeof cmd,
-           "%s %s %s/configs/debug.yaml --set run.dir=%s --set train.epochs=200 "
-           "--set checkpoint.every_epochs=0 > %s 2>&1; echo $? > %s/status.tmp; "
-           "mv %s/status.tmp %s/status",
-           MPI2, tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, dir, log, dir, dir, dir);
-  char bg[9200];
-  snprintf(bg, sizeof bg, "( %s ) &", cmd);
-  CU_ASSERT_FATAL(system(bg) == 0);
-  /* Wait for a few logged steps (both ranks are then past installing their
-   * handlers), then preempt every rank. The bounds only end a hung run: on a
-   * loaded machine the start alone can take many seconds. The status is
-   * written under a temporary name, so it is never read half-written. */
-  char status_path[4300];
-  snprintf(status_path, sizeof status_path, "%s/status", dir);
-  int logged = 0;
-  for (int i = 0; i < 3000 && logged < 3 && access(status_path, F_OK) != 0; i++) {
-    double first = 0, last = 0;
-    int val = 0;
-    logged = train_losses(dir, &first, &last, &val);
-    if (logged < 3) usleep(100000);
+  const char *dir = tu_scratch_dir("train_sigterm");
+  /* Long enough to be interrupted: 200 epochs. Wait for a few logged steps
+   * (both ranks are then past installing their handlers), then preempt every
+   * rank. The bounds only end a hung run: on a loaded machine the start alone
+   * can take many seconds. */
+  tr_train_bg(MPI2, dir, "--set train.epochs=200 --set checkpoint.every_epochs=0");
+  int logged = tr_wait_step(dir, 3, 300);
+  for (int rank = 0; rank < 2; rank++) {
+    int pid = tr_find_rank(dir, rank);
+    CU_ASSERT(pid > 0);
+    if (pid > 0) kill(pid, logged ? SIGTERM : SIGKILL);
   }
-  if (logged < 3) {
-    signal_ranks(dir, "KILL");
-    snprintf(cmd, sizeof cmd, "cat %s", log);
-    tu_run_cmd(cmd, out, sizeof out);
-    fprintf(stderr, "\n  no 3 logged steps after 300 s:\n%s\n", out);
-  }
-  CU_ASSERT_FATAL(logged >= 3);
-  signal_ranks(dir, "TERM");
-  int waited = 0;
-  while (access(status_path, F_OK) != 0 && waited++ < 3000) usleep(100000);
-  CU_ASSERT_FATAL(access(status_path, F_OK) == 0);
-  FILE *f = fopen(status_path, "r");
-  int status = -1;
-  CU_ASSERT(f && fscanf(f, "%d", &status) == 1);
-  if (f) fclose(f);
+  int status = tr_wait(dir, 300);
+  if (!logged) fprintf(stderr, "\n  no 3 logged steps after 300 s:\n%s\n", out);
+  CU_ASSERT_FATAL(logged);
   CU_ASSERT(status == 0);
-  snprintf(cmd, sizeof cmd, "cat %s; ls %s/checkpoints", log, dir);
-  tu_run_cmd(cmd, out, sizeof out);
   TU_ASSERT_CONTAINS(out, "stopped by a signal at step");
   /* The checkpoint it names loads, and a resume continues from it. */
   const char *p = strstr(out, "stopped by a signal at step ");
   int step = p ? atoi(p + strlen("stopped by a signal at step ")) : -1;
   CU_ASSERT(step > 0);
-  ckpt(dir, step, ck, sizeof ck);
-  CU_ASSERT(access(ck, R_OK) == 0);
+  char ck[4300], err[4600];
+  tr_ckpt(dir, step, ck, sizeof ck);
+  CU_ASSERT(tr_ckpt_valid(ck, err, sizeof err) == 0);
   char extra[64];
   snprintf(extra, sizeof extra, "--set train.max_steps=%d", step + 2);
   CU_ASSERT(train("", dir, extra) == 0);
@@ -342,8 +227,8 @@ static void test_sigterm(void) {
 static void test_nan_stops(void) {
   const char *dir = tu_scratch_dir("train_nan");
   time_t t0 = time(NULL);
-  int rc = train("ALEXNET_TEST_NAN_AT_STEP=2 ALEXNET_TEST_NAN_RANK=1 mpiexec -n 2 --oversubscribe",
-                 dir, "--set checkpoint.every_steps=1");
+  int rc = tr_train_status("ALEXNET_TEST_NAN_AT_STEP=2 ALEXNET_TEST_NAN_RANK=1 " TR_MPI2, dir,
+                           "--set checkpoint.every_steps=1");
   CU_ASSERT(rc != 0);
   CU_ASSERT(time(NULL) - t0 < 60);
   TU_ASSERT_CONTAINS(out, "rank 1: non-finite");
@@ -354,7 +239,6 @@ static void test_nan_stops(void) {
 }
 
 int main(void) {
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
   tu_add_suite("alexnet-train", (tu_test[]){{"debug config learns", test_debug_learns},
                                             {"config errors", test_config_errors},
                                             {"1 and 2 ranks agree", test_ranks_agree},

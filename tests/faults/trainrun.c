@@ -32,8 +32,10 @@ static void nap_ms(int ms) {
 
 static void train_cmd(const char *launcher, const char *dir, const char *extra, char *cmd,
                       size_t len) {
+  const char *bin = launcher && strstr(launcher, "ALEXNET_TEST_") ? "alexnet-train-hooked"
+                                                                   : "alexnet-train";
   snprintf(cmd, len, "%s %s %s/configs/debug.yaml --set run.dir=%s %s", launcher ? launcher : "",
-           tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, dir, extra ? extra : "");
+           tu_bin(bin), ALEXNET_SOURCE_DIR, dir, extra ? extra : "");
 }
 
 int tr_train_status(const char *launcher, const char *dir, const char *extra) {
@@ -144,7 +146,7 @@ static int each_process(const char *tag, int (*fn)(int pid, void *ctx), void *ct
     char comm[64], cmdline[8192];
     if (!read_proc(pid, "comm", comm, sizeof comm)) continue;
     comm[strcspn(comm, "\n")] = '\0';
-    if (strcmp(comm, "alexnet-train") != 0 && strcmp(comm, "mpiexec") != 0 &&
+    if (strncmp(comm, "alexnet-train", 13) != 0 && strcmp(comm, "mpiexec") != 0 &&
         strcmp(comm, "orterun") != 0 && strcmp(comm, "mpirun") != 0)
       continue;
     if (!read_proc(pid, "cmdline", cmdline, sizeof cmdline) || !strstr(cmdline, tag)) continue;
@@ -274,6 +276,15 @@ double tr_ckpt_diff(const char *a, const char *b, int *bitwise) {
     if (bitwise)
       *bitwise = memcmp(na.params, nb.params, n * sizeof(float)) == 0 &&
                  memcmp(ma, mb, n * sizeof(float)) == 0;
+    /* Batch norm's running statistics are part of the model too. */
+    size_t nbuf = na.num_buffers;
+    if (nbuf && nbuf == nb.num_buffers) {
+      double eb = tu_max_rel_err(na.buffers, nb.buffers, nbuf, 1e-3, NULL);
+      if (eb > worst) worst = eb;
+      if (bitwise && memcmp(na.buffers, nb.buffers, nbuf * sizeof(float)) != 0) *bitwise = 0;
+    } else if (nbuf != nb.num_buffers) {
+      worst = INFINITY;
+    }
   } else {
     fprintf(stderr, "\n  %s and %s hold different networks\n", a, b);
   }

@@ -1,5 +1,5 @@
 /*
- * trainrun: what the fault and determinism tests share. They run
+ * trainrun: what the training, fault and determinism tests share. They run
  * alexnet-train on configs/debug.yaml through the binary, as users do, in a
  * scratch run directory that also tags the processes (the directory is on
  * every rank's command line); start runs in the background and wait for
@@ -21,7 +21,8 @@ extern char tr_out[1 << 16];
 #define TR_MPI2 "mpiexec -n 2 --oversubscribe"
 
 /* Runs "<launcher> alexnet-train configs/debug.yaml --set run.dir=<dir> <extra>"
- * in the foreground; returns its exit status (128 + signal when killed) and
+ * in the foreground (alexnet-train-hooked, tests/faults/hooked.c, when the
+ * launcher sets an ALEXNET_TEST_ variable); returns its exit status (128 + signal when killed) and
  * leaves its output in tr_out (printed with the command when the status is not
  * 0). launcher may hold environment assignments and mpiexec. */
 int tr_train(const char *launcher, const char *dir, const char *extra);
@@ -63,7 +64,8 @@ int64_t tr_newest_step(const char *ckpt_dir);
  * stored config, every tensor and the momentum, checksum verified). Returns
  * 0, or -1 with the loader's message in err. */
 int tr_ckpt_valid(const char *path, char *err, size_t errlen);
-/* Largest relative difference (floor 1e-3) over the weights and momentum of
+/* Largest relative difference (floor 1e-3) over the weights, momentum and
+ * batch-norm running statistics of
  * two checkpoints; *bitwise (if not NULL) = 1 when they are identical.
  * INFINITY, with the reason printed, when either does not load. */
 double tr_ckpt_diff(const char *a, const char *b, int *bitwise);

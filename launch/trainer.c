@@ -1,0 +1,407 @@
+/*
+ * launch/trainer.c: set-up, the step, and the checkpoint and evaluation
+ * schedules of alexnet-train (see trainer.h).
+ */
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "tool.h"
+
+const trainer_hooks *trainer_test_hooks = NULL;
+
+static volatile sig_atomic_t stop_signal = 0;
+static void on_stop_signal(int sig) {
+  stop_signal = sig;
+}
+
+void trainer_catch_signals(void) {
+  signal(SIGTERM, on_stop_signal);
+  signal(SIGINT, on_stop_signal);
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char *last_ckpt(const trainer *t) {
+  return t->last_ckpt[0] ? t->last_ckpt : "none";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Gradient hand-off: check each layer's gradients, then pass them on.       */
+
+static void on_grad_ready(void *ctx, size_t offset, size_t count) {
+  trainer_grad_hook *h = ctx;
+  const float *g = h->net->grads + offset;
+  float probe = 0.0f; /* x * 0 is 0 for finite x, NaN for Inf or NaN */
+#pragma omp simd reduction(+ : probe)
+  for (size_t i = 0; i < count; i++) probe += g[i] * 0.0f;
+  if (probe != 0.0f && h->bad_layer < 0) {
+    for (int l = 0; l < h->net->num_layers; l++)
+      if (h->net->layers[l].weight_count && h->net->layers[l].weight_offset == offset)
+        h->bad_layer = l;
+  }
+  dist_reducer_ready(h->reducer, offset, count);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batch norm across ranks                                                   */
+
+/* Synchronized (model.sync_batchnorm): nn hands each layer's per-channel
+ * sums here and gets back their sum over the ranks, so every rank normalizes
+ * by the global batch's statistics and updates the same running statistics. */
+static void bn_allreduce(void *ctx, double *sums, int n) {
+  (void)ctx;
+  dist_allreduce_sum_doubles(sums, n);
+}
+
+/* The running statistics are never averaged: without sync each rank's follow
+ * its own shard's batches, and rank 0's are the model's (PyTorch DDP's
+ * broadcast_buffers gives the same); with sync they agree already. Before an
+ * evaluation or a checkpoint, every rank takes rank 0's. */
+static void share_buffers(trainer *t) {
+  if (t->net.num_buffers) dist_bcast_floats(t->net.buffers, t->net.num_buffers, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Set-up                                                                    */
+
+/* Weights: a resumed checkpoint, checkpoint.init, or a fresh initialization
+ * on rank 0; then everything rank 0 has is broadcast. */
+static void initialize_state(trainer *t) {
+  cfg_config *c = t->cfg;
+  char msg[4600] = "";
+  int failed = 0, resumed = 0;
+  /* Rank 0 reads files while the others wait: file I/O time, not a stuck
+   * peer, so the collective watchdog is off until it is done. */
+  dist_set_timeout(0);
+  char from[CFG_PATH_MAX + 64] = "";
+  int64_t pos[3] = {0, 0, 0};
+  if (dist_rank() == 0) {
+    ckpt_meta meta;
+    memset(&meta, 0, sizeof meta);
+    if (c->checkpoint.resume == CFG_RESUME_AUTO) {
+      int got = ckpt_load_latest(t->ckpt_dir, &t->net, t->momentum, &meta, from, sizeof from, msg,
+                                 sizeof msg);
+      if (got < 0) failed = 1;
+      resumed = got == 1;
+    } else if (c->checkpoint.resume == CFG_RESUME_PATH) {
+      snprintf(from, sizeof from, "%s", c->checkpoint.resume_path);
+      failed = ckpt_load(from, &t->net, t->momentum, &meta, msg, sizeof msg) != 0;
+      resumed = !failed;
+    }
+    /* Not resumed: the momentum starts at zero, even when auto-resume tried a
+     * broken checkpoint first (it may have filled the buffer before failing). */
+    if (!resumed) memset(t->momentum, 0, t->net.num_params * sizeof(float));
+    if (resumed) {
+      pos[0] = meta.step, pos[1] = meta.epoch, pos[2] = meta.step_in_epoch;
+      printf("resuming from %s: step %lld, epoch %lld, step %lld of the epoch\n", from,
+             (long long)meta.step, (long long)meta.epoch + 1, (long long)meta.step_in_epoch);
+      snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", from);
+    } else if (!failed && c->checkpoint.init[0]) {
+      failed = ckpt_load(c->checkpoint.init, &t->net, NULL, NULL, msg, sizeof msg) != 0;
+      if (!failed) printf("initial weights from %s\n", c->checkpoint.init);
+    } else if (!failed) {
+      int paper = c->model.weight_init == CFG_INIT_PAPER ||
+                  (c->model.weight_init == CFG_INIT_AUTO && strcmp(c->model.arch, "alexnet") == 0);
+      if (paper)
+        nn_init_paper(&t->net, c->run.seed);
+      else
+        nn_init_torch_default(&t->net, c->run.seed);
+    }
+    ckpt_meta_free(&meta);
+    fflush(stdout);
+  }
+  if (dist_agree(failed, msg, sizeof msg) != 0) setup_exit(1, "%s", msg);
+  dist_set_timeout(c->dist.timeout_s);
+  dist_bcast_bytes(pos, sizeof pos, 0);
+  dist_bcast_floats(t->net.params, t->net.num_params, 0);
+  dist_bcast_floats(t->momentum, t->net.num_params, 0);
+  share_buffers(t);
+  t->step = pos[0], t->epoch = pos[1], t->step_in_epoch = pos[2];
+}
+
+/* run.dir, and a checkpoint directory that can be written: a problem fails
+ * now, not at the first checkpoint after hours of training. */
+static void make_dirs(trainer *t) {
+  char err[4400];
+  int bad = setup_mkdirs(t->cfg->run.dir, err, sizeof err) != 0;
+  if (dist_agree(bad, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  bad = dist_rank() == 0 && setup_mkdirs(t->ckpt_dir, err, sizeof err) != 0;
+  if (!bad && dist_rank() == 0 && access(t->ckpt_dir, W_OK | X_OK) != 0) {
+    snprintf(err, sizeof err, "checkpoint directory %s is not writable: %s", t->ckpt_dir,
+             strerror(errno));
+    bad = 1;
+  }
+  if (dist_agree(bad, err, sizeof err) != 0) setup_exit(1, "%s", err);
+}
+
+/* The data, then the network sized for it, its buffers for the larger of
+ * the training and evaluation batches, and the momentum. */
+static void build(trainer *t) {
+  cfg_config *c = t->cfg;
+  char err[8192];
+  if (setup_resolve(c, &t->data, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  if (!t->data.train_path[0])
+    setup_exit(2, "%s: data: no training data (data.train or data.synthetic)", c->source);
+  if (setup_open_loaders(c, &t->data, 1, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  if (setup_build_net(c, &t->data, &t->net, err, sizeof err) != 0) setup_exit(2, "%s", err);
+  t->ranks = dist_size();
+  t->local_batch = c->train.batch_size / t->ranks;
+  int eval_local = setup_eval_batch(c, t->ranks) / t->ranks * (c->eval.ten_crop ? 10 : 1);
+  int alloc_batch = t->local_batch > eval_local ? t->local_batch : eval_local;
+  if (nn_net_alloc(&t->net, alloc_batch, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
+  t->momentum = calloc(t->net.num_params, sizeof(float));
+  if (!t->momentum) setup_exit(1, "out of memory for %zu momentum values", t->net.num_params);
+  t->config_yaml = cfg_to_yaml(c);
+  t->steps_per_epoch = data_loader_steps(t->data.train);
+  if (t->steps_per_epoch <= 0)
+    setup_exit(2, "%s: train.batch_size: %d is larger than the %lld training samples", c->source,
+               c->train.batch_size, (long long)data_loader_size(t->data.train));
+  int64_t total = t->steps_per_epoch * c->train.epochs;
+  t->stop_at = c->train.max_steps > 0 && c->train.max_steps < total ? c->train.max_steps : total;
+}
+
+void trainer_open(trainer *t, cfg_config *c) {
+  memset(t, 0, sizeof *t);
+  t->cfg = c;
+  char err[8192];
+  int bad = cfg_check_ranks(c, dist_size(), err, sizeof err) != 0 ||
+            cfg_check_paths(c, err, sizeof err) != 0;
+  if (dist_agree(bad, err, sizeof err) != 0) setup_exit(2, "%s", err);
+  t->threads = tool_threads(c->dist.threads_per_rank);
+  dist_set_timeout(c->dist.timeout_s);
+  /* cfg_validate derived checkpoint.dir from run.dir when the config left it out. */
+  snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", c->checkpoint.dir);
+  make_dirs(t);
+  build(t);
+  initialize_state(t);
+  dist_reducer_opts ro = {.bucket_mb = c->dist.bucket_mb,
+                          .overlap = c->dist.overlap,
+                          .compress = (dist_compress)c->dist.compress};
+  t->reducer = dist_reducer_create(t->net.grads, t->net.num_params, &ro);
+  t->grad_hook = (trainer_grad_hook){.net = &t->net, .reducer = t->reducer, .bad_layer = -1};
+  t->sgd = (nn_sgd_opts){.momentum = (float)c->optimizer.momentum,
+                         .weight_decay = (float)c->optimizer.weight_decay,
+                         .nesterov = c->optimizer.nesterov,
+                         .decay_bias = c->optimizer.decay_bias};
+  t->lars = (nn_lars_opts){.momentum = t->sgd.momentum, .weight_decay = t->sgd.weight_decay,
+                           .eta = (float)c->optimizer.lars_eta, .eps = (float)c->optimizer.lars_eps};
+  if (c->model.sync_batchnorm) t->net.bn_reduce = bn_allreduce;
+  t->first_step = t->step;
+  t->epoch_start = t->step_in_epoch;
+  t->start = now();
+}
+
+int trainer_running(const trainer *t) {
+  return t->step < t->stop_at;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The step                                                                  */
+
+/* The next batch of this rank, the epoch started first when needed.
+ * Returns 1 with a batch, 0 when the loader's epoch ran out, -1 on error
+ * (every rank returns the same). */
+static int next_batch(trainer *t, data_batch *b, char *err, size_t errlen) {
+  char msg[4096] = "";
+  int got = 1;
+  if (!t->epoch_open) {
+    if (data_loader_start_epoch(t->data.train, t->epoch, t->epoch_start, msg, sizeof msg) != 0) {
+      snprintf(err, errlen, "[rank %d] %s", dist_rank(), msg);
+      setup_exit(1, "%s", err); /* a local failure: this rank cannot take part any more */
+    }
+    t->epoch_open = 1;
+    t->epoch_start = 0;
+  }
+  got = data_loader_next(t->data.train, b, msg, sizeof msg);
+  if (got < 0) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "rank %d: %s", dist_rank(), msg);
+    snprintf(msg, sizeof msg, "%s", tmp);
+  }
+  if (dist_agree(got < 0, msg, sizeof msg) != 0) {
+    snprintf(err, errlen, "%s; stopping at step %lld (the last checkpoint is %s)", msg,
+             (long long)t->step, last_ckpt(t));
+    return -1;
+  }
+  return got;
+}
+
+/* Moves the position to the next epoch's start. */
+static void end_epoch(trainer *t, trainer_stats *s) {
+  t->epoch++;
+  t->step_in_epoch = 0;
+  t->epoch_open = 0;
+  s->epoch_done = 1;
+}
+
+int trainer_step(trainer *t, trainer_stats *s, char *err, size_t errlen) {
+  cfg_config *c = t->cfg;
+  memset(s, 0, sizeof *s);
+  double t0 = now();
+  data_batch b;
+  int got = next_batch(t, &b, err, errlen);
+  if (got < 0) return -1;
+  if (got == 0) { /* the loader ran out before steps_per_epoch: treat as the end */
+    end_epoch(t, s);
+    return 0;
+  }
+  const trainer_hooks *hooks = trainer_test_hooks;
+  if (hooks && hooks->on_batch) hooks->on_batch(t->step, &b);
+  double t1 = now();
+  double lr = cfg_lr_at(c, (double)t->step / (double)t->steps_per_epoch);
+  t->sgd.lr = t->lars.lr = (float)lr;
+  /* Dropout masks: a function of (seed, step, sample's place in the global
+   * batch), so resumes and other rank counts draw the same masks. */
+  t->net.training = 1;
+  t->net.dropout_seed = nn_hash64(c->run.seed ^ 0xD20F0u, (uint64_t)t->step);
+  t->net.sample_offset = (int64_t)dist_rank() * t->local_batch;
+  nn_forward(&t->net, b.images, b.count);
+  int c1 = 0, c5 = 0;
+  float loss = nn_loss(&t->net, b.labels, b.count, &c1, &c5);
+  if (hooks && hooks->on_loss) hooks->on_loss(t->step, &loss);
+  double t2 = now();
+  t->grad_hook.bad_layer = -1;
+  dist_reducer_begin(t->reducer);
+  nn_backward(&t->net, b.images, b.count, on_grad_ready, &t->grad_hook);
+  double t3 = now();
+  double comm_ms = dist_reducer_finish(t->reducer);
+  double t4 = now();
+  int bad_layer = t->grad_hook.bad_layer;
+  char msg[4096] = "";
+  int failed = !isfinite(loss) || bad_layer >= 0;
+  if (failed)
+    snprintf(msg, sizeof msg, "rank %d: non-finite %s at step %lld%s%s", dist_rank(),
+             isfinite(loss) ? "gradient" : "loss", (long long)t->step,
+             bad_layer >= 0 ? " in layer " : "",
+             bad_layer >= 0 ? t->net.layers[bad_layer].name : "");
+  if (dist_agree(failed, msg, sizeof msg) != 0) {
+    snprintf(err, errlen,
+             "%s; stopped before the update reached the weights (the last checkpoint is %s)", msg,
+             last_ckpt(t));
+    return -1;
+  }
+  if (c->optimizer.type == CFG_OPT_LARS) nn_lars_step(&t->net, t->momentum, &t->lars);
+  else nn_sgd_step(&t->net, t->momentum, &t->sgd);
+  double t5 = now();
+  double sums[5] = {loss * b.count, b.count, c1, c5, stop_signal != 0};
+  dist_allreduce_sum_doubles(sums, 5);
+  t->step++;
+  t->step_in_epoch++;
+  s->took_step = 1;
+  s->stop = sums[4] > 0;
+  s->log = c->log.every_steps > 0 && (t->step % c->log.every_steps == 0 || t->step == t->stop_at);
+  double elapsed = now() - t->start;
+  s->m = (metrics_step){
+      .step = t->step,
+      .epoch = t->epoch,
+      .step_in_epoch = t->step_in_epoch,
+      .loss = sums[0] / sums[1],
+      .top1 = sums[2] / sums[1],
+      .top5 = sums[3] / sums[1],
+      .lr = lr,
+      .images_per_sec = c->train.batch_size / (t5 - t0),
+      .eta_s = elapsed / (double)(t->step - t->first_step) * (double)(t->stop_at - t->step),
+      .data_ms = b.wait_ms,
+      .forward_ms = (t2 - t1) * 1e3,
+      .backward_ms = (t3 - t2) * 1e3,
+      .comm_ms = comm_ms,
+      .update_ms = (t5 - t4) * 1e3,
+  };
+  /* The epoch's last step: the position is the next epoch's start. */
+  if (t->step_in_epoch == t->steps_per_epoch) end_epoch(t, s);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Schedules                                                                 */
+
+int trainer_checkpoint_due(const trainer *t, const trainer_stats *s) {
+  const cfg_config *c = t->cfg;
+  if (!s->took_step || s->stop || t->step >= t->stop_at) return 0;
+  return (c->checkpoint.every_steps > 0 && t->step % c->checkpoint.every_steps == 0) ||
+         (s->epoch_done && c->checkpoint.every_epochs > 0 &&
+          t->epoch % c->checkpoint.every_epochs == 0);
+}
+
+int trainer_eval_due(const trainer *t, const trainer_stats *s) {
+  const cfg_config *c = t->cfg;
+  return s->epoch_done && t->data.val && c->eval.every_epochs > 0 &&
+         t->epoch % c->eval.every_epochs == 0 && t->step < t->stop_at;
+}
+
+int trainer_checkpoint(trainer *t, char *err, size_t errlen) {
+  share_buffers(t);
+  int failed = 0;
+  char msg[4600] = "";
+  /* The other ranks wait in dist_agree while rank 0 writes: see initialize_state. */
+  dist_set_timeout(0);
+  if (dist_rank() == 0) {
+    char path[CFG_PATH_MAX + 64];
+    ckpt_step_path(t->ckpt_dir, t->step, path, sizeof path);
+    const data_dataset *ds = data_loader_dataset(t->data.train);
+    ckpt_meta m;
+    memset(&m, 0, sizeof m);
+    m.step = t->step;
+    m.epoch = t->epoch;
+    m.step_in_epoch = t->step_in_epoch;
+    m.seed = t->cfg->run.seed;
+    snprintf(m.arch, sizeof m.arch, "%s", t->cfg->model.arch[0] ? t->cfg->model.arch : "custom");
+    m.config_yaml = t->config_yaml;
+    m.num_classes = t->net.num_classes;
+    memcpy(m.mean, t->data.mean, sizeof m.mean);
+    memcpy(m.std, t->data.std, sizeof m.std);
+    m.class_names = ds && ds->num_classes == t->net.num_classes ? ds->class_names : NULL;
+    if (setup_mkdirs(t->ckpt_dir, msg, sizeof msg) != 0 ||
+        ckpt_save(path, &t->net, t->momentum, &m, msg, sizeof msg) != 0) {
+      failed = 1;
+    } else {
+      snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", path);
+      ckpt_prune(t->ckpt_dir, t->cfg->checkpoint.keep);
+    }
+  }
+  int agreed = dist_agree(failed, msg, sizeof msg);
+  dist_set_timeout(t->cfg->dist.timeout_s);
+  if (agreed != 0) {
+    snprintf(err, errlen, "%s", msg);
+    return -1;
+  }
+  return 0;
+}
+
+int trainer_evaluate(trainer *t, eval_result *r, int64_t *epoch, char *err, size_t errlen) {
+  memset(r, 0, sizeof *r);
+  /* The last step's epoch: the position moved on when it ended an epoch. */
+  *epoch = t->step_in_epoch == 0 && t->epoch > 0 ? t->epoch - 1 : t->epoch;
+  if (!t->data.val) return 0;
+  char msg[8192];
+  share_buffers(t);
+  if (eval_run(&t->net, t->data.val, t->epoch, r, NULL, msg, sizeof msg) != 0) {
+    snprintf(err, errlen,
+             "%s; stopping in the evaluation after step %lld (the last checkpoint is %s)", msg,
+             (long long)t->step, last_ckpt(t));
+    return -1;
+  }
+  return 0;
+}
+
+void trainer_close(trainer *t) {
+  dist_reducer_free(t->reducer);
+  setup_free(&t->data);
+  nn_net_free(&t->net);
+  free(t->momentum);
+  free(t->config_yaml);
+  memset(t, 0, sizeof *t);
+}
