@@ -101,6 +101,7 @@ void nn_lrn_backward(int n, int c, int h, int w, int size, float alpha, float be
   const long units = (long)n * blocks_per_image;
   const size_t per_thread = 2 * (size_t)c * (size_t)block;
   int threads = (int)(ws_floats / per_thread);
+  if (threads > omp_get_max_threads()) threads = omp_get_max_threads(); /* nn_layer_threads */
   if (threads < 1) threads = 1; /* the caller sized ws for at least one */
 #pragma omp parallel num_threads(threads)
   {

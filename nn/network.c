@@ -641,9 +641,14 @@ static uint64_t dropout_seed(const nn_net *net, int layer) {
 
 const float *nn_forward(nn_net *net, const float *x, int n) {
   const float *in = x;
+  /* Each layer runs on as many of the pool's threads as its work is worth
+   * (nn_layer_threads; OpenBLAS follows OpenMP's count); the pool is restored
+   * at the end. */
+  const int pool = omp_get_max_threads();
   for (int i = 0; i < net->num_layers; i++) {
     nn_layer *l = &net->layers[i];
     double t0 = now_seconds();
+    omp_set_num_threads(nn_layer_threads(l, n, pool));
     const nn_layer_spec *s = &l->spec;
     size_t in_count = nn_shape_size(l->in) * (size_t)n;
     /* In place: the output is the input buffer (never the caller's x: see
@@ -696,6 +701,7 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
     in = y;
     net->forward_seconds[i] = now_seconds() - t0;
   }
+  omp_set_num_threads(pool);
   return in;
 }
 
@@ -706,9 +712,11 @@ float nn_loss(nn_net *net, const int *labels, int n, int *correct1, int *correct
 
 void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, void *ctx) {
   float *dy = net->dlogits;
+  const int pool = omp_get_max_threads(); /* per layer as in nn_forward */
   for (int i = net->num_layers - 1; i >= 0; i--) {
     nn_layer *l = &net->layers[i];
     double t0 = now_seconds();
+    omp_set_num_threads(nn_layer_threads(l, n, pool));
     const nn_layer_spec *s = &l->spec;
     const float *in = i > 0 ? net->layers[i - 1].output : x;
     size_t in_count = nn_shape_size(l->in) * (size_t)n;
@@ -762,6 +770,7 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
     if (l->weight_count && ready) ready(ctx, l->weight_offset, l->weight_count + l->bias_count);
     dy = dx;
   }
+  omp_set_num_threads(pool);
 }
 
 const double *nn_layer_forward_seconds(const nn_net *net) { return net->forward_seconds; }

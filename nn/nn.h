@@ -305,8 +305,24 @@ double nn_total_flops(const nn_net *net); /* forward FLOPs per sample */
  * the two activation-gradient (and scratch) buffers, argmaxes, workspace. */
 size_t nn_activation_bytes(const nn_net *net);
 
-/* Sets the threads used by OpenBLAS and by nn's own loops. */
+/* Sets the threads used by OpenBLAS and by nn's own loops: the pool. */
 void nn_set_threads(int threads);
+
+/* How many of `pool` threads a piece of work of `flops` (float32 GEMM
+ * floating-point operations, or the equivalent) is split over: one per
+ * NN_MIN_FLOPS_PER_THREAD, at least 1, at most pool. Splitting less work
+ * costs more (waking and joining threads, summing private gradients; a
+ * scheduler slice of milliseconds on a busy machine) than it saves. */
+#define NN_MIN_FLOPS_PER_THREAD 64e6
+int nn_threads_for(double flops, int pool);
+/* The threads layer l runs on for a batch of n (nn_forward and nn_backward
+ * set them for each layer): by its forward flops (l->flops x n); the kernels
+ * other than conv and linear move memory more than they compute, so their
+ * work counts NN_MEMORY_BOUND_WEIGHT times per operation or element. The
+ * choice depends only on the layer, n and pool, so a fixed config gives the
+ * same bits run after run. */
+#define NN_MEMORY_BOUND_WEIGHT 8.0
+int nn_layer_threads(const nn_layer *l, int n, int pool);
 
 /* Counter-based random numbers: the same (seed, index) gives the same value
  * whatever the thread or order; used for init, dropout and augmentation. */

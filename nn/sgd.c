@@ -5,13 +5,22 @@
  */
 #include <math.h>
 
+#include <omp.h>
+
 #include "nn.h"
 
 /* One contiguous run of parameters with the same decay. */
+/* Threads for an update of count floats (about 4 operations each, memory
+ * bound): a small network's update is not worth waking a second thread. */
+static int update_threads(long count) {
+  return nn_threads_for(4.0 * NN_MEMORY_BOUND_WEIGHT * (double)count, omp_get_max_threads());
+}
+
 static void sgd_run(float *w, const float *g, float *v, long count, float lr, float m, float wd,
                     int nesterov) {
+  const int threads = update_threads(count);
   if (nesterov) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) num_threads(threads)
     for (long i = 0; i < count; i++) {
       float d = g[i] + wd * w[i];
       float vi = m * v[i] + d;
@@ -19,7 +28,7 @@ static void sgd_run(float *w, const float *g, float *v, long count, float lr, fl
       w[i] -= lr * (d + m * vi);
     }
   } else {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) num_threads(threads)
     for (long i = 0; i < count; i++) {
       float vi = m * v[i] + (g[i] + wd * w[i]);
       v[i] = vi;
@@ -48,7 +57,7 @@ void nn_sgd_step(nn_net *net, float *momentum, const nn_sgd_opts *o) {
  * (static schedule), the same on every rank. */
 static double norm2(const float *x, long count) {
   double sum = 0;
-#pragma omp parallel for simd schedule(static) reduction(+ : sum)
+#pragma omp parallel for simd schedule(static) reduction(+ : sum) num_threads(update_threads(count))
   for (long i = 0; i < count; i++) sum += (double)x[i] * (double)x[i];
   return sqrt(sum);
 }
@@ -56,7 +65,7 @@ static double norm2(const float *x, long count) {
 /* v = m v + scale * (g + wd w); w -= v. */
 static void lars_run(float *w, const float *g, float *v, long count, float scale, float m,
                      float wd) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) num_threads(update_threads(count))
   for (long i = 0; i < count; i++) {
     float vi = m * v[i] + scale * (g[i] + wd * w[i]);
     v[i] = vi;

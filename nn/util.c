@@ -44,6 +44,22 @@ const char *nn_kind_name(nn_kind kind) {
   return "?";
 }
 
+int nn_threads_for(double flops, int pool) {
+  double t = flops / NN_MIN_FLOPS_PER_THREAD;
+  if (pool < 1 || !(t >= 2)) return 1; /* also NaN */
+  return t >= pool ? pool : (int)t;
+}
+
+int nn_layer_threads(const nn_layer *l, int n, int pool) {
+  double per_sample = l->flops;
+  if (l->spec.kind != NN_CONV && l->spec.kind != NN_LINEAR) {
+    double elements = (double)nn_shape_size(l->in);
+    if (per_sample < elements) per_sample = elements; /* dropout, flatten: no flops */
+    per_sample *= NN_MEMORY_BOUND_WEIGHT;
+  }
+  return nn_threads_for(per_sample * (n > 0 ? n : 1), pool);
+}
+
 double nn_total_flops(const nn_net *net) {
   double total = 0;
   for (int i = 0; i < net->num_layers; i++) total += net->layers[i].flops;
