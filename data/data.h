@@ -215,6 +215,12 @@ void data_shard_path(const char *out, int s, int k, char *buf, size_t len);
  * crash its clean-up at exit, which is therefore skipped (data/hdf5_file.c);
  * the caller reports the error and must not use HDF5 again. */
 int data_hdf5_close(int64_t file_id);
+/* Checks, from the file's bytes, that the variable-length strings of
+ * attribute `attr` of object obj (attr NULL: of dataset obj) can be read by
+ * HDF5 1.10, which trusts their stored lengths and heap objects and corrupts
+ * memory on a changed byte there. Call it before H5Aread/H5Dread of such
+ * strings. Returns 0, or -1 with what is corrupt in why. */
+int data_hdf5_check_vlen(int64_t obj, const char *attr, char *why, size_t whylen);
 /* Empties a file open for writing that is about to be removed (an aborted
  * write), before its datasets and the file are closed: their last flushes
  * then find room on a full disk. */

@@ -35,28 +35,34 @@
 /* ------------------------------------------------------------------------ */
 /* Reading attributes                                                        */
 
-/* Reads a scalar string attribute (fixed or variable length) into out.
- * Returns 0, -1 if absent, -2 if not a single string. */
-static int attr_string(hid_t obj, const char *name, char *out, size_t outlen) {
+/* Reads a scalar string attribute (fixed or variable length, at most 64 KiB)
+ * into out. Returns 0, -1 if absent, -2 if not a single string, -3 if its
+ * stored form is corrupt (why says how; see data_hdf5_check_vlen). */
+static int attr_string(hid_t obj, const char *name, char *out, size_t outlen, char *why,
+                       size_t whylen) {
   if (H5Aexists(obj, name) <= 0) return -1;
   hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
   if (a < 0) return -2;
   hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
   int rc = -2;
-  if (t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(sp) == 1) {
+  H5S_class_t sc = sp >= 0 ? H5Sget_simple_extent_type(sp) : H5S_NO_CLASS;
+  if (t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_STRING && sc != H5S_NULL &&
+      H5Sget_simple_extent_npoints(sp) == 1) {
     hid_t mt = H5Tcopy(H5T_C_S1);
     H5Tset_cset(mt, H5Tget_cset(t));
     if (H5Tis_variable_str(t) > 0) {
       char *s = NULL;
       H5Tset_size(mt, H5T_VARIABLE);
-      if (H5Aread(a, mt, &s) >= 0 && s) {
+      if (data_hdf5_check_vlen(obj, name, why, whylen) != 0) {
+        rc = -3;
+      } else if (H5Aread(a, mt, &s) >= 0 && s) {
         snprintf(out, outlen, "%s", s);
         rc = 0;
       }
       if (s) H5free_memory(s);
     } else {
       size_t n = H5Tget_size(t);
-      char *buf = calloc(n + 1, 1);
+      char *buf = n > 0 && n <= 65536 ? calloc(n + 1, 1) : NULL;
       H5Tset_size(mt, n);
       if (buf && H5Aread(a, mt, buf) >= 0) {
         buf[n] = '\0';
@@ -213,11 +219,15 @@ static int read_classes(data_dataset *ds, hid_t file, char *err, size_t errlen) 
   ds->class_names = calloc((size_t)n, sizeof(char *));
   hid_t mt = H5Tcopy(H5T_C_S1);
   H5Tset_cset(mt, H5Tget_cset(t));
-  if (H5Tis_variable_str(t) > 0) {
+  char why[512];
+  if (H5Tis_variable_str(t) > 0 && data_hdf5_check_vlen(d, NULL, why, sizeof why) != 0) {
+    rc = data_errf(err, errlen, "%s: /classes is corrupt: %s", p, why);
+  } else if (H5Tis_variable_str(t) > 0) {
     char **s = calloc((size_t)n, sizeof(char *));
     H5Tset_size(mt, H5T_VARIABLE);
     if (!s || !ds->class_names || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) < 0) {
       rc = data_errf(err, errlen, "%s: cannot read /classes (truncated or corrupt file?)", p);
+      for (int i = 0; s && i < n; i++) H5free_memory(s[i]); /* a read that failed midway */
     } else {
       for (int i = 0; i < n; i++) {
         ds->class_names[i] = strdup(s[i] ? s[i] : "");
@@ -227,7 +237,7 @@ static int read_classes(data_dataset *ds, hid_t file, char *err, size_t errlen) 
     free(s);
   } else {
     size_t sz = H5Tget_size(t);
-    char *buf = calloc((size_t)n, sz);
+    char *buf = sz > 0 && sz <= 65536 ? calloc((size_t)n, sz) : NULL;
     H5Tset_size(mt, sz);
     if (!buf || !ds->class_names || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
       rc = data_errf(err, errlen, "%s: cannot read /classes (truncated or corrupt file?)", p);
@@ -393,8 +403,10 @@ static void read_pixel_stats(data_dataset *ds, hid_t file) {
 
 static int read_root_attrs(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   const char *p = ds->path;
-  char fmt[256];
-  int rc = attr_string(file, "format", fmt, sizeof fmt);
+  char fmt[256], why[512];
+  int rc = attr_string(file, "format", fmt, sizeof fmt, why, sizeof why);
+  if (rc == -3)
+    return data_errf(err, errlen, "%s: root attribute 'format' is corrupt: %s", p, why);
   if (rc == -1)
     return data_errf(err, errlen, "%s: missing root attribute 'format' (not an %s file)", p,
                      DATA_FORMAT_NAME);

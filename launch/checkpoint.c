@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,39 +67,57 @@ static int attr_write_string(hid_t loc, const char *name, const char *value) {
   return rc;
 }
 
+/* Reads n values of a numeric attribute into value (memory type `type`).
+ * The stored type must be of type's class (integer or float: a float is
+ * never silently truncated into a step) and hold exactly n values.
+ * Returns 0, or -1 if absent or not so. */
 static int attr_read(hid_t loc, const char *name, hid_t type, int n, void *value) {
   if (H5Aexists(loc, name) <= 0) return -1;
   hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
   if (attr < 0) return -1;
-  hid_t space = H5Aget_space(attr);
-  hssize_t points = H5Sget_simple_extent_npoints(space);
-  H5Sclose(space);
-  herr_t st = points == n ? H5Aread(attr, type, value) : -1;
+  hid_t space = H5Aget_space(attr), ftype = H5Aget_type(attr);
+  hssize_t points = space >= 0 && H5Sget_simple_extent_type(space) != H5S_NULL
+                        ? H5Sget_simple_extent_npoints(space)
+                        : -1;
+  int same_class = ftype >= 0 && H5Tget_class(ftype) == H5Tget_class(type);
+  if (space >= 0) H5Sclose(space);
+  if (ftype >= 0) H5Tclose(ftype);
+  herr_t st = points == n && same_class ? H5Aread(attr, type, value) : -1;
   H5Aclose(attr);
   return st < 0 ? -1 : 0;
 }
 
-/* Returns a malloc'd copy of a string attribute (fixed or variable length), or NULL. */
-static char *attr_read_string(hid_t loc, const char *name) {
+/* Returns a malloc'd copy of a scalar string attribute (fixed or variable
+ * length, fixed at most 16 MiB), or NULL if it is absent or not one string.
+ * A variable-length one is checked first (data_hdf5_check_vlen): when its
+ * stored form is corrupt, NULL with *corrupt = 1 and why filled. */
+static char *attr_read_string_checked(hid_t loc, const char *name, int *corrupt, char *why,
+                                      size_t whylen) {
+  *corrupt = 0;
   if (H5Aexists(loc, name) <= 0) return NULL;
   hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
   if (attr < 0) return NULL;
-  hid_t ftype = H5Aget_type(attr);
+  hid_t ftype = H5Aget_type(attr), space = H5Aget_space(attr);
+  int one = space >= 0 && H5Sget_simple_extent_type(space) != H5S_NULL &&
+            H5Sget_simple_extent_npoints(space) == 1;
+  if (space >= 0) H5Sclose(space);
   char *out = NULL;
-  if (H5Tget_class(ftype) == H5T_STRING) {
+  if (ftype >= 0 && one && H5Tget_class(ftype) == H5T_STRING) {
     if (H5Tis_variable_str(ftype) > 0) {
       hid_t mtype = H5Tcopy(H5T_C_S1);
       H5Tset_size(mtype, H5T_VARIABLE);
       H5Tset_cset(mtype, H5Tget_cset(ftype));
       char *s = NULL;
-      if (H5Aread(attr, mtype, &s) >= 0 && s) {
+      if (data_hdf5_check_vlen(loc, name, why, whylen) != 0) {
+        *corrupt = 1;
+      } else if (H5Aread(attr, mtype, &s) >= 0 && s) {
         out = strdup(s);
-        H5free_memory(s);
       }
+      if (s) H5free_memory(s);
       H5Tclose(mtype);
     } else {
       size_t size = H5Tget_size(ftype);
-      out = calloc(size + 1, 1);
+      out = size > 0 && size <= ((size_t)16 << 20) ? calloc(size + 1, 1) : NULL;
       hid_t mtype = H5Tcopy(H5T_C_S1);
       H5Tset_size(mtype, size + 1);
       H5Tset_cset(mtype, H5Tget_cset(ftype));
@@ -109,7 +128,7 @@ static char *attr_read_string(hid_t loc, const char *name) {
       H5Tclose(mtype);
     }
   }
-  H5Tclose(ftype);
+  if (ftype >= 0) H5Tclose(ftype);
   H5Aclose(attr);
   return out;
 }
@@ -173,6 +192,8 @@ static int write_class_names(hid_t file, char **names, int count) {
   return st < 0 ? -1 : 0;
 }
 
+static uint64_t meta_checksum(const ckpt_meta *m, const int input[3]);
+
 int ckpt_save(const char *path, const nn_net *net, const float *momentum, const ckpt_meta *meta,
               char *err, size_t errlen) {
   quiet_hdf5();
@@ -229,6 +250,12 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
          attr_write(file, "std", H5T_NATIVE_FLOAT, 3, meta->std) == 0 &&
          attr_write(file, "has_momentum", H5T_NATIVE_INT, 1, &has_momentum) == 0 &&
          attr_write(file, "checksum", H5T_NATIVE_UINT64, 1, &c.hash) == 0;
+  }
+  if (ok) {
+    ckpt_meta covered = *meta;
+    covered.num_classes = net->num_classes;
+    uint64_t mh = meta_checksum(&covered, (int[3]){net->input.c, net->input.h, net->input.w});
+    ok = attr_write(file, "meta_checksum", H5T_NATIVE_UINT64, 1, &mh) == 0;
   }
   /* The completeness marker goes last, after everything else reached the
    * file; it is flushed too, so that a full disk shows before the close (a
@@ -292,7 +319,14 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
     set_err(err, errlen, "checkpoint %s: cannot open as HDF5 (truncated or corrupt)", path);
     return -1;
   }
-  char *format = attr_read_string(file, "format");
+  char why[512];
+  int corrupt;
+  char *format = attr_read_string_checked(file, "format", &corrupt, why, sizeof why);
+  if (corrupt) {
+    set_err(err, errlen, "checkpoint %s: attribute format is corrupt: %s", path, why);
+    data_hdf5_close(file);
+    return -1;
+  }
   if (!format || strcmp(format, CKPT_FORMAT_NAME) != 0) {
     set_err(err, errlen, "checkpoint %s: attribute format is '%s', expected '%s'", path,
             format ? format : "(missing)", CKPT_FORMAT_NAME);
@@ -319,55 +353,159 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
   return file;
 }
 
-static char **read_class_names(hid_t file, int count) {
+/* The checkpoint's /classes (count strings), NULL if absent or not so;
+ * *corrupt = 1 (with why) when their stored form is corrupt. */
+static char **read_class_names(hid_t file, int count, int *corrupt, char *why, size_t whylen) {
+  *corrupt = 0;
   if (count <= 0 || H5Lexists(file, "classes", H5P_DEFAULT) <= 0) return NULL;
   hid_t ds = H5Dopen2(file, "classes", H5P_DEFAULT);
   if (ds < 0) return NULL;
   hid_t space = H5Dget_space(ds);
-  hssize_t n = H5Sget_simple_extent_npoints(space);
-  H5Sclose(space);
+  hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+  if (space >= 0) H5Sclose(space);
   char **names = NULL;
-  if (n == count) {
-    hid_t ftype = H5Dget_type(ds);
+  hid_t ftype = H5Dget_type(ds);
+  int vlen = ftype >= 0 && H5Tget_class(ftype) == H5T_STRING && H5Tis_variable_str(ftype) > 0;
+  if (n == count && vlen && data_hdf5_check_vlen(ds, NULL, why, whylen) != 0) {
+    *corrupt = 1;
+  } else if (n == count && vlen) {
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, H5T_VARIABLE);
     H5Tset_cset(type, H5Tget_cset(ftype));
-    H5Tclose(ftype);
     char **raw = calloc((size_t)count, sizeof(char *));
     if (raw && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) >= 0) {
       names = calloc((size_t)count, sizeof(char *));
       for (int i = 0; names && i < count; i++) names[i] = strdup(raw[i] ? raw[i] : "");
-      for (int i = 0; i < count; i++) H5free_memory(raw[i]);
     }
+    for (int i = 0; raw && i < count; i++) H5free_memory(raw[i]);
     free(raw);
     H5Tclose(type);
   }
+  if (ftype >= 0) H5Tclose(ftype);
   H5Dclose(ds);
   return names;
+}
+
+/* FNV-1a 64 of the attributes that say where a run stands and what the
+ * model takes, stored as "meta_checksum": a changed byte in them is refused
+ * like one in a tensor. (Files written before it existed are range-checked
+ * only.) */
+static uint64_t meta_checksum(const ckpt_meta *m, const int input[3]) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  const void *parts[] = {&m->step, &m->epoch, &m->step_in_epoch, &m->seed, &m->num_classes,
+                         input, m->mean, m->std};
+  const size_t sizes[] = {8, 8, 8, 8, sizeof(int), 3 * sizeof(int), 3 * sizeof(float),
+                          3 * sizeof(float)};
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+    for (size_t i = 0; i < sizes[k]; i++)
+      h = (h ^ ((const uint8_t *)parts[k])[i]) * 0x100000001B3ull;
+  return h;
+}
+
+/* The largest step a checkpoint may hold: 2^40 steps, far beyond any run. */
+#define CKPT_MAX_STEP ((int64_t)1 << 40)
+
+/* Checks the attributes read into m against sane ranges; the message names
+ * the attribute and its value. */
+static int check_meta(const char *path, const ckpt_meta *m, const int input[3], char *err,
+                      size_t errlen) {
+  if (m->step < 0 || m->step > CKPT_MAX_STEP) {
+    set_err(err, errlen, "checkpoint %s: attribute step = %lld is out of range [0, 2^40]", path,
+            (long long)m->step);
+    return -1;
+  }
+  if (m->epoch < 0 || m->epoch > m->step) {
+    set_err(err, errlen, "checkpoint %s: attribute epoch = %lld is out of range [0, step = %lld]",
+            path, (long long)m->epoch, (long long)m->step);
+    return -1;
+  }
+  if (m->step_in_epoch < 0 || m->step_in_epoch > m->step) {
+    set_err(err, errlen,
+            "checkpoint %s: attribute step_in_epoch = %lld is out of range [0, step = %lld]", path,
+            (long long)m->step_in_epoch, (long long)m->step);
+    return -1;
+  }
+  if (m->num_classes < 1 || m->num_classes > (1 << 24)) {
+    set_err(err, errlen, "checkpoint %s: attribute num_classes = %d is out of range [1, 2^24]",
+            path, m->num_classes);
+    return -1;
+  }
+  for (int i = 0; i < 3; i++) {
+    if (input[i] < 1 || input[i] > 65535 || (i == 0 && input[0] > 4096)) {
+      set_err(err, errlen,
+              "checkpoint %s: attribute input = [%d, %d, %d] (C, H, W) is out of range", path,
+              input[0], input[1], input[2]);
+      return -1;
+    }
+  }
+  for (int i = 0; i < 3; i++) {
+    if (!isfinite(m->mean[i])) {
+      set_err(err, errlen, "checkpoint %s: attribute mean[%d] = %g is not finite", path, i,
+              (double)m->mean[i]);
+      return -1;
+    }
+    if (!isfinite(m->std[i]) || !(m->std[i] > 0)) {
+      set_err(err, errlen, "checkpoint %s: attribute std[%d] = %g must be finite and > 0", path,
+              i, (double)m->std[i]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Reads one numeric attribute of read_meta_open, naming it when it is
+ * missing or of the wrong kind. */
+static int meta_attr(hid_t file, const char *path, const char *name, hid_t type, int n,
+                     void *value, char *err, size_t errlen) {
+  if (attr_read(file, name, type, n, value) == 0) return 0;
+  set_err(err, errlen, "checkpoint %s: attribute %s is missing or not %d %s value%s", path, name,
+          n, H5Tget_class(type) == H5T_FLOAT ? "floating-point" : "integer", n == 1 ? "" : "s");
+  return -1;
 }
 
 static int read_meta_open(hid_t file, const char *path, ckpt_meta *m, char *err, size_t errlen) {
   memset(m, 0, sizeof *m);
   int input[3] = {0, 0, 0};
-  if (attr_read(file, "step", H5T_NATIVE_INT64, 1, &m->step) ||
-      attr_read(file, "epoch", H5T_NATIVE_INT64, 1, &m->epoch) ||
-      attr_read(file, "step_in_epoch", H5T_NATIVE_INT64, 1, &m->step_in_epoch) ||
-      attr_read(file, "seed", H5T_NATIVE_UINT64, 1, &m->seed) ||
-      attr_read(file, "num_classes", H5T_NATIVE_INT, 1, &m->num_classes) ||
-      attr_read(file, "input", H5T_NATIVE_INT, 3, input) ||
-      attr_read(file, "mean", H5T_NATIVE_FLOAT, 3, m->mean) ||
-      attr_read(file, "std", H5T_NATIVE_FLOAT, 3, m->std)) {
-    set_err(err, errlen, "checkpoint %s: missing or malformed attributes (step, epoch, "
-            "step_in_epoch, seed, num_classes, input, mean, std)", path);
+  if (meta_attr(file, path, "step", H5T_NATIVE_INT64, 1, &m->step, err, errlen) ||
+      meta_attr(file, path, "epoch", H5T_NATIVE_INT64, 1, &m->epoch, err, errlen) ||
+      meta_attr(file, path, "step_in_epoch", H5T_NATIVE_INT64, 1, &m->step_in_epoch, err,
+                errlen) ||
+      meta_attr(file, path, "seed", H5T_NATIVE_UINT64, 1, &m->seed, err, errlen) ||
+      meta_attr(file, path, "num_classes", H5T_NATIVE_INT, 1, &m->num_classes, err, errlen) ||
+      meta_attr(file, path, "input", H5T_NATIVE_INT, 3, input, err, errlen) ||
+      meta_attr(file, path, "mean", H5T_NATIVE_FLOAT, 3, m->mean, err, errlen) ||
+      meta_attr(file, path, "std", H5T_NATIVE_FLOAT, 3, m->std, err, errlen))
+    return -1;
+  uint64_t stored;
+  if (H5Aexists(file, "meta_checksum") > 0 &&
+      (attr_read(file, "meta_checksum", H5T_NATIVE_UINT64, 1, &stored) != 0 ||
+       stored != meta_checksum(m, input))) {
+    set_err(err, errlen,
+            "checkpoint %s: attribute checksum mismatch (step, epoch, step_in_epoch, seed, "
+            "num_classes, input, mean or std was changed: the file is corrupt)",
+            path);
     return -1;
   }
+  if (check_meta(path, m, input, err, errlen) != 0) return -1;
+  m->has_momentum = 0;
   attr_read(file, "has_momentum", H5T_NATIVE_INT, 1, &m->has_momentum);
   m->input = (nn_shape){input[0], input[1], input[2]};
-  char *arch = attr_read_string(file, "arch");
-  snprintf(m->arch, sizeof m->arch, "%s", arch ? arch : "custom");
-  free(arch);
-  m->config_yaml = attr_read_string(file, "config");
-  m->class_names = read_class_names(file, m->num_classes);
+  char why[512];
+  int corrupt;
+  char *arch = attr_read_string_checked(file, "arch", &corrupt, why, sizeof why);
+  if (!corrupt) {
+    snprintf(m->arch, sizeof m->arch, "%s", arch ? arch : "custom");
+    free(arch);
+    m->config_yaml = attr_read_string_checked(file, "config", &corrupt, why, sizeof why);
+  }
+  if (!corrupt) m->class_names = read_class_names(file, m->num_classes, &corrupt, why, sizeof why);
+  if (corrupt) {
+    set_err(err, errlen, "checkpoint %s: %s: %s", path,
+            m->class_names || m->config_yaml ? "/classes" : "attribute arch, config or /classes",
+            why);
+    ckpt_meta_free(m);
+    return -1;
+  }
   return 0;
 }
 
@@ -426,6 +564,17 @@ static void read_tensor(void *vctx, const char *name, size_t offset, size_t coun
     c->failed = 1;
   } else {
     c->hash = checksum_update(c->hash, c->base + offset, count);
+    /* A NaN that ReLU drops would evaluate fine and be carried into every
+     * later checkpoint of a resumed run: refused here, by name. */
+    const float *v = c->base + offset;
+    for (size_t i = 0; i < count && !c->failed; i++) {
+      if (!isfinite(v[i])) {
+        set_err(c->err, c->errlen,
+                "checkpoint %s: %s/%s holds a non-finite value (%g at flat index %zu)", c->path,
+                c->prefix, name, (double)v[i], i);
+        c->failed = 1;
+      }
+    }
   }
   if (space >= 0) H5Sclose(space);
   if (ds >= 0) H5Dclose(ds);
@@ -440,6 +589,15 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
   if (rc == 0 && local.num_classes != net->num_classes) {
     set_err(err, errlen, "checkpoint %s: has %d classes, the model has %d", path,
             local.num_classes, net->num_classes);
+    rc = -1;
+  }
+  /* A resume continues the same model; weights alone (checkpoint.init,
+   * predict) may serve another input size of the same channels. */
+  if (rc == 0 && (local.input.c != net->input.c ||
+                  (momentum && (local.input.h != net->input.h || local.input.w != net->input.w)))) {
+    set_err(err, errlen, "checkpoint %s: attribute input = [%d, %d, %d], the model takes "
+            "[%d, %d, %d] (C, H, W)", path, local.input.c, local.input.h, local.input.w,
+            net->input.c, net->input.h, net->input.w);
     rc = -1;
   }
   if (rc == 0 && momentum && !local.has_momentum) {
