@@ -290,9 +290,42 @@ static const char *const decodable_exts[] = {"jpg", "jpeg", "png", NULL};
 /* torchvision's other image extensions: listed as skipped, not silently ignored */
 static const char *const other_image_exts[] = {"ppm", "bmp", "pgm", "tif", "tiff", "webp", NULL};
 
-/* Every directory under root (root included), depth-limited against link
- * cycles, sorted by full path as torchvision's sorted(os.walk(root)). */
-static int walk_dirs(const char *root, int depth, strlist *dirs) {
+/* Directories already walked, by (device, inode): a symbolic link back up
+ * the tree (or two links to ".") would otherwise be walked again and again,
+ * writing the same images many times, or for ever. */
+typedef struct {
+  struct {
+    dev_t dev;
+    ino_t ino;
+  } *at;
+  int64_t n, cap;
+} dir_set;
+
+/* 1 if dir was walked already, else records it and returns 0; -1 out of memory. */
+static int dir_seen(dir_set *v, const char *dir) {
+  struct stat sb;
+  if (stat(dir, &sb) != 0) return 1; /* gone or unreadable: nothing to walk */
+  for (int64_t i = 0; i < v->n; i++)
+    if (v->at[i].dev == sb.st_dev && v->at[i].ino == sb.st_ino) return 1;
+  if (v->n == v->cap) {
+    int64_t cap = v->cap ? 2 * v->cap : 64;
+    void *p = realloc(v->at, (size_t)cap * sizeof *v->at);
+    if (!p) return -1;
+    v->at = p;
+    v->cap = cap;
+  }
+  v->at[v->n].dev = sb.st_dev;
+  v->at[v->n].ino = sb.st_ino;
+  v->n++;
+  return 0;
+}
+
+/* Every directory under root (root included), each real directory once
+ * (symbolic links are followed, cycles cut by `seen`), depth-limited, sorted
+ * by full path as torchvision's sorted(os.walk(root)). */
+static int walk_dirs(const char *root, int depth, dir_set *seen, strlist *dirs) {
+  int s = dir_seen(seen, root);
+  if (s != 0) return s < 0 ? -1 : 0;
   if (strlist_add(dirs, root) != 0) return -1;
   if (depth >= 32) return 0;
   strlist sub = {0};
@@ -303,7 +336,7 @@ static int walk_dirs(const char *root, int depth, strlist *dirs) {
   int rc = 0;
   for (int64_t i = 0; rc == 0 && i < sub.n; i++) {
     char *path = path_join(root, sub.s[i]);
-    rc = path ? walk_dirs(path, depth + 1, dirs) : -1;
+    rc = path ? walk_dirs(path, depth + 1, seen, dirs) : -1;
     free(path);
   }
   strlist_free(&sub);
@@ -354,7 +387,9 @@ static int folder_list(const char *dir, folder_job *fj, char *err, size_t errlen
   for (int64_t c = 0; c < fj->classes.n; c++) {
     char *cdir = path_join(dir, fj->classes.s[c]);
     strlist dirs = {0};
-    int rc = cdir ? walk_dirs(cdir, 0, &dirs) : -1;
+    dir_set seen = {0};
+    int rc = cdir ? walk_dirs(cdir, 0, &seen, &dirs) : -1;
+    free(seen.at);
     if (rc == 0) strlist_sort(&dirs);
     for (int64_t d = 0; rc == 0 && d < dirs.n; d++) {
       strlist names = {0};
