@@ -125,6 +125,7 @@ struct data_dataset {
   int64_t *offsets;           /* jpeg: (n + 1) byte offsets of each image in /jpeg */
   int64_t file_id, images_id; /* HDF5 handles (hid_t; /images or /jpeg), kept open for reads */
   int64_t file_size;          /* bytes at open: a smaller file later = truncated */
+  int64_t mtime_ns;           /* modification time at open: another later = overwritten */
   /* The exact pixel statistics (attributes pixel_count, pixel_sum, pixel_sumsq),
    * from which shards' mean/std combine bit for bit as one file's; count 0 = absent. */
   uint64_t pixel_count, pixel_sum[3], pixel_sumsq[3];
@@ -134,6 +135,10 @@ struct data_dataset {
   data_dataset *shards;
   int64_t *shard_first;
 };
+
+/* The largest stored image data_dataset_open accepts, in pixels (H * W):
+ * 8192 x 8192, the largest crop a config takes. Every reader thread holds one. */
+#define DATA_MAX_IMAGE_PIXELS (1 << 26)
 
 /* Opens and validates a dataset file read-only: the format attribute and
  * version, /images (uint8, rank 4, C in {1,3}) or for JPEG files /jpeg,

@@ -164,6 +164,56 @@ static hid_t open_vector(const char *p, hid_t file, const char *name, H5T_class_
   return d;
 }
 
+/* Checks that dataset d (`name`) can be read as stored: every filter of its
+ * pipeline is one this build of HDF5 can decode (an lzf file from h5py, say,
+ * would otherwise fail at its first read, mid-run, as "corrupt"), and its
+ * storage is all written (a sparse file that declares more than it holds
+ * would read as zeros). */
+static int check_storage(const char *p, hid_t d, const char *name, char *err, size_t errlen) {
+  hid_t dcpl = H5Dget_create_plist(d);
+  int nf = dcpl >= 0 ? H5Pget_nfilters(dcpl) : -1, rc = 0;
+  for (int i = 0; rc == 0 && i < nf; i++) {
+    unsigned flags = 0, conf = 0;
+    size_t nvals = 0;
+    char fname[64] = "";
+    H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nvals, NULL, sizeof fname,
+                                     fname, &conf);
+    if (id < 0 || H5Zfilter_avail(id) <= 0 || H5Zget_filter_info(id, &conf) < 0 ||
+        !(conf & H5Z_FILTER_CONFIG_DECODE_ENABLED))
+      rc = data_errf(err, errlen,
+                     "%s: %s is stored with HDF5 filter %d ('%s'), which this build of HDF5 "
+                     "cannot decode (re-convert it without that compression, or install the "
+                     "filter's plugin)",
+                     p, name, (int)id, fname[0] ? fname : "unnamed");
+  }
+  /* Written = every chunk allocated (chunked), or the storage allocated
+   * (contiguous; compact data lives in the header). */
+  int written = 0;
+  H5D_layout_t layout = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
+  if (layout == H5D_CHUNKED) {
+    hsize_t dims[8], chunk[8], want = 1, have = 0;
+    hid_t sp = H5Dget_space(d);
+    int r = sp >= 0 ? H5Sget_simple_extent_dims(sp, dims, NULL) : -1;
+    if (r > 0 && r <= 8 && H5Pget_chunk(dcpl, r, chunk) == r) {
+      for (int i = 0; i < r; i++) want *= chunk[i] ? (dims[i] + chunk[i] - 1) / chunk[i] : 0;
+      written = H5Dget_num_chunks(d, sp, &have) >= 0 && have == want;
+    }
+    if (sp >= 0) H5Sclose(sp);
+  } else if (layout == H5D_COMPACT) {
+    written = 1;
+  } else {
+    H5D_space_status_t status;
+    written = H5Dget_space_status(d, &status) >= 0 && status == H5D_SPACE_STATUS_ALLOCATED;
+  }
+  if (dcpl >= 0) H5Pclose(dcpl);
+  if (rc == 0 && !written)
+    rc = data_errf(err, errlen,
+                   "%s: %s is not all written (a sparse or unfinished file: its unwritten "
+                   "samples would read as zeros)",
+                   p, name);
+  return rc;
+}
+
 /* Reads and checks /labels: any integer type, values in [0, num_classes). */
 static int read_labels(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   const char *p = ds->path;
@@ -172,6 +222,10 @@ static int read_labels(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   hid_t d = open_vector(p, file, "/labels", H5T_INTEGER, "a 1-D integer dataset (int32 [N])",
                         "entries", ds->n, desc, err, errlen);
   if (d < 0) return -1;
+  if (check_storage(p, d, "/labels", err, errlen) != 0) {
+    H5Dclose(d);
+    return -1;
+  }
   ds->labels = malloc((size_t)ds->n * sizeof(int32_t));
   long long *blk = malloc(LABEL_BLOCK * sizeof(long long));
   if (!ds->labels || !blk) {
@@ -276,6 +330,13 @@ static int open_images(data_dataset *ds, hid_t file, char *err, size_t errlen) {
     return data_errf(err, errlen, "%s: /images has an image size of %llux%llu", p,
                      (unsigned long long)dims[1], (unsigned long long)dims[2]);
   if (dims[0] == 0) return data_errf(err, errlen, "%s: /images holds zero samples", p);
+  if (dims[1] * dims[2] > DATA_MAX_IMAGE_PIXELS)
+    return data_errf(err, errlen,
+                     "%s: /images are %llux%llu, more than the %d pixels per image this build "
+                     "reads (every reader holds one image)",
+                     p, (unsigned long long)dims[1], (unsigned long long)dims[2],
+                     DATA_MAX_IMAGE_PIXELS);
+  if (check_storage(p, d, "/images", err, errlen) != 0) return -1;
   ds->n = (int64_t)dims[0];
   ds->h = (int)dims[1];
   ds->w = (int)dims[2];
@@ -316,6 +377,10 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
     H5Dclose(d);
     return data_errf(err, errlen, "%s: /shapes holds zero samples", p);
   }
+  if (check_storage(p, d, "/shapes", err, errlen) != 0) {
+    H5Dclose(d);
+    return -1;
+  }
   ds->n = (int64_t)dims[0];
   int64_t *tmp = malloc((size_t)(2 * ds->n + 1) * sizeof(int64_t));
   ds->shapes = malloc((size_t)(2 * ds->n) * sizeof(int32_t));
@@ -355,6 +420,7 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 1 && r == 1;
   if (t >= 0) H5Tclose(t);
   if (!ok) return data_errf(err, errlen, "%s: /jpeg must be a 1-D uint8 dataset", p);
+  if (check_storage(p, d, "/jpeg", err, errlen) != 0) return -1;
   int64_t bytes = (int64_t)dims[0];
   char desc[64];
   snprintf(desc, sizeof desc, "/shapes has %lld samples (+ 1)", (long long)ds->n);
@@ -423,7 +489,9 @@ static int read_root_attrs(data_dataset *ds, hid_t file, char *err, size_t errle
                      DATA_FORMAT_VERSION);
   /* Version 1 is raw pixels; from 2 on the encoding attribute says which. */
   char enc[64] = "raw";
-  rc = attr_string(file, "encoding", enc, sizeof enc);
+  rc = attr_string(file, "encoding", enc, sizeof enc, why, sizeof why);
+  if (rc == -3)
+    return data_errf(err, errlen, "%s: root attribute 'encoding' is corrupt: %s", p, why);
   if (rc == -1 && v >= 2)
     return data_errf(err, errlen, "%s: missing root attribute 'encoding' (version %lld)", p, v);
   if (rc == -2) return data_errf(err, errlen, "%s: root attribute 'encoding' is not a string", p);
@@ -467,6 +535,10 @@ static int read_mean_std(data_dataset *ds, hid_t file, char *err, size_t errlen)
   return 0;
 }
 
+static int64_t mtime_ns(const struct stat *sb) {
+  return (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
+}
+
 /* Opens one file (data_dataset_open without the shard list). */
 static int file_open(const char *path, data_dataset *ds, char *err, size_t errlen) {
   memset(ds, 0, sizeof *ds);
@@ -489,6 +561,7 @@ static int file_open(const char *path, data_dataset *ds, char *err, size_t errle
     return data_errf(err, errlen, "%s: cannot open as HDF5 (truncated or corrupt file?)", path);
   ds->file_id = f;
   ds->file_size = (int64_t)sb.st_size;
+  ds->mtime_ns = mtime_ns(&sb);
   int rc = read_root_attrs(ds, f, err, errlen);
   if (rc == 0 && ds->encoding == DATA_ENCODING_JPEG) {
     rc = open_jpeg(ds, f, err, errlen);
@@ -728,11 +801,23 @@ static int check_truncated(const data_dataset *ds, int64_t i, const char *dset, 
   int *fdp = NULL;
   struct stat sb;
   if (H5Fget_vfd_handle(ds->file_id, H5P_DEFAULT, (void **)&fdp) >= 0 && fdp &&
-      fstat(*fdp, &sb) == 0 && (int64_t)sb.st_size < ds->file_size)
-    return data_errf(err, errlen,
-                     "%s: the file was truncated (%lld bytes, %lld at open) when reading sample "
-                     "%lld of %s",
-                     ds->path, (long long)sb.st_size, (long long)ds->file_size, (long long)i, dset);
+      fstat(*fdp, &sb) == 0) {
+    if ((int64_t)sb.st_size < ds->file_size)
+      return data_errf(err, errlen,
+                       "%s: the file was truncated (%lld bytes, %lld at open) when reading "
+                       "sample %lld of %s",
+                       ds->path, (long long)sb.st_size, (long long)ds->file_size, (long long)i,
+                       dset);
+    /* Overwritten in place (a copy over it, at any size): its modification
+     * time moved. A file replaced by a rename is another inode: the open one
+     * stays as it was. */
+    if (mtime_ns(&sb) != ds->mtime_ns)
+      return data_errf(err, errlen,
+                       "%s: the file was modified after it was opened (written over in place) "
+                       "when reading sample %lld of %s; a data set must not change while a run "
+                       "reads it",
+                       ds->path, (long long)i, dset);
+  }
   return 0;
 }
 

@@ -53,18 +53,19 @@ static int make_synthetic(const char *path, int64_t n, const cfg_config *c, uint
 int setup_resolve(const cfg_config *c, setup_data *s, char *err, size_t errlen) {
   memset(s, 0, sizeof *s);
   if (c->data.synthetic.n > 0) {
-    /* The set is a function of (n, size, classes, seed); the name says so, so
-     * a changed config never reuses a stale file. */
-    snprintf(s->train_path, sizeof s->train_path, "%s/synthetic-train-%lld-%d-%d-%d.h5",
+    /* The set is a function of (n, size, classes, channels, seed); the name
+     * says so, so a changed config never reuses a stale file. */
+    snprintf(s->train_path, sizeof s->train_path, "%s/synthetic-train-%lld-%d-%d-%d-seed%llu.h5",
              c->run.dir, (long long)c->data.synthetic.n, c->data.synthetic.size,
-             c->data.synthetic.classes, c->data.synthetic.channels);
+             c->data.synthetic.classes, c->data.synthetic.channels,
+             (unsigned long long)c->run.seed);
     if (make_synthetic(s->train_path, c->data.synthetic.n, c, c->run.seed, err, errlen) != 0)
       return -1;
     if (c->data.val_fraction <= 0 && !c->data.val[0]) {
       int64_t n_val = c->data.synthetic.n / 4 > 0 ? c->data.synthetic.n / 4 : 1;
-      snprintf(s->val_path, sizeof s->val_path, "%s/synthetic-val-%lld-%d-%d-%d.h5",
+      snprintf(s->val_path, sizeof s->val_path, "%s/synthetic-val-%lld-%d-%d-%d-seed%llu.h5",
                c->run.dir, (long long)n_val, c->data.synthetic.size, c->data.synthetic.classes,
-               c->data.synthetic.channels);
+               c->data.synthetic.channels, (unsigned long long)c->run.seed);
       if (make_synthetic(s->val_path, n_val, c, c->run.seed + 1000003, err, errlen) != 0)
         return -1;
     }

@@ -147,7 +147,7 @@ static int setup_trained_run(void) {
   FILE *f = fopen(fx.config, "w");
   if (!f || fputs(yaml, f) < 0 || fclose(f) != 0) return setup_failed("cannot write tiny.yaml");
   snprintf(fx.ckpts, sizeof fx.ckpts, "%s/run/checkpoints", fx.dir);
-  snprintf(fx.val, sizeof fx.val, "%s/run/synthetic-val-64-32-4-3.h5", fx.dir);
+  snprintf(fx.val, sizeof fx.val, "%s/run/synthetic-val-64-32-4-3-seed3.h5", fx.dir);
   if (run("%s '%s'", tu_bin("alexnet-train"), fx.config) != 0)
     return setup_failed("alexnet-train failed");
   snprintf(path, sizeof path, "%s/step-00000048.h5", fx.ckpts);
@@ -674,7 +674,7 @@ static void test_bad_input_eval(void) {
        1,
        {"alexnet-eval: --confusion nodir/c.csv: cannot create: No such file or directory"}},
       {"tiny.yaml --checkpoint run/checkpoints --set data.synthetic.n=0 "
-       "--set data.train=run/synthetic-val-64-32-4-3.h5",
+       "--set data.train=run/synthetic-val-64-32-4-3-seed3.h5",
        2,
        {"alexnet-eval: tiny.yaml: data: no validation data"}},
       {"tiny.yaml --checkpoint run/checkpoints --data none.h5", 2, {"alexnet-eval: ", "none.h5"}},
