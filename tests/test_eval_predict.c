@@ -433,7 +433,7 @@ static void test_activation_maps(void) {
 }
 
 /* Copies fx.dir/<from> to path (unless they are the same file) and rewrites
- * one of its attributes (not covered by the checksum) through the HDF5 API. */
+ * one of its attributes through the HDF5 API (dropping meta_checksum). */
 static void copy_with_attr(const char *path, const char *from, const char *attr, hid_t type,
                            const void *value) {
   char cmd[9000], src[4400];
@@ -448,6 +448,9 @@ static void copy_with_attr(const char *path, const char *from, const char *attr,
   CU_ASSERT_FATAL(a >= 0);
   CU_ASSERT(H5Awrite(a, type, value) >= 0);
   H5Aclose(a);
+  /* As a file written before meta_checksum covered the attributes: the
+   * checks after that one are what these cases test. */
+  if (H5Aexists(f, "meta_checksum") > 0) CU_ASSERT(H5Adelete(f, "meta_checksum") >= 0);
   H5Fclose(f);
 }
 
@@ -535,7 +538,7 @@ static void test_predict_arch_fallback(void) {
       {"zero-std.h5",
        "alexnet_cifar",
        NULL,
-       "zero-std.h5: attribute std [0.25, 0, 0.25] must be > 0",
+       "zero-std.h5: attribute std[1] = 0 must be finite and > 0",
        0.0f,
        {0, 0, 0}},
       {"nonsquare.h5",
@@ -668,7 +671,7 @@ static void test_bad_input_eval(void) {
        {"alexnet-eval: checkpoint directory emptydir: no valid checkpoint (step-<N>.h5)"}},
       {"tiny.yaml --checkpoint tiny-zero-std.h5",
        1,
-       {"tiny-zero-std.h5: attribute std [0.25, 0, 0.25] must be > 0"}},
+       {"tiny-zero-std.h5: attribute std[1] = 0 must be finite and > 0"}},
       /* Outputs and data. */
       {"tiny.yaml --checkpoint run/checkpoints --confusion nodir/c.csv",
        1,
