@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "config_internal.h"
 #include "dist.h"
 
 _Static_assert(DIST_COMPRESS_NONE == 0 && DIST_COMPRESS_BF16 == 1 && DIST_COMPRESS_FP16 == 2,
@@ -329,15 +330,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* A growing string. On allocation failure `failed` is set and appends stop. */
-typedef struct {
-  char *s;
-  size_t len, cap;
-  int failed;
-} strbuf;
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *b, const char *fmt, ...) {
+void cfg_sb_printf(cfg_strbuf *b, const char *fmt, ...) {
   if (b->failed) return;
   for (;;) {
     va_list ap;
@@ -366,23 +359,23 @@ static void sb_printf(strbuf *b, const char *fmt, ...) {
 }
 
 /* A string value as YAML writes it: double-quoted, escaped. */
-static void sb_quoted(strbuf *b, const char *s, size_t max) {
-  sb_printf(b, "\"");
+static void sb_quoted(cfg_strbuf *b, const char *s, size_t max) {
+  cfg_sb_printf(b, "\"");
   for (size_t i = 0; s[i] && i < max; i++) {
     unsigned char ch = (unsigned char)s[i];
     if (ch == '"' || ch == '\\')
-      sb_printf(b, "\\%c", ch);
+      cfg_sb_printf(b, "\\%c", ch);
     else if (ch < 0x20 || ch == 0x7f)
-      sb_printf(b, "\\x%02x", ch);
+      cfg_sb_printf(b, "\\x%02x", ch);
     else
-      sb_printf(b, "%c", ch);
+      cfg_sb_printf(b, "%c", ch);
   }
-  sb_printf(b, "\"");
+  cfg_sb_printf(b, "\"");
 }
 
 /* The shortest text that reads back as the same double (or float when
  * as_float): whole numbers without exponent, others by the shortest %g. */
-static void fmt_number(char *buf, size_t len, double v, int as_float) {
+void cfg_fmt_number(char *buf, size_t len, double v, int as_float) {
   if (v == floor(v) && fabs(v) < 1e15) {
     snprintf(buf, len, "%.0f", v);
     return;
@@ -410,8 +403,8 @@ static int levenshtein(const char *a, const char *b) {
 }
 
 /* "(did you mean X?)" for a close candidate, else "(known: a, b, c)". */
-static void suggest(char *out, size_t len, const char *name, const char *const *cands, int n,
-                    const char *prefix) {
+void cfg_suggest(char *out, size_t len, const char *name, const char *const *cands, int n,
+                 const char *prefix) {
   int best = -1, best_d = 3;
   for (int i = 0; i < n; i++) {
     int d = levenshtein(name, cands[i]);
@@ -506,12 +499,12 @@ static int copy_config(cfg_config *dst, const cfg_config *src) {
   dst->model.classifier = NULL;
   size_t fb = (size_t)src->model.num_features * sizeof(nn_layer_spec);
   size_t cb = (size_t)src->model.num_classifier * sizeof(nn_layer_spec);
-  if (fb && !(dst->model.features = malloc(fb))) goto fail;
-  if (cb && !(dst->model.classifier = malloc(cb))) goto fail;
+  if (fb && !(dst->model.features = malloc(fb))) goto cfg_fail;
+  if (cb && !(dst->model.classifier = malloc(cb))) goto cfg_fail;
   if (fb) memcpy(dst->model.features, src->model.features, fb);
   if (cb) memcpy(dst->model.classifier, src->model.classifier, cb);
   return 0;
-fail:
+cfg_fail:
   free(dst->model.features);
   dst->model.features = NULL;
   dst->model.num_features = dst->model.num_classifier = 0;
@@ -529,18 +522,7 @@ const char *cfg_compress_name(int compress) {
 /* ------------------------------------------------------------------------ */
 /* Reading the node tree                                                     */
 
-typedef struct {
-  yaml_document_t *doc;
-  cfg_config *c;
-  int from_set; /* 1: messages say "--set" and origins are marked as overrides */
-  char *err;
-  size_t errlen;
-} walker;
-
-/* Reports "<where>: <path>: <message>" for a node at mark m. Returns -1. */
-static int fail(walker *w, yaml_mark_t m, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(walker *w, yaml_mark_t m, const char *path, const char *fmt, ...) {
+int cfg_fail(cfg_walker *w, yaml_mark_t m, const char *path, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -555,7 +537,7 @@ static int fail(walker *w, yaml_mark_t m, const char *path, const char *fmt, ...
 }
 
 /* How a bad node looks in a message: a scalar quoted (shortened), or its kind. */
-static const char *describe(const yaml_node_t *n, char *buf, size_t len) {
+const char *cfg_describe(const yaml_node_t *n, char *buf, size_t len) {
   if (n->type == YAML_SEQUENCE_NODE) return "a list";
   if (n->type == YAML_MAPPING_NODE) return "a mapping";
   if (n->type != YAML_SCALAR_NODE) return "nothing";
@@ -580,30 +562,31 @@ static const char *describe(const yaml_node_t *n, char *buf, size_t len) {
   return buf;
 }
 
-static int fail_expect(walker *w, const yaml_node_t *n, const char *path, const char *expect) {
+int cfg_fail_expect(cfg_walker *w, const yaml_node_t *n, const char *path, const char *expect) {
   char got[256];
-  return fail(w, n->start_mark, path, "expected %s, got %s", expect, describe(n, got, sizeof got));
+  return cfg_fail(w, n->start_mark, path, "expected %s, got %s", expect,
+                  cfg_describe(n, got, sizeof got));
 }
 
-static const char *scalar(const yaml_node_t *n) {
+const char *cfg_scalar(const yaml_node_t *n) {
   return (const char *)n->data.scalar.value;
 }
 
-static int is_null(const yaml_node_t *n) {
+int cfg_is_null(const yaml_node_t *n) {
   if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
-  const char *s = scalar(n);
+  const char *s = cfg_scalar(n);
   return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
 /* A plain (unquoted) scalar without NULs: what numbers and booleans must be. */
 static int plain_scalar(const yaml_node_t *n) {
   return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-         strlen(scalar(n)) == n->data.scalar.length;
+         strlen(cfg_scalar(n)) == n->data.scalar.length;
 }
 
 static int parse_i64(const yaml_node_t *n, int64_t *out) {
   if (!plain_scalar(n)) return -1;
-  const char *s = scalar(n);
+  const char *s = cfg_scalar(n);
   if (!*s || strchr(" \t", *s)) return -1;
   char *end;
   errno = 0;
@@ -613,16 +596,16 @@ static int parse_i64(const yaml_node_t *n, int64_t *out) {
   return 0;
 }
 
-static int parse_int(const yaml_node_t *n, int *out) {
+int cfg_parse_int(const yaml_node_t *n, int *out) {
   int64_t v;
   if (parse_i64(n, &v) || v < INT_MIN || v > INT_MAX) return -1;
   *out = (int)v;
   return 0;
 }
 
-static int parse_double(const yaml_node_t *n, double *out) {
+int cfg_parse_double(const yaml_node_t *n, double *out) {
   if (!plain_scalar(n)) return -1;
-  const char *s = scalar(n);
+  const char *s = cfg_scalar(n);
   /* digits, sign, point and exponent only: no hex, inf or nan */
   if (!*s || strspn(s, "0123456789+-.eE") != strlen(s)) return -1;
   char *end;
@@ -633,12 +616,12 @@ static int parse_double(const yaml_node_t *n, double *out) {
   return 0;
 }
 
-static int parse_bool(const yaml_node_t *n, int *out) {
+int cfg_parse_bool(const yaml_node_t *n, int *out) {
   if (!plain_scalar(n)) return -1;
   static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
   for (int i = 0; i < 3; i++) {
-    if (!strcasecmp(scalar(n), yes[i])) return *out = 1, 0;
-    if (!strcasecmp(scalar(n), no[i])) return *out = 0, 0;
+    if (!strcasecmp(cfg_scalar(n), yes[i])) return *out = 1, 0;
+    if (!strcasecmp(cfg_scalar(n), no[i])) return *out = 0, 0;
   }
   return -1;
 }
@@ -646,28 +629,28 @@ static int parse_bool(const yaml_node_t *n, int *out) {
 /* A string value (null = ""), refused if it contains NUL or does not fit cap. */
 static int parse_string(const yaml_node_t *n, char *out, size_t cap) {
   if (n->type != YAML_SCALAR_NODE) return -1;
-  if (is_null(n)) {
+  if (cfg_is_null(n)) {
     memset(out, 0, cap);
     return 0;
   }
   size_t len = n->data.scalar.length;
-  if (len >= cap || strlen(scalar(n)) != len) return -1;
-  strncpy(out, scalar(n), cap); /* zero-fills the rest: equal configs compare equal bytewise */
+  if (len >= cap || strlen(cfg_scalar(n)) != len) return -1;
+  strncpy(out, cfg_scalar(n), cap); /* zero-fills the rest: equal configs compare equal bytewise */
   return 0;
 }
 
 static int parse_enum(const yaml_node_t *n, const char *const *names, int *out) {
   if (n->type != YAML_SCALAR_NODE) return -1;
   for (int i = 0; names[i]; i++)
-    if (!strcmp(scalar(n), names[i])) return *out = i, 0;
+    if (!strcmp(cfg_scalar(n), names[i])) return *out = i, 0;
   return -1;
 }
 
-static yaml_node_t *node(walker *w, int id) {
+yaml_node_t *cfg_node(cfg_walker *w, int id) {
   return yaml_document_get_node(w->doc, id);
 }
 
-static void record(walker *w, int k, const yaml_node_t *n) {
+static void record(cfg_walker *w, int k, const yaml_node_t *n) {
   cfg_origin *o = &w->c->origin[k];
   o->from_set = w->from_set;
   o->line = w->from_set ? 0 : (int)n->start_mark.line + 1;
@@ -676,110 +659,9 @@ static void record(walker *w, int k, const yaml_node_t *n) {
 
 /* ---- layer lists --------------------------------------------------------- */
 
-/* The layer kinds as written in YAML, and the parameters each takes. */
-typedef struct {
-  const char *name;
-  nn_kind kind;
-  const char *params[7]; /* NULL-terminated */
-  const char *shorthand; /* a bare value sets this parameter (NULL: none allowed) */
-} layer_kind;
-
-static const layer_kind layer_kinds[] = {
-    {"conv", NN_CONV, {"out", "kernel", "stride", "padding", "groups", "bias", NULL}, NULL},
-    {"linear", NN_LINEAR, {"out", "bias", NULL}, "out"},
-    {"relu", NN_RELU, {NULL}, NULL},
-    {"tanh", NN_TANH, {NULL}, NULL},
-    {"lrn", NN_LRN, {"size", "alpha", "beta", "k", NULL}, "size"},
-    {"maxpool", NN_MAXPOOL, {"kernel", "stride", "padding", NULL}, "kernel"},
-    {"avgpool", NN_AVGPOOL, {"out", NULL}, "out"},
-    {"flatten", NN_FLATTEN, {NULL}, NULL},
-    {"dropout", NN_DROPOUT, {"p", NULL}, "p"},
-    {"batchnorm", NN_BATCHNORM, {NULL}, NULL},
-};
-#define NUM_LAYER_KINDS ((int)(sizeof layer_kinds / sizeof layer_kinds[0]))
-
-static const char *layer_kind_name(nn_kind kind) {
-  for (int i = 0; i < NUM_LAYER_KINDS; i++)
-    if (layer_kinds[i].kind == kind) return layer_kinds[i].name;
-  return "?";
-}
-
-/* A layer's defaults: what a bare kind name means. */
-static nn_layer_spec layer_defaults(nn_kind kind, nn_section section) {
-  nn_layer_spec s;
-  memset(&s, 0, sizeof s);
-  s.kind = kind;
-  s.section = section;
-  if (kind == NN_LRN) { /* the 2012 paper's (PyTorch's definition: alpha / size) */
-    s.lrn_size = 5;
-    s.lrn_alpha = 1e-4f;
-    s.lrn_beta = 0.75f;
-    s.lrn_k = 2.0f;
-  }
-  if (kind == NN_DROPOUT) s.dropout_p = 0.5f;
-  if (kind == NN_CONV) s.stride_h = s.stride_w = s.groups = 1;
-  return s;
-}
-
-/* The first problem of a layer's parameters as "<param>: expected ..., got
- * ...", or NULL. Shared by the loader and cfg_validate. */
-static const char *layer_problem(const nn_layer_spec *s, char *buf, size_t len) {
-  const char *pos = "a positive integer";
-  switch (s->kind) {
-    case NN_CONV:
-    case NN_LINEAR:
-      if (s->out <= 0) return snprintf(buf, len, "out: expected %s, got %d", pos, s->out), buf;
-      if (s->kind == NN_LINEAR) return NULL;
-      if (s->groups <= 0)
-        return snprintf(buf, len, "groups: expected %s, got %d", pos, s->groups), buf;
-      __attribute__((fallthrough)); /* kernel, stride and padding as for maxpool */
-    case NN_MAXPOOL:
-      if (s->kernel_h <= 0 || s->kernel_w <= 0)
-        return snprintf(buf, len, "kernel: expected %s or [h, w], got [%d, %d]", pos, s->kernel_h,
-                        s->kernel_w),
-               buf;
-      if (s->stride_h <= 0 || s->stride_w <= 0)
-        return snprintf(buf, len, "stride: expected %s or [h, w], got [%d, %d]", pos, s->stride_h,
-                        s->stride_w),
-               buf;
-      if (s->pad_top < 0 || s->pad_bottom < 0 || s->pad_left < 0 || s->pad_right < 0)
-        return snprintf(buf, len, "padding: expected integers >= 0, got [%d, %d, %d, %d]",
-                        s->pad_top, s->pad_bottom, s->pad_left, s->pad_right),
-               buf;
-      return NULL;
-    case NN_LRN:
-      if (s->lrn_size <= 0)
-        return snprintf(buf, len, "size: expected %s, got %d", pos, s->lrn_size), buf;
-      if (!(s->lrn_alpha >= 0))
-        return snprintf(buf, len, "alpha: expected a number >= 0, got %g", s->lrn_alpha), buf;
-      if (!(s->lrn_beta >= 0))
-        return snprintf(buf, len, "beta: expected a number >= 0, got %g", s->lrn_beta), buf;
-      if (!(s->lrn_k > 0))
-        return snprintf(buf, len, "k: expected a positive number, got %g", s->lrn_k), buf;
-      return NULL;
-    case NN_AVGPOOL:
-      if (s->out_h <= 0 || s->out_w <= 0)
-        return snprintf(buf, len, "out: expected %s or [h, w], got [%d, %d]", pos, s->out_h,
-                        s->out_w),
-               buf;
-      return NULL;
-    case NN_DROPOUT:
-      if (!(s->dropout_p >= 0 && s->dropout_p < 1))
-        return snprintf(buf, len, "p: expected a number in [0, 1), got %g", s->dropout_p), buf;
-      return NULL;
-    case NN_RELU:
-    case NN_TANH:
-    case NN_FLATTEN:
-    case NN_BATCHNORM:
-      return NULL;
-    default:
-      return snprintf(buf, len, "unknown layer kind %d", (int)s->kind), buf;
-  }
-}
-
 /* An int, or [a, b] (count 2), or [a, b, c, d] when four_ok. Sets *count. */
-static int parse_int_list(const walker *w, const yaml_node_t *n, int *v, int *count, int four_ok) {
-  if (parse_int(n, &v[0]) == 0) {
+int cfg_parse_int_list(const cfg_walker *w, const yaml_node_t *n, int *v, int *count, int four_ok) {
+  if (cfg_parse_int(n, &v[0]) == 0) {
     *count = 1;
     return 0;
   }
@@ -788,192 +670,41 @@ static int parse_int_list(const walker *w, const yaml_node_t *n, int *v, int *co
   if (items != 2 && !(four_ok && items == 4)) return -1;
   for (int i = 0; i < items; i++) {
     const yaml_node_t *it = yaml_document_get_node(w->doc, n->data.sequence.items.start[i]);
-    if (!it || parse_int(it, &v[i])) return -1;
+    if (!it || cfg_parse_int(it, &v[i])) return -1;
   }
   *count = items;
   return 0;
 }
 
-/* Sets one parameter of a layer from node n. */
-static int layer_param(walker *w, nn_layer_spec *s, const char *param, const yaml_node_t *n,
-                       const char *path) {
-  int v[4], cnt;
-  double d;
-  if (!strcmp(param, "out") && s->kind == NN_AVGPOOL) {
-    if (parse_int_list(w, n, v, &cnt, 0)) return fail_expect(w, n, path, "an integer or [h, w]");
-    s->out_h = v[0];
-    s->out_w = cnt == 2 ? v[1] : v[0];
-  } else if (!strcmp(param, "out")) {
-    if (parse_int(n, &s->out)) return fail_expect(w, n, path, "a positive integer");
-  } else if (!strcmp(param, "kernel") || !strcmp(param, "stride")) {
-    if (parse_int_list(w, n, v, &cnt, 0)) return fail_expect(w, n, path, "an integer or [h, w]");
-    int *h = param[0] == 'k' ? &s->kernel_h : &s->stride_h;
-    int *ww = param[0] == 'k' ? &s->kernel_w : &s->stride_w;
-    *h = v[0];
-    *ww = cnt == 2 ? v[1] : v[0];
-  } else if (!strcmp(param, "padding")) {
-    if (parse_int_list(w, n, v, &cnt, 1))
-      return fail_expect(w, n, path, "an integer, [before, after] or [top, bottom, left, right]");
-    if (cnt == 1) v[1] = v[2] = v[3] = v[0];
-    if (cnt == 2) v[2] = v[0], v[3] = v[1];
-    s->pad_top = v[0];
-    s->pad_bottom = v[1];
-    s->pad_left = v[2];
-    s->pad_right = v[3];
-  } else if (!strcmp(param, "groups")) {
-    if (parse_int(n, &s->groups)) return fail_expect(w, n, path, "a positive integer");
-  } else if (!strcmp(param, "bias")) {
-    int b;
-    if (parse_bool(n, &b)) return fail_expect(w, n, path, "true or false");
-    s->no_bias = !b;
-  } else if (!strcmp(param, "size")) {
-    if (parse_int(n, &s->lrn_size)) return fail_expect(w, n, path, "a positive integer");
-  } else if (!strcmp(param, "p")) {
-    if (parse_double(n, &d)) return fail_expect(w, n, path, "a number in [0, 1)");
-    s->dropout_p = (float)d;
-  } else { /* alpha, beta, k */
-    if (parse_double(n, &d)) return fail_expect(w, n, path, "a number");
-    float *f = param[0] == 'a' ? &s->lrn_alpha : param[0] == 'b' ? &s->lrn_beta : &s->lrn_k;
-    *f = (float)d;
-  }
-  return 0;
-}
-
-/* One list item: a bare kind name, or {kind: value-or-mapping-of-params}. */
-static int parse_layer(walker *w, const yaml_node_t *item, nn_section section, const char *path,
-                       nn_layer_spec *out) {
-  const yaml_node_t *kind_node = item, *value = NULL;
-  if (item->type == YAML_MAPPING_NODE) {
-    yaml_node_pair_t *p = item->data.mapping.pairs.start;
-    long pairs = item->data.mapping.pairs.top - p;
-    if (pairs != 1)
-      return fail(w, item->start_mark, path,
-                  "expected one layer kind as the only key, got %ld keys", pairs);
-    kind_node = node(w, p->key);
-    value = node(w, p->value);
-  }
-  const char *kinds[NUM_LAYER_KINDS];
-  for (int i = 0; i < NUM_LAYER_KINDS; i++) kinds[i] = layer_kinds[i].name;
-  if (kind_node->type != YAML_SCALAR_NODE)
-    return fail_expect(w, kind_node, path, "a layer: a kind name or {kind: parameters}");
-  const layer_kind *lk = NULL;
-  for (int i = 0; i < NUM_LAYER_KINDS; i++)
-    if (!strcmp(scalar(kind_node), layer_kinds[i].name)) lk = &layer_kinds[i];
-  if (!lk) {
-    char hint[256], got[256];
-    suggest(hint, sizeof hint, scalar(kind_node), kinds, NUM_LAYER_KINDS, "");
-    return fail(w, kind_node->start_mark, path, "unknown layer kind %s %s",
-                describe(kind_node, got, sizeof got), hint);
-  }
-  *out = layer_defaults(lk->kind, section);
-  char sub[512];
-  int needs_out = lk->kind == NN_CONV || lk->kind == NN_LINEAR || lk->kind == NN_AVGPOOL;
-  int needs_kernel = lk->kind == NN_CONV || lk->kind == NN_MAXPOOL;
-  int got_out = 0, got_kernel = 0, got_stride = 0;
-  if (value && value->type == YAML_MAPPING_NODE) {
-    int nparams = 0;
-    while (lk->params[nparams]) nparams++;
-    const yaml_node_t *seen[7] = {0};
-    for (yaml_node_pair_t *p = value->data.mapping.pairs.start; p < value->data.mapping.pairs.top;
-         p++) {
-      const yaml_node_t *pk = node(w, p->key), *pv = node(w, p->value);
-      snprintf(sub, sizeof sub, "%s.%s", path, lk->name);
-      if (pk->type != YAML_SCALAR_NODE) return fail_expect(w, pk, sub, "a parameter name");
-      int which = -1;
-      for (int i = 0; i < nparams; i++)
-        if (!strcmp(scalar(pk), lk->params[i])) which = i;
-      snprintf(sub, sizeof sub, "%s.%s.%.64s", path, lk->name, scalar(pk));
-      if (which < 0) {
-        char hint[256];
-        suggest(hint, sizeof hint, scalar(pk), lk->params, nparams, "");
-        return fail(w, pk->start_mark, sub, "unknown key %s", hint);
-      }
-      if (seen[which])
-        return fail(w, pk->start_mark, sub, "duplicate key (first at line %zu)",
-                    seen[which]->start_mark.line + 1);
-      seen[which] = pk;
-      if (layer_param(w, out, lk->params[which], pv, sub)) return -1;
-      got_out |= !strcmp(lk->params[which], "out");
-      got_kernel |= !strcmp(lk->params[which], "kernel");
-      got_stride |= !strcmp(lk->params[which], "stride");
-    }
-  } else if (value && !is_null(value)) {
-    snprintf(sub, sizeof sub, "%s.%s", path, lk->name);
-    if (!lk->shorthand) {
-      char what[128];
-      snprintf(what, sizeof what, "a mapping of %s parameters", lk->name);
-      return fail_expect(w, value, sub, lk->params[0] ? what : "nothing (null)");
-    }
-    if (layer_param(w, out, lk->shorthand, value, sub)) return -1;
-    got_out |= !strcmp(lk->shorthand, "out");
-    got_kernel |= !strcmp(lk->shorthand, "kernel");
-  }
-  if ((needs_out && !got_out) || (needs_kernel && !got_kernel))
-    return fail(w, item->start_mark, path, "%s needs %s", lk->name,
-                needs_out && !got_out ? "out" : "kernel");
-  if (lk->kind == NN_MAXPOOL && !got_stride) {
-    out->stride_h = out->kernel_h;
-    out->stride_w = out->kernel_w;
-  }
-  char why[256];
-  if (layer_problem(out, why, sizeof why))
-    return fail(w, item->start_mark, path, "%s: %s", lk->name, why);
-  return 0;
-}
-
-/* A layer list (a YAML sequence) of `section` at key `path` into *specs
- * (malloc'd, caller frees) and *count. Returns 0, or -1 through fail(). */
-static int cfg_parse_layers(walker *w, const yaml_node_t *n, const char *key, const char *expect,
-                            nn_section section, nn_layer_spec **specs, int *count) {
-  if (n->type != YAML_SEQUENCE_NODE) return fail_expect(w, n, key, expect);
-  long items = n->data.sequence.items.top - n->data.sequence.items.start;
-  if (items > CFG_MAX_LAYERS)
-    return fail(w, n->start_mark, key, "expected at most %d layers, got %ld", CFG_MAX_LAYERS,
-                items);
-  nn_layer_spec *s = calloc(items ? (size_t)items : 1, sizeof *s);
-  if (!s) return fail(w, n->start_mark, key, "out of memory");
-  for (long i = 0; i < items; i++) {
-    char path[128];
-    snprintf(path, sizeof path, "%s[%ld]", key, i);
-    if (parse_layer(w, node(w, n->data.sequence.items.start[i]), section, path, &s[i])) {
-      free(s);
-      return -1;
-    }
-  }
-  *specs = s;
-  *count = (int)items;
-  return 0;
-}
-
 /* ---- scalar keys --------------------------------------------------------- */
 
-static int apply(walker *w, int k, const yaml_node_t *n);
+static int apply(cfg_walker *w, int k, const yaml_node_t *n);
 
 /* Walks a section mapping: known keys, each once. */
-static int walk_section(walker *w, const char *prefix, const yaml_node_t *map) {
+static int walk_section(cfg_walker *w, const char *prefix, const yaml_node_t *map) {
   int seen_key[CFG_MAX_KEYS];
   const yaml_node_t *seen_node[CFG_MAX_KEYS];
   int nseen = 0;
   for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-    const yaml_node_t *kn = node(w, p->key), *vn = node(w, p->value);
+    const yaml_node_t *kn = cfg_node(w, p->key), *vn = cfg_node(w, p->value);
     if (kn->type != YAML_SCALAR_NODE)
-      return fail_expect(w, kn, *prefix ? prefix : "(top level)", "a key name");
+      return cfg_fail_expect(w, kn, *prefix ? prefix : "(top level)", "a key name");
     char path[256];
-    snprintf(path, sizeof path, "%s%s%.100s", prefix, *prefix ? "." : "", scalar(kn));
-    int k = strlen(scalar(kn)) == kn->data.scalar.length ? find_key(path) : -1;
-    if (k < 0 || strchr(scalar(kn), '.')) {
+    snprintf(path, sizeof path, "%s%s%.100s", prefix, *prefix ? "." : "", cfg_scalar(kn));
+    int k = strlen(cfg_scalar(kn)) == kn->data.scalar.length ? find_key(path) : -1;
+    if (k < 0 || strchr(cfg_scalar(kn), '.')) {
       const char *names[CFG_MAX_KEYS];
       int n = child_names(prefix, names, CFG_MAX_KEYS);
       char hint[1024], pre[256];
       snprintf(pre, sizeof pre, "%s%s", prefix, *prefix ? "." : "");
-      suggest(hint, sizeof hint, scalar(kn), names, n, pre);
-      return fail(w, kn->start_mark, path, "unknown key %s", hint);
+      cfg_suggest(hint, sizeof hint, cfg_scalar(kn), names, n, pre);
+      return cfg_fail(w, kn->start_mark, path, "unknown key %s", hint);
     }
     for (int i = 0; i < nseen; i++)
       if (seen_key[i] == k) {
-        if (w->from_set) return fail(w, kn->start_mark, path, "duplicate key");
-        return fail(w, kn->start_mark, path, "duplicate key (first at line %zu)",
-                    seen_node[i]->start_mark.line + 1);
+        if (w->from_set) return cfg_fail(w, kn->start_mark, path, "duplicate key");
+        return cfg_fail(w, kn->start_mark, path, "duplicate key (first at line %zu)",
+                        seen_node[i]->start_mark.line + 1);
       }
     seen_key[nseen] = k;
     seen_node[nseen++] = kn;
@@ -1056,15 +787,15 @@ int cfg_load_string(const char *yaml_text, const char *name_for_messages, cfg_co
   if (parse_document(yaml_text, len, name, &doc, err, errlen)) return -1;
   int rc = 0;
   yaml_node_t *root = yaml_document_get_root_node(&doc);
-  walker w = {&doc, c, 0, err, errlen};
+  cfg_walker w = {&doc, c, 0, err, errlen};
   if (root && root->type == YAML_MAPPING_NODE) {
     rc = walk_section(&w, "", root);
-  } else if (root && !is_null(root)) {
+  } else if (root && !cfg_is_null(root)) {
     char got[256];
-    rc = fail(&w, root->start_mark, "",
-              "expected a mapping of sections (run, model, data, train, optimizer, dist, "
-              "checkpoint, eval, log), got %s",
-              describe(root, got, sizeof got));
+    rc = cfg_fail(&w, root->start_mark, "",
+                  "expected a mapping of sections (run, model, data, train, optimizer, dist, "
+                  "checkpoint, eval, log), got %s",
+                  cfg_describe(root, got, sizeof got));
   }
   yaml_document_delete(&doc);
   derive_defaults(c);
@@ -1141,7 +872,7 @@ int cfg_set(cfg_config *c, const char *assignment, char *err, size_t errlen) {
     const char *names[CFG_MAX_KEYS];
     int n = child_names(prefix, names, CFG_MAX_KEYS);
     snprintf(pre, sizeof pre, "%s%s", prefix, *prefix ? "." : "");
-    suggest(hint, sizeof hint, name, names, n, pre);
+    cfg_suggest(hint, sizeof hint, name, names, n, pre);
     set_err(err, errlen, "--set: %s: unknown key %s", path, hint);
     return -1;
   }
@@ -1171,7 +902,7 @@ int cfg_set(cfg_config *c, const char *assignment, char *err, size_t errlen) {
     set_err(err, errlen, "--set: %s: out of memory", path);
     return -1;
   }
-  walker w = {&doc, &copy, 1, err, errlen};
+  cfg_walker w = {&doc, &copy, 1, err, errlen};
   int rc = apply(&w, k, root);
   yaml_document_delete(&doc);
   if (rc) {
@@ -1232,17 +963,12 @@ static int check_layers(const cfg_config *c, const char *key, const nn_layer_spe
     char why[256];
     if (s[i].section != section)
       return invalid(c, err, errlen, key, "layer %d is in the wrong section", i);
-    if (layer_problem(&s[i], why, sizeof why))
-      return invalid(c, err, errlen, key, "[%d] %s: %s", i, layer_kind_name(s[i].kind), why);
-    /* nn_net_build's rule, here to point at the list: BatchNorm2d follows a
-     * conv, BatchNorm1d a linear layer. The classifier starts after the
-     * flatten, so its first item follows no conv or linear. */
-    nn_kind before = i > 0 ? s[i - 1].kind : NN_KIND_COUNT;
-    if (s[i].kind == NN_BATCHNORM && before != NN_CONV && before != NN_LINEAR)
-      return invalid(c, err, errlen, key,
-                     "[%d] batchnorm: must directly follow a conv (BatchNorm2d) or a linear layer "
-                     "(BatchNorm1d), not %s",
-                     i, i > 0 ? layer_kind_name(before) : "the start of the list");
+    /* nn_net_build's rules, here to point at the list. The classifier
+     * starts after the flatten, so its first item follows none of the
+     * list's layers (prev NULL: "the start of the list"). */
+    if (nn_layer_problem(&s[i], why, sizeof why) ||
+        nn_layer_follows(i > 0 ? &s[i - 1] : NULL, &s[i], why, sizeof why))
+      return invalid(c, err, errlen, key, "[%d] %s: %s", i, nn_kind_name(s[i].kind), why);
   }
   return 0;
 }
@@ -1436,78 +1162,11 @@ int cfg_check_paths(const cfg_config *c, char *err, size_t errlen) {
 /* Writing YAML                                                              */
 
 /* An int, or [a, b] when they differ. */
-static void sb_pair(strbuf *b, int a, int c) {
+void cfg_sb_pair(cfg_strbuf *b, int a, int c) {
   if (a == c)
-    sb_printf(b, "%d", a);
+    cfg_sb_printf(b, "%d", a);
   else
-    sb_printf(b, "[%d, %d]", a, c);
-}
-
-static void sb_float(strbuf *b, float v) {
-  char num[64];
-  fmt_number(num, sizeof num, v, 1);
-  sb_printf(b, "%s", num);
-}
-
-static void write_layer(strbuf *b, const nn_layer_spec *s) {
-  const char *name = layer_kind_name(s->kind);
-  switch (s->kind) {
-    case NN_CONV:
-    case NN_MAXPOOL:
-      sb_printf(b, "{%s: {", name);
-      if (s->kind == NN_CONV) sb_printf(b, "out: %d, ", s->out);
-      sb_printf(b, "kernel: ");
-      sb_pair(b, s->kernel_h, s->kernel_w);
-      sb_printf(b, ", stride: ");
-      sb_pair(b, s->stride_h, s->stride_w);
-      if (s->pad_top == s->pad_bottom && s->pad_top == s->pad_left && s->pad_top == s->pad_right)
-        sb_printf(b, ", padding: %d", s->pad_top);
-      else if (s->pad_top == s->pad_left && s->pad_bottom == s->pad_right)
-        sb_printf(b, ", padding: [%d, %d]", s->pad_top, s->pad_bottom);
-      else
-        sb_printf(b, ", padding: [%d, %d, %d, %d]", s->pad_top, s->pad_bottom, s->pad_left,
-                  s->pad_right);
-      if (s->kind == NN_CONV) sb_printf(b, ", groups: %d", s->groups);
-      if (s->kind == NN_CONV && s->no_bias) sb_printf(b, ", bias: false");
-      sb_printf(b, "}}");
-      break;
-    case NN_LINEAR:
-      if (s->no_bias)
-        sb_printf(b, "{linear: {out: %d, bias: false}}", s->out);
-      else
-        sb_printf(b, "{linear: %d}", s->out);
-      break;
-    case NN_LRN:
-      sb_printf(b, "{lrn: {size: %d, alpha: ", s->lrn_size);
-      sb_float(b, s->lrn_alpha);
-      sb_printf(b, ", beta: ");
-      sb_float(b, s->lrn_beta);
-      sb_printf(b, ", k: ");
-      sb_float(b, s->lrn_k);
-      sb_printf(b, "}}");
-      break;
-    case NN_AVGPOOL:
-      sb_printf(b, "{avgpool: ");
-      sb_pair(b, s->out_h, s->out_w);
-      sb_printf(b, "}");
-      break;
-    case NN_DROPOUT:
-      sb_printf(b, "{dropout: ");
-      sb_float(b, s->dropout_p);
-      sb_printf(b, "}");
-      break;
-    default:
-      sb_printf(b, "%s", name);
-  }
-}
-
-/* A layer list after its key: " []", or one "- layer" line each at `indent`. */
-static void cfg_write_layers(strbuf *b, const nn_layer_spec *s, int n, int indent) {
-  if (n == 0) sb_printf(b, " []");
-  for (int i = 0; i < n; i++) {
-    sb_printf(b, "\n%*s- ", indent, "");
-    write_layer(b, &s[i]);
-  }
+    cfg_sb_printf(b, "[%d, %d]", a, c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1517,42 +1176,43 @@ static void cfg_write_layers(strbuf *b, const nn_layer_spec *s, int n, int inden
  * --set can repair a file before anything is judged). Each parser sets the
  * field of key d from node n, or returns -1 through fail(). */
 
-static int parse_section_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_section_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   if (n->type == YAML_MAPPING_NODE) return walk_section(w, d->path, n);
-  if (d->shorthand && n->type == YAML_SCALAR_NODE && !is_null(n)) {
+  if (d->shorthand && n->type == YAML_SCALAR_NODE && !cfg_is_null(n)) {
     char sub[256];
     snprintf(sub, sizeof sub, "%s.%s", d->path, d->shorthand);
     return apply(w, K(sub), n);
   }
-  if (is_null(n)) return 0; /* "section:" with nothing under it */
-  return fail_expect(w, n, d->path, d->shorthand ? "a mapping or a schedule name" : "a mapping");
+  if (cfg_is_null(n)) return 0; /* "section:" with nothing under it */
+  return cfg_fail_expect(w, n, d->path,
+                         d->shorthand ? "a mapping or a schedule name" : "a mapping");
 }
 
-static int parse_str_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_str_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   if (parse_string(n, field(w->c, d->off), d->aux)) {
     char what[128];
     snprintf(what, sizeof what, "%s of at most %zu bytes", d->expect, d->aux - 1);
-    return fail_expect(w, n, d->path, what);
+    return cfg_fail_expect(w, n, d->path, what);
   }
   return 0;
 }
 
-/* A scalar, or a list of scalars joined one per line (data_dataset_open's form). */
-static int parse_paths_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+/* A cfg_scalar, or a list of scalars joined one per line (data_dataset_open's form). */
+static int parse_paths_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   char *out = field(w->c, d->off);
   char what[160];
   snprintf(what, sizeof what, "%s of at most %zu bytes", d->expect, d->aux - 1);
   if (n->type != YAML_SEQUENCE_NODE)
-    return parse_string(n, out, d->aux) ? fail_expect(w, n, d->path, what) : 0;
+    return parse_string(n, out, d->aux) ? cfg_fail_expect(w, n, d->path, what) : 0;
   memset(out, 0, d->aux);
   size_t used = 0;
   for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
-    const yaml_node_t *item = node(w, *it);
+    const yaml_node_t *item = cfg_node(w, *it);
     char one[CFG_PATH_MAX];
-    if (is_null(item) || parse_string(item, one, sizeof one) || !one[0] || strchr(one, '\n'))
-      return fail_expect(w, item, d->path, what);
+    if (cfg_is_null(item) || parse_string(item, one, sizeof one) || !one[0] || strchr(one, '\n'))
+      return cfg_fail_expect(w, item, d->path, what);
     size_t len = strlen(one);
-    if (used + len + (used ? 1 : 0) >= d->aux) return fail_expect(w, n, d->path, what);
+    if (used + len + (used ? 1 : 0) >= d->aux) return cfg_fail_expect(w, n, d->path, what);
     if (used) out[used++] = '\n';
     memcpy(out + used, one, len);
     used += len;
@@ -1560,64 +1220,65 @@ static int parse_paths_key(walker *w, const key_desc *d, const yaml_node_t *n) {
   return 0;
 }
 
-static int parse_bool_key(walker *w, const key_desc *d, const yaml_node_t *n) {
-  return parse_bool(n, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+static int parse_bool_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
+  return cfg_parse_bool(n, field(w->c, d->off)) ? cfg_fail_expect(w, n, d->path, d->expect) : 0;
 }
 
-static int parse_int_key(walker *w, const key_desc *d, const yaml_node_t *n) {
-  return parse_int(n, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+static int parse_int_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
+  return cfg_parse_int(n, field(w->c, d->off)) ? cfg_fail_expect(w, n, d->path, d->expect) : 0;
 }
 
-static int parse_i64_key(walker *w, const key_desc *d, const yaml_node_t *n) {
-  return parse_i64(n, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+static int parse_i64_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
+  return parse_i64(n, field(w->c, d->off)) ? cfg_fail_expect(w, n, d->path, d->expect) : 0;
 }
 
-static int parse_u64_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_u64_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   uint64_t v;
   char *end;
   errno = 0;
-  if (!plain_scalar(n) || !isdigit((unsigned char)scalar(n)[0]) ||
-      (v = strtoull(scalar(n), &end, 10), errno || *end))
-    return fail_expect(w, n, d->path, d->expect);
+  if (!plain_scalar(n) || !isdigit((unsigned char)cfg_scalar(n)[0]) ||
+      (v = strtoull(cfg_scalar(n), &end, 10), errno || *end))
+    return cfg_fail_expect(w, n, d->path, d->expect);
   *(uint64_t *)field(w->c, d->off) = v;
   return 0;
 }
 
-static int parse_double_key(walker *w, const key_desc *d, const yaml_node_t *n) {
-  return parse_double(n, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+static int parse_double_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
+  return cfg_parse_double(n, field(w->c, d->off)) ? cfg_fail_expect(w, n, d->path, d->expect) : 0;
 }
 
-static int parse_opt_double_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_opt_double_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   double *f = field(w->c, d->off);
-  if (is_null(n))
+  if (cfg_is_null(n))
     *f = -1;
-  else if (parse_double(n, f) || *f < 0)
-    return fail_expect(w, n, d->path, d->expect);
+  else if (cfg_parse_double(n, f) || *f < 0)
+    return cfg_fail_expect(w, n, d->path, d->expect);
   return 0;
 }
 
-static int parse_enum_key(walker *w, const key_desc *d, const yaml_node_t *n) {
-  return parse_enum(n, d->names, field(w->c, d->off)) ? fail_expect(w, n, d->path, d->expect) : 0;
+static int parse_enum_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
+  return parse_enum(n, d->names, field(w->c, d->off)) ? cfg_fail_expect(w, n, d->path, d->expect)
+                                                      : 0;
 }
 
-static int parse_vec3_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_vec3_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   double v[3];
   int *has = field(w->c, d->aux);
-  if (is_null(n)) {
+  if (cfg_is_null(n)) {
     *has = 0;
     memset(field(w->c, d->off), 0, sizeof v);
     return 0;
   }
-  if (parse_double(n, &v[0]) == 0) {
+  if (cfg_parse_double(n, &v[0]) == 0) {
     v[1] = v[2] = v[0];
   } else {
     long items = n->type == YAML_SEQUENCE_NODE
                      ? n->data.sequence.items.top - n->data.sequence.items.start
                      : 0;
-    if (items != 3 && items != 1) return fail_expect(w, n, d->path, d->expect);
+    if (items != 3 && items != 1) return cfg_fail_expect(w, n, d->path, d->expect);
     for (long i = 0; i < items; i++)
-      if (parse_double(node(w, n->data.sequence.items.start[i]), &v[i]))
-        return fail_expect(w, n, d->path, d->expect);
+      if (cfg_parse_double(cfg_node(w, n->data.sequence.items.start[i]), &v[i]))
+        return cfg_fail_expect(w, n, d->path, d->expect);
     if (items == 1) v[1] = v[2] = v[0];
   }
   memcpy(field(w->c, d->off), v, sizeof v);
@@ -1625,22 +1286,22 @@ static int parse_vec3_key(walker *w, const key_desc *d, const yaml_node_t *n) {
   return 0;
 }
 
-static int parse_milestones_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_milestones_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   int *count = field(w->c, d->aux);
   int v[CFG_MAX_MILESTONES], items = 0;
   if (n->type == YAML_SEQUENCE_NODE) {
     long total = n->data.sequence.items.top - n->data.sequence.items.start;
     if (total > CFG_MAX_MILESTONES)
-      return fail(w, n->start_mark, d->path, "expected at most %d milestones, got %ld",
-                  CFG_MAX_MILESTONES, total);
+      return cfg_fail(w, n->start_mark, d->path, "expected at most %d milestones, got %ld",
+                      CFG_MAX_MILESTONES, total);
     for (items = 0; items < total; items++) {
-      const yaml_node_t *it = node(w, n->data.sequence.items.start[items]);
+      const yaml_node_t *it = cfg_node(w, n->data.sequence.items.start[items]);
       char sub[128];
       snprintf(sub, sizeof sub, "%s[%d]", d->path, items);
-      if (parse_int(it, &v[items])) return fail_expect(w, it, sub, "an integer epoch");
+      if (cfg_parse_int(it, &v[items])) return cfg_fail_expect(w, it, sub, "an integer epoch");
     }
-  } else if (!is_null(n)) {
-    if (parse_int(n, &v[0])) return fail_expect(w, n, d->path, "a list of integer epochs");
+  } else if (!cfg_is_null(n)) {
+    if (cfg_parse_int(n, &v[0])) return cfg_fail_expect(w, n, d->path, "a list of integer epochs");
     items = 1;
   }
   memcpy(field(w->c, d->off), v, (size_t)items * sizeof(int));
@@ -1648,12 +1309,12 @@ static int parse_milestones_key(walker *w, const key_desc *d, const yaml_node_t 
   return 0;
 }
 
-static int parse_layers_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_layers_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   nn_layer_spec **arr = field(w->c, d->off);
   int *count = field(w->c, d->aux);
   nn_layer_spec *specs = NULL;
   int items = 0;
-  if (!is_null(n) && cfg_parse_layers(w, n, d->path, d->expect, d->section, &specs, &items))
+  if (!cfg_is_null(n) && cfg_parse_layers(w, n, d->path, d->expect, d->section, &specs, &items))
     return -1;
   free(*arr);
   *arr = specs;
@@ -1661,23 +1322,23 @@ static int parse_layers_key(walker *w, const key_desc *d, const yaml_node_t *n) 
   return 0;
 }
 
-static int parse_avgpool_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_avgpool_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   int v[4], cnt;
   int *out_h = field(w->c, d->off), *out_w = field(w->c, d->aux);
-  if (is_null(n)) {
+  if (cfg_is_null(n)) {
     *out_h = *out_w = 0;
     return 0;
   }
-  if (parse_int_list(w, n, v, &cnt, 0)) return fail_expect(w, n, d->path, d->expect);
+  if (cfg_parse_int_list(w, n, v, &cnt, 0)) return cfg_fail_expect(w, n, d->path, d->expect);
   *out_h = v[0];
   *out_w = cnt == 2 ? v[1] : v[0];
   return 0;
 }
 
-static int parse_resume_key(walker *w, const key_desc *d, const yaml_node_t *n) {
+static int parse_resume_key(cfg_walker *w, const key_desc *d, const yaml_node_t *n) {
   char path[CFG_PATH_MAX];
-  if (is_null(n) || parse_string(n, path, sizeof path))
-    return fail_expect(w, n, d->path, d->expect);
+  if (cfg_is_null(n) || parse_string(n, path, sizeof path))
+    return cfg_fail_expect(w, n, d->path, d->expect);
   int mode = !strcmp(path, "auto")    ? CFG_RESUME_AUTO
              : !strcmp(path, "never") ? CFG_RESUME_NEVER
                                       : CFG_RESUME_PATH;
@@ -1745,124 +1406,124 @@ static int check_avgpool_key(const cfg_config *c, const key_desc *d, char *err, 
 
 /* YAML writers: the value after "key:", with its leading space. */
 
-static void print_str_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_str_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
   const char *s = cfield(c, d->off);
-  sb_printf(b, " ");
+  cfg_sb_printf(b, " ");
   if (*s)
     sb_quoted(b, s, d->aux);
   else
-    sb_printf(b, "null");
+    cfg_sb_printf(b, "null");
 }
 
-static void print_paths_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_paths_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   const char *s = cfield(c, d->off);
   if (!strchr(s, '\n')) {
     print_str_key(b, c, d, depth);
     return;
   }
-  sb_printf(b, " [");
+  cfg_sb_printf(b, " [");
   for (const char *p = s; *p;) {
     const char *e = strchr(p, '\n');
     size_t len = e ? (size_t)(e - p) : strlen(p);
-    if (p != s) sb_printf(b, ", ");
+    if (p != s) cfg_sb_printf(b, ", ");
     sb_quoted(b, p, len);
     p += len + (e ? 1 : 0);
   }
-  sb_printf(b, "]");
+  cfg_sb_printf(b, "]");
 }
 
-static void print_bool_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_bool_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
-  sb_printf(b, " %s", *(const int *)cfield(c, d->off) ? "true" : "false");
+  cfg_sb_printf(b, " %s", *(const int *)cfield(c, d->off) ? "true" : "false");
 }
 
-static void print_int_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_int_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
-  sb_printf(b, " %d", *(const int *)cfield(c, d->off));
+  cfg_sb_printf(b, " %d", *(const int *)cfield(c, d->off));
 }
 
-static void print_i64_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_i64_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
-  sb_printf(b, " %" PRId64, *(const int64_t *)cfield(c, d->off));
+  cfg_sb_printf(b, " %" PRId64, *(const int64_t *)cfield(c, d->off));
 }
 
-static void print_u64_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_u64_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
-  sb_printf(b, " %" PRIu64, *(const uint64_t *)cfield(c, d->off));
+  cfg_sb_printf(b, " %" PRIu64, *(const uint64_t *)cfield(c, d->off));
 }
 
-static void print_double_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_double_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
   double v = *(const double *)cfield(c, d->off);
   char num[64];
   if (d->kind == K_OPT_DOUBLE && v < 0) {
-    sb_printf(b, " null");
+    cfg_sb_printf(b, " null");
     return;
   }
-  fmt_number(num, sizeof num, v, 0);
-  sb_printf(b, " %s", num);
+  cfg_fmt_number(num, sizeof num, v, 0);
+  cfg_sb_printf(b, " %s", num);
 }
 
-static void print_enum_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_enum_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
   int e = *(const int *)cfield(c, d->off), n = 0;
   while (d->names[n]) n++;
-  sb_printf(b, " %s", e >= 0 && e < n ? d->names[e] : "?");
+  cfg_sb_printf(b, " %s", e >= 0 && e < n ? d->names[e] : "?");
 }
 
-static void print_vec3_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_vec3_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
   char num[64];
   if (!*(const int *)cfield(c, d->aux)) {
-    sb_printf(b, " null");
+    cfg_sb_printf(b, " null");
     return;
   }
   for (int i = 0; i < 3; i++) {
-    fmt_number(num, sizeof num, ((const double *)cfield(c, d->off))[i], 0);
-    sb_printf(b, "%s%s", i ? ", " : " [", num);
+    cfg_fmt_number(num, sizeof num, ((const double *)cfield(c, d->off))[i], 0);
+    cfg_sb_printf(b, "%s%s", i ? ", " : " [", num);
   }
-  sb_printf(b, "]");
+  cfg_sb_printf(b, "]");
 }
 
-static void print_milestones_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_milestones_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
   int n = *(const int *)cfield(c, d->aux);
-  sb_printf(b, " [");
+  cfg_sb_printf(b, " [");
   for (int i = 0; i < n && i < CFG_MAX_MILESTONES; i++)
-    sb_printf(b, "%s%d", i ? ", " : "", ((const int *)cfield(c, d->off))[i]);
-  sb_printf(b, "]");
+    cfg_sb_printf(b, "%s%d", i ? ", " : "", ((const int *)cfield(c, d->off))[i]);
+  cfg_sb_printf(b, "]");
 }
 
-static void print_layers_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_layers_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   cfg_write_layers(b, *(nn_layer_spec *const *)cfield(c, d->off), *(const int *)cfield(c, d->aux),
                    2 * depth + 2);
 }
 
-static void print_avgpool_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_avgpool_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
   int h = *(const int *)cfield(c, d->off), wd = *(const int *)cfield(c, d->aux);
   if (!h && !wd) {
-    sb_printf(b, " null");
+    cfg_sb_printf(b, " null");
   } else {
-    sb_printf(b, " ");
-    sb_pair(b, h, wd);
+    cfg_sb_printf(b, " ");
+    cfg_sb_pair(b, h, wd);
   }
 }
 
-static void print_resume_key(strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
+static void print_resume_key(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth) {
   (void)depth;
   int mode = *(const int *)cfield(c, d->off);
   const char *path = cfield(c, d->aux);
   if (mode == CFG_RESUME_AUTO) {
-    sb_printf(b, " auto");
+    cfg_sb_printf(b, " auto");
   } else if (mode == CFG_RESUME_NEVER) {
-    sb_printf(b, " never");
+    cfg_sb_printf(b, " never");
   } else {
-    sb_printf(b, " ");
+    cfg_sb_printf(b, " ");
     /* a file literally named "auto" or "never" keeps its meaning as a path */
     if (!strcmp(path, "auto") || !strcmp(path, "never"))
-      sb_printf(b, "\"./%s\"", path);
+      cfg_sb_printf(b, "\"./%s\"", path);
     else
       sb_quoted(b, path, CFG_PATH_MAX);
   }
@@ -1887,9 +1548,9 @@ static void init_double_key(cfg_config *c, const key_desc *d) {
  * no range, nothing to print). */
 typedef struct {
   void (*init)(cfg_config *c, const key_desc *d);
-  int (*parse)(walker *w, const key_desc *d, const yaml_node_t *n);
+  int (*parse)(cfg_walker *w, const key_desc *d, const yaml_node_t *n);
   int (*check)(const cfg_config *c, const key_desc *d, char *err, size_t errlen);
-  void (*print)(strbuf *b, const cfg_config *c, const key_desc *d, int depth);
+  void (*print)(cfg_strbuf *b, const cfg_config *c, const key_desc *d, int depth);
 } key_type;
 
 static const key_type key_types[K_TYPE_COUNT] = {
@@ -1911,7 +1572,7 @@ static const key_type key_types[K_TYPE_COUNT] = {
 };
 
 /* Sets key k from node n (type checks only; ranges are cfg_validate's). */
-static int apply(walker *w, int k, const yaml_node_t *n) {
+static int apply(cfg_walker *w, int k, const yaml_node_t *n) {
   if (key_types[keys[k].kind].parse(w, &keys[k], n)) return -1;
   if (keys[k].kind != K_SECTION) record(w, k, n);
   return 0;
@@ -1934,17 +1595,17 @@ void cfg_init(cfg_config *c, const char *source_name) {
 }
 
 char *cfg_to_yaml(const cfg_config *c) {
-  strbuf b = {0};
-  sb_printf(&b, "# effective alexnet-train config (from %s)\n", c->source);
+  cfg_strbuf b = {0};
+  cfg_sb_printf(&b, "# effective alexnet-train config (from %s)\n", c->source);
   for (int k = 0; k < NUM_KEYS; k++) {
     const key_desc *d = &keys[k];
     int depth = 0;
     for (const char *p = d->path; *p; p++) depth += *p == '.';
     const char *leaf = strrchr(d->path, '.');
     leaf = leaf ? leaf + 1 : d->path;
-    sb_printf(&b, "%*s%s:", 2 * depth, "", leaf);
+    cfg_sb_printf(&b, "%*s%s:", 2 * depth, "", leaf);
     if (key_types[d->kind].print) key_types[d->kind].print(&b, c, d, depth);
-    sb_printf(&b, "\n");
+    cfg_sb_printf(&b, "\n");
   }
   if (b.failed) {
     free(b.s);
@@ -1987,7 +1648,7 @@ int cfg_model_specs(const cfg_config *c, nn_layer_spec **specs, int *count, nn_s
       memcpy(s, c->model.features, (size_t)c->model.num_features * sizeof *s);
     if (pool) {
       nn_layer_spec *p = &s[c->model.num_features];
-      *p = layer_defaults(NN_AVGPOOL, NN_AVGPOOL_SECTION);
+      *p = nn_layer_defaults(NN_AVGPOOL, NN_AVGPOOL_SECTION);
       p->out_h = c->model.avgpool_h;
       p->out_w = c->model.avgpool_w;
     }

@@ -17,11 +17,10 @@ typedef struct {
   nn_section section;
 } builder;
 
+/* A layer at its kind's defaults (nn/kinds.c). */
 static nn_layer_spec *push(builder *b, nn_kind kind) {
   nn_layer_spec *s = &b->specs[b->count++];
-  memset(s, 0, sizeof *s);
-  s->kind = kind;
-  s->section = b->section;
+  *s = nn_layer_defaults(kind, b->section);
   return s;
 }
 
@@ -43,14 +42,8 @@ static void maxpool(builder *b, int kernel, int stride) {
   s->stride_h = s->stride_w = stride;
 }
 
-/* The paper's LRN: n = 5, alpha = 1e-4, beta = 0.75, k = 2. */
-static void lrn(builder *b) {
-  nn_layer_spec *s = push(b, NN_LRN);
-  s->lrn_size = 5;
-  s->lrn_alpha = 1e-4f;
-  s->lrn_beta = 0.75f;
-  s->lrn_k = 2.0f;
-}
+/* The paper's LRN: its constants are the kind's defaults. */
+static void lrn(builder *b) { push(b, NN_LRN); }
 
 static void linear(builder *b, int out) { push(b, NN_LINEAR)->out = out; }
 

@@ -5,6 +5,7 @@
  * workspace for a batch once, so forward and backward never allocate.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,122 +57,6 @@ static const char *section_prefix(nn_section s) {
 /* ------------------------------------------------------------------------ */
 /* Building                                                                  */
 
-/* Output shape of one layer, or -1 with a message naming the layer. */
-static int layer_shape(nn_layer *l, char *err, size_t errlen) {
-  const nn_layer_spec *s = &l->spec;
-  nn_shape in = l->in;
-  nn_shape out = in;
-  switch (s->kind) {
-    case NN_CONV: {
-      int groups = s->groups > 0 ? s->groups : 1;
-      int sh = s->stride_h > 0 ? s->stride_h : 1, sw = s->stride_w > 0 ? s->stride_w : 1;
-      if (s->out <= 0 || s->kernel_h <= 0 || s->kernel_w <= 0 || s->pad_top < 0 ||
-          s->pad_bottom < 0 || s->pad_left < 0 || s->pad_right < 0) {
-        set_err(err, errlen, "%s (conv): out channels, kernel must be > 0 and padding >= 0",
-                l->name);
-        return -1;
-      }
-      if (in.c % groups || s->out % groups) {
-        set_err(err, errlen, "%s (conv): groups %d must divide in channels %d and out channels %d",
-                l->name, groups, in.c, s->out);
-        return -1;
-      }
-      int ph = in.h + s->pad_top + s->pad_bottom, pw = in.w + s->pad_left + s->pad_right;
-      if (ph < s->kernel_h || pw < s->kernel_w) {
-        set_err(err, errlen,
-                "%s (conv): kernel %dx%d does not fit input %dx%dx%d (padded %dx%d)", l->name,
-                s->kernel_h, s->kernel_w, in.c, in.h, in.w, ph, pw);
-        return -1;
-      }
-      out.c = s->out;
-      out.h = (ph - s->kernel_h) / sh + 1;
-      out.w = (pw - s->kernel_w) / sw + 1;
-      l->weight_count = (size_t)s->out * (size_t)(in.c / groups) * (size_t)s->kernel_h *
-                        (size_t)s->kernel_w;
-      l->bias_count = s->no_bias ? 0 : (size_t)s->out;
-      l->flops = 2.0 * (double)l->weight_count * out.h * out.w;
-      break;
-    }
-    case NN_LINEAR:
-      if (s->out <= 0) {
-        set_err(err, errlen, "%s (linear): out features must be > 0", l->name);
-        return -1;
-      }
-      out = (nn_shape){s->out, 1, 1};
-      l->weight_count = (size_t)s->out * nn_shape_size(in);
-      l->bias_count = s->no_bias ? 0 : (size_t)s->out;
-      l->flops = 2.0 * (double)l->weight_count;
-      break;
-    case NN_RELU:
-    case NN_TANH:
-    case NN_FLATTEN:
-      if (s->kind == NN_FLATTEN) out = (nn_shape){(int)nn_shape_size(in), 1, 1};
-      l->flops = (double)nn_shape_size(in);
-      break;
-    case NN_DROPOUT:
-      if (!(s->dropout_p >= 0 && s->dropout_p < 1)) {
-        set_err(err, errlen, "%s (dropout): p = %g must be in [0, 1)", l->name, s->dropout_p);
-        return -1;
-      }
-      break;
-    case NN_LRN:
-      if (s->lrn_size <= 0 || !(s->lrn_beta >= 0) || !(s->lrn_alpha >= 0)) {
-        set_err(err, errlen, "%s (lrn): size must be > 0, alpha and beta >= 0", l->name);
-        return -1;
-      }
-      l->flops = (double)nn_shape_size(in) * (2.0 * s->lrn_size + 6);
-      break;
-    case NN_MAXPOOL: {
-      int kh = s->kernel_h, kw = s->kernel_w;
-      int sh = s->stride_h > 0 ? s->stride_h : kh, sw = s->stride_w > 0 ? s->stride_w : kw;
-      if (kh <= 0 || kw <= 0) {
-        set_err(err, errlen, "%s (maxpool): kernel must be > 0", l->name);
-        return -1;
-      }
-      if ((long)kh * kw >= NN_POOL_MAX_WINDOW) { /* the argmax is a 16-bit window index */
-        set_err(err, errlen, "%s (maxpool): window %dx%d has more than %d cells", l->name, kh,
-                kw, NN_POOL_MAX_WINDOW - 1);
-        return -1;
-      }
-      if (s->pad_top > kh / 2 || s->pad_left > kw / 2 || s->pad_bottom > kh / 2 ||
-          s->pad_right > kw / 2) {
-        set_err(err, errlen, "%s (maxpool): padding must be at most half the kernel", l->name);
-        return -1;
-      }
-      int ph = in.h + s->pad_top + s->pad_bottom, pw = in.w + s->pad_left + s->pad_right;
-      if (ph < kh || pw < kw) {
-        set_err(err, errlen, "%s (maxpool): window %dx%d does not fit input %dx%dx%d", l->name,
-                kh, kw, in.c, in.h, in.w);
-        return -1;
-      }
-      out.h = (ph - kh) / sh + 1;
-      out.w = (pw - kw) / sw + 1;
-      l->flops = (double)nn_shape_size(out) * kh * kw;
-      break;
-    }
-    case NN_BATCHNORM:
-      /* Per channel: BatchNorm2d over (N, C, H, W), BatchNorm1d over (N, F). */
-      l->weight_count = l->bias_count = (size_t)in.c;
-      l->buffer_count = 2 * (size_t)in.c + 1;
-      l->flops = 4.0 * (double)nn_shape_size(in);
-      break;
-    case NN_AVGPOOL:
-      if (s->out_h <= 0 || s->out_w <= 0) {
-        set_err(err, errlen, "%s (avgpool): output size must be > 0", l->name);
-        return -1;
-      }
-      out.h = s->out_h;
-      out.w = s->out_w;
-      l->flops = (double)nn_shape_size(in);
-      break;
-    default:
-      set_err(err, errlen, "%s: unknown layer kind %d", l->name, (int)s->kind);
-      return -1;
-  }
-  l->out = out;
-  return 0;
-}
-
 int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape input, char *err,
                  size_t errlen) {
   memset(net, 0, sizeof *net);
@@ -179,8 +64,10 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     set_err(err, errlen, "the network has no layers");
     return -1;
   }
-  if (input.c <= 0 || input.h <= 0 || input.w <= 0) {
-    set_err(err, errlen, "input shape %dx%dx%d must be positive", input.c, input.h, input.w);
+  if (input.c <= 0 || input.h <= 0 || input.w <= 0 ||
+      (int64_t)input.c * input.h * input.w > INT_MAX) {
+    set_err(err, errlen, "input shape %dx%dx%d must be positive and at most %d values", input.c,
+            input.h, input.w, INT_MAX);
     return -1;
   }
   nn_layer *layers = calloc((size_t)count, sizeof *layers);
@@ -213,38 +100,23 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     } else {
       snprintf(l->name, sizeof l->name, "%s.%d", section_prefix(sec), index_in_section[sec]++);
     }
-    if (l->spec.kind == NN_CONV && l->spec.groups <= 0) l->spec.groups = 1;
-    if (l->spec.kind == NN_CONV && l->spec.stride_h <= 0) l->spec.stride_h = 1;
-    if (l->spec.kind == NN_CONV && l->spec.stride_w <= 0) l->spec.stride_w = 1;
-    if (l->spec.kind == NN_MAXPOOL && l->spec.stride_h <= 0) l->spec.stride_h = l->spec.kernel_h;
-    if (l->spec.kind == NN_MAXPOOL && l->spec.stride_w <= 0) l->spec.stride_w = l->spec.kernel_w;
+    nn_layer_complete(&l->spec);
     l->in = shape;
     char why[256];
-    if (layer_shape(l, why, sizeof why) != 0) {
+    const nn_kind_desc *kind = nn_kind_info(l->spec.kind);
+    const char *problem = nn_layer_problem(&l->spec, why, sizeof why);
+    if (!problem)
+      problem = nn_layer_follows(i > 0 ? &layers[i - 1].spec : NULL, &l->spec, why, sizeof why);
+    if (problem) {
+      set_err(err, errlen, "%s (%s): %s; input shape %dx%dx%d", l->name,
+              nn_kind_name(l->spec.kind), problem, shape.c, shape.h, shape.w);
+      free(layers);
+      return -1;
+    }
+    if (kind->shape(l, why, sizeof why) != 0) {
       set_err(err, errlen, "%s; input shape %dx%dx%d", why, shape.c, shape.h, shape.w);
       free(layers);
       return -1;
-    }
-    if (l->spec.kind == NN_CONV && (shape.h == 1 && shape.w == 1 && i > 0 &&
-                                    layers[i - 1].spec.kind == NN_LINEAR)) {
-      set_err(err, errlen, "%s (conv) follows a linear layer; input shape %dx%dx%d", l->name,
-              shape.c, shape.h, shape.w);
-      free(layers);
-      return -1;
-    }
-    if (l->spec.kind == NN_BATCHNORM) {
-      /* BatchNorm2d after a conv, BatchNorm1d after a linear: anywhere else
-       * it would normalize what the layer before already fixed (a ReLU's
-       * half-zero output, a pooling's maxima) and its kind would be
-       * ambiguous. */
-      nn_kind before = i > 0 ? layers[i - 1].spec.kind : NN_KIND_COUNT;
-      if (before != NN_CONV && before != NN_LINEAR) {
-        set_err(err, errlen, "%s (batchnorm) must directly follow a conv (BatchNorm2d) or a "
-                "linear layer (BatchNorm1d), not %s", l->name,
-                i > 0 ? nn_kind_name(before) : "the input");
-        free(layers);
-        return -1;
-      }
     }
     l->weight_offset = offset;
     offset += l->weight_count;
@@ -368,33 +240,16 @@ static nn_pool_geom pool_geom(const nn_layer *l) {
   return g;
 }
 
-/* Whether a layer's backward reads its own output (so nothing may overwrite
- * it in place): ReLU/tanh derivatives come from y. Conv/linear read it only for
- * a fused ReLU (set when planning); max pooling saves its argmax instead. */
+/* What a layer's backward reads and where it writes, from its kind's row
+ * (conv and linear read their output only for a fused ReLU, set when
+ * planning). */
 static int backward_reads_output(const nn_layer *l) {
-  return l->spec.kind == NN_RELU || l->spec.kind == NN_TANH;
+  return nn_kind_info(l->spec.kind)->reads_output;
 }
-
-/* Whether a layer's backward reads its input: the weight gradients of conv
- * and linear, LRN's recomputed scale. */
 static int backward_reads_input(const nn_layer *l) {
-  nn_kind k = l->spec.kind;
-  return k == NN_CONV || k == NN_LINEAR || k == NN_LRN || k == NN_BATCHNORM;
+  return nn_kind_info(l->spec.kind)->reads_input;
 }
-
-/* Whether a layer's backward can write dx over dy (same shape, each dy read
- * before its dx is written). */
-static int backward_in_place(const nn_layer *l) {
-  switch (l->spec.kind) {
-    case NN_RELU:
-    case NN_TANH:
-    case NN_DROPOUT:
-    case NN_FLATTEN:
-    case NN_LRN:
-    case NN_BATCHNORM: return 1;
-    default: return 0;
-  }
-}
+static int backward_in_place(const nn_layer *l) { return nn_kind_info(l->spec.kind)->in_place; }
 
 int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, size_t errlen) {
   if (batch <= 0) {
@@ -528,21 +383,7 @@ void nn_visit_params(const nn_net *net, nn_param_visitor fn, void *ctx) {
     const nn_layer *l = &net->layers[i];
     if (!l->weight_count) continue;
     int dims[4];
-    int ndim;
-    if (l->spec.kind == NN_CONV) {
-      dims[0] = l->out.c;
-      dims[1] = l->in.c / l->spec.groups;
-      dims[2] = l->spec.kernel_h;
-      dims[3] = l->spec.kernel_w;
-      ndim = 4;
-    } else if (l->spec.kind == NN_BATCHNORM) {
-      dims[0] = l->in.c;
-      ndim = 1;
-    } else {
-      dims[0] = l->out.c;
-      dims[1] = (int)nn_shape_size(l->in);
-      ndim = 2;
-    }
+    int ndim = nn_kind_info(l->spec.kind)->weight_dims(l, dims);
     snprintf(name, sizeof name, "%s.weight", l->name);
     fn(ctx, name, l->weight_offset, l->weight_count, ndim, dims);
     if (l->bias_count) {

@@ -75,7 +75,7 @@ typedef struct {
 static inline size_t nn_shape_size(nn_shape s) { return (size_t)s.c * (size_t)s.h * (size_t)s.w; }
 
 /* A layer of a built network: its description, shapes and views. */
-typedef struct {
+typedef struct nn_layer {
   nn_layer_spec spec;
   char name[32];           /* PyTorch module name, e.g. "features.3" */
   nn_shape in, out;        /* per-sample shapes */
@@ -154,6 +154,108 @@ typedef struct nn_net {
   double *forward_seconds; /* (num_layers) wall time of the last forward, per layer */
   double *backward_seconds;/* (num_layers) wall time of the last backward, per layer */
 } nn_net;
+
+/* ------------------------------------------------------------------------ */
+/* Layer kinds                                                               */
+
+/* Every fact about a kind lives in its row of the kind table (nn/kinds.c):
+ * its name, its parameters with their types, defaults and valid ranges, its
+ * learned tensors and saved state, its validity rules (alone and after the
+ * layer before) and its shape rule, and what its backward reads. The config parser and writer (launch/), the
+ * summary and nn_net_build all learn the kinds from there, so a new kind is
+ * an enum value, one row, its kernels and their two calls in network.c. */
+
+/* How a parameter is stored in nn_layer_spec (and written in a config). */
+typedef enum {
+  NN_PARAM_INT,   /* int at off */
+  NN_PARAM_HW,    /* two ints at off (h) and off2 (w); written n or [h, w] */
+  NN_PARAM_PAD,   /* the four ints pad_top, pad_bottom, pad_left, pad_right; written n,
+                     [before, after] (rows and columns alike) or [top, bottom, left, right] */
+  NN_PARAM_FLOAT, /* float at off */
+  NN_PARAM_BIAS   /* int at off holding NOT the value: "bias: false" is no_bias = 1 */
+} nn_param_type;
+
+/* One parameter of a kind. */
+typedef struct {
+  const char *name;   /* as a config writes it, e.g. "kernel"; NULL ends the list */
+  nn_param_type type;
+  size_t off, off2;   /* offsetof(nn_layer_spec, field) of its value(s) */
+  int required;       /* 1: no default; a config must give it */
+  double def;         /* the default (each component of HW and PAD) */
+  double lo, hi;      /* valid range of each component */
+  int lo_open;        /* 1: lo itself is not valid */
+  int hi_open;        /* 1: hi itself is not valid */
+  const char *expect; /* the valid values, for messages: "a positive integer" */
+  const char *syntax; /* what a config may write, when a type error needs other words
+                         than expect (NULL: the type's, see launch/config_layers.c) */
+  int quiet;          /* 1: a config written back leaves it out at its default */
+} nn_param_desc;
+
+#define NN_KIND_MAX_PARAMS 8
+#define NN_KIND_MAX_TENSORS 4
+
+/* One layer kind: a row of the table. */
+typedef struct nn_kind_desc {
+  const char *name; /* in configs and the summary: "conv" */
+  nn_kind kind;
+  nn_param_desc params[NN_KIND_MAX_PARAMS]; /* in the order a config lists them */
+  const char *shorthand; /* {kind: value} sets this parameter; NULL: only a mapping */
+  /* Learned tensors, in state_dict order: NULL, or "weight" and "bias" (the
+   * shape rule sets weight_count and bias_count; bias_count 0 = none). */
+  const char *learned[NN_KIND_MAX_TENSORS];
+  /* Saved state that is not learned (no gradient, not in net->params but in
+   * net->buffers; the shape rule sets buffer_count), in state_dict order
+   * after the learned ones: batchnorm's "running_mean", "running_var",
+   * "num_batches_tracked" (nn_visit_buffers). */
+  const char *state[NN_KIND_MAX_TENSORS];
+  /* Defaults that depend on other parameters, applied after a config or a
+   * builder set them (maxpool: stride 0 = the kernel). NULL: none. */
+  void (*complete)(nn_layer_spec *s);
+  /* The rule beyond each parameter's range (maxpool: padding at most half
+   * the kernel). Returns NULL, or buf holding "<param>: <problem>". NULL:
+   * none. */
+  const char *(*check)(const nn_layer_spec *s, char *buf, size_t len);
+  /* The rule on the layer before (prev NULL: the start of the list), e.g.
+   * batchnorm only after conv or linear. Returns NULL or the problem in buf.
+   * NULL: any layer may come before. */
+  const char *(*follows)(const nn_layer_spec *prev, const nn_layer_spec *s, char *buf,
+                         size_t len);
+  /* The shape rule: sets l->out, weight_count, bias_count and flops from
+   * l->in and l->spec (complete and valid), in 64 bits: returns -1 with a
+   * message naming l->name when the output does not fit or is too large. */
+  int (*shape)(struct nn_layer *l, char *err, size_t errlen);
+  /* The dimensions of the weight in the checkpoint (conv: O, C/G, KH, KW);
+   * returns their count. NULL for kinds without learned tensors. */
+  int (*weight_dims)(const struct nn_layer *l, int *dims);
+  /* What the backward needs, for the memory plan of nn_net_alloc: */
+  int reads_input;  /* its x (weight gradients, a recomputed scale) */
+  int reads_output; /* its own y (ReLU and tanh derivatives) */
+  int in_place;     /* it may write dx over dy (same shape, dy read first) */
+} nn_kind_desc;
+
+/* The row of a kind, or NULL for a value outside the enum. */
+const nn_kind_desc *nn_kind_info(nn_kind kind);
+/* The row named `name` ("conv"), or NULL. */
+const nn_kind_desc *nn_kind_find(const char *name);
+/* The kind's name, "?" outside the enum. */
+const char *nn_kind_name(nn_kind kind);
+
+/* A layer of `kind` in `section` with every parameter at its default (what
+ * a bare kind name means in a config; required parameters are 0). */
+nn_layer_spec nn_layer_defaults(nn_kind kind, nn_section section);
+
+/* Applies the kind's derived defaults (see complete above). */
+void nn_layer_complete(nn_layer_spec *s);
+
+/* The first problem of a layer's parameters, as "<param>: expected ...,
+ * got ..." or the kind's own rule, or NULL when it is valid. The same rule
+ * serves the config and nn_net_build. */
+const char *nn_layer_problem(const nn_layer_spec *s, char *buf, size_t len);
+/* The kind's rule on the layer before it (prev NULL: the start of the list,
+ * i.e. the network's input, or for a config's classifier list the flatten):
+ * NULL when s may follow prev, else the problem in buf. */
+const char *nn_layer_follows(const nn_layer_spec *prev, const nn_layer_spec *s, char *buf,
+                             size_t len);
 
 /* ------------------------------------------------------------------------ */
 /* Building                                                                  */
@@ -347,7 +449,5 @@ static inline float nn_uniform(uint64_t seed, uint64_t index) {
   return (float)(nn_hash64(seed, index) >> 40) * 0x1p-24f;
 }
 float nn_normal(uint64_t seed, uint64_t index);   /* N(0, 1) */
-
-const char *nn_kind_name(nn_kind kind);
 
 #endif

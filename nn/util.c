@@ -1,6 +1,6 @@
 /*
- * nn/util.c: counter-based random numbers, thread settings, names, and the
- * model summary.
+ * nn/util.c: counter-based random numbers, thread settings and the model
+ * summary.
  */
 #include <cblas.h>
 #include <math.h>
@@ -25,23 +25,6 @@ void nn_set_threads(int threads) {
   if (threads < 1) threads = 1;
   openblas_set_num_threads(threads);
   omp_set_num_threads(threads);
-}
-
-const char *nn_kind_name(nn_kind kind) {
-  switch (kind) {
-    case NN_CONV: return "conv";
-    case NN_LINEAR: return "linear";
-    case NN_RELU: return "relu";
-    case NN_TANH: return "tanh";
-    case NN_LRN: return "lrn";
-    case NN_MAXPOOL: return "maxpool";
-    case NN_AVGPOOL: return "avgpool";
-    case NN_FLATTEN: return "flatten";
-    case NN_DROPOUT: return "dropout";
-    case NN_BATCHNORM: return "batchnorm";
-    case NN_KIND_COUNT: break;
-  }
-  return "?";
 }
 
 int nn_threads_for(double flops, int pool) {

@@ -816,6 +816,78 @@ static void test_layer_list_limits(void) {
   cfg_free(&c);
 }
 
+/* The config takes its layer rules from nn's kind table: the same checks at
+ * load as at build, and shapes that overflow int refused (issue 17). */
+static void test_layer_rules_from_nn(void) {
+  char err[ERRLEN];
+  cfg_config c;
+  /* max-pool padding at most half the kernel: once only nn refused it */
+  CU_ASSERT_EQUAL(cfg_load_string("model: {features: [{maxpool: {kernel: 2, padding: 2}}]}\n",
+                                  "t.yaml", &c, err, ERRLEN),
+                  -1);
+  CU_ASSERT_STRING_EQUAL(err,
+                         "t.yaml:1:20: model.features[0]: maxpool: padding: expected at most half "
+                         "the kernel 2x2, got [2, 2, 2, 2]");
+  cfg_free(&c);
+  /* rules on the previous layer of the list, checked by cfg_validate */
+  CU_ASSERT_EQUAL_FATAL(
+      cfg_load_string("model: {features: [{linear: 4}, {conv: {out: 4, kernel: 1}}]}\n", "t.yaml",
+                      &c, err, ERRLEN),
+      0);
+  CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), -1);
+  CU_ASSERT_STRING_EQUAL(err,
+                         "t.yaml:1:19: model.features: [1] conv: must not follow a linear layer "
+                         "(its output is flat)");
+  cfg_free(&c);
+  CU_ASSERT_EQUAL_FATAL(
+      cfg_load_string("model: {features: [relu, batchnorm]}\n", "t.yaml", &c, err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), -1);
+  CU_ASSERT_STRING_EQUAL(err,
+                         "t.yaml:1:19: model.features: [1] batchnorm: must directly follow a conv "
+                         "(BatchNorm2d) or a linear layer (BatchNorm1d), not relu");
+  cfg_free(&c);
+  /* a kind the config knows only from nn's table */
+  CU_ASSERT_EQUAL_FATAL(
+      cfg_load_string("model:\n  features: [{conv: {out: 8, kernel: 3}}, batchnorm, relu]\n"
+                      "  classifier: [{linear: 4}, batchnorm]\n"
+                      "data: {synthetic: {n: 64, size: 8, classes: 4}, crop: 8}\n",
+                      "t.yaml", &c, err, ERRLEN),
+      0);
+  CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), 0);
+  char *yaml = cfg_to_yaml(&c);
+  TU_ASSERT_CONTAINS(yaml, "\n    - {conv: {out: 8, kernel: 3, stride: 1, padding: 0, groups: 1}}"
+                           "\n    - batchnorm\n    - relu\n");
+  free(yaml);
+  nn_net net;
+  CU_ASSERT_EQUAL(cfg_build_net(&c, &net, err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(net.num_buffers, 2 * 8 + 1 + 2 * 4 + 1);
+  nn_net_free(&net);
+  cfg_free(&c);
+  /* a given 0 stays refused although 0 means "derived" to nn's builders */
+  CU_ASSERT_EQUAL(cfg_load_string("model: {features: [{maxpool: {kernel: 2, stride: 0}}]}\n",
+                                  "t.yaml", &c, err, ERRLEN),
+                  -1);
+  CU_ASSERT_STRING_EQUAL(err,
+                         "t.yaml:1:20: model.features[0]: maxpool: stride: expected a positive "
+                         "integer or [h, w], got [0, 0]");
+  cfg_free(&c);
+  /* a padding that overflowed int in the shape computation (UBSan) and
+   * trained a meaningless net: refused, naming the layer and the sizes */
+  CU_ASSERT_EQUAL_FATAL(
+      cfg_load_string("model:\n  features: [{conv: {out: 8, kernel: 3, padding: 2147483647}}]\n"
+                      "  classifier: [{linear: 4}]\n"
+                      "data: {synthetic: {n: 64, size: 8, classes: 4}, crop: 8}\n",
+                      "t.yaml", &c, err, ERRLEN),
+      0);
+  CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(cfg_build_net(&c, &net, err, ERRLEN), -1);
+  CU_ASSERT_STRING_EQUAL(err,
+                         "t.yaml: model: features.0 (conv): output 8x4294967300x4294967300 is too "
+                         "large (at most 2147483647 values per sample); input shape 3x8x8");
+  CU_ASSERT_EQUAL(net.num_layers, 0);
+  cfg_free(&c);
+}
+
 /* ------------------------------------------------------------------------ */
 /* --set                                                                     */
 
@@ -1251,6 +1323,7 @@ int main(void) {
       {"learning rate schedules", test_lr_schedules},
       {"explicit layer list", test_layer_list},
       {"layer list limits", test_layer_list_limits},
+      {"layer rules from nn", test_layer_rules_from_nn},
       {"enum names", test_names},
       {NULL, NULL},
   };
