@@ -82,8 +82,13 @@ typedef struct {
  *   RING  dist's own ring reduce-scatter + allgather with non-blocking
  *         point-to-point messages, several buckets in flight at once, so
  *         that a network link never waits for a rank to start the next
- *         step (docs/distributed.md, "Over a network") */
-typedef enum { DIST_ALGO_AUTO, DIST_ALGO_MPI, DIST_ALGO_RING } dist_algorithm;
+ *         step (docs/distributed.md, "Over a network")
+ *   HIER  hierarchical: the ranks of a node sum into its first rank through
+ *         shared memory (MPI_Reduce), those leaders run the ring, and each
+ *         broadcasts the average back to its node (MPI_Ibcast); AUTO picks
+ *         it when there are several nodes and some node has several ranks.
+ *         On one node it works (one leader, no ring) but only adds a step. */
+typedef enum { DIST_ALGO_AUTO, DIST_ALGO_MPI, DIST_ALGO_RING, DIST_ALGO_HIER } dist_algorithm;
 
 typedef struct {
   double bucket_mb;        /* bucket size in MiB (2^20 bytes), (0, 4096]; 0 = 25 */
@@ -141,7 +146,7 @@ void dist_reducer_set_state(dist_reducer *r, const float *state, int64_t passes)
 /* The algorithm a reducer resolved AUTO to (MPI or RING); the same on
  * every rank. */
 dist_algorithm dist_reducer_algorithm(const dist_reducer *r);
-/* "auto", "mpi" or "ring". */
+/* "auto", "mpi", "ring" or "hier". */
 const char *dist_algorithm_name(dist_algorithm a);
 /* The same average without buckets or threads, for tests and the baseline:
  * one MPI_Allreduce over the whole buffer. Returns its time in ms. */

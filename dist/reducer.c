@@ -100,6 +100,18 @@ struct dist_reducer {
   uint16_t *half;          /* (bucket) 16-bit wire copy, bf16 or fp16 bits;
                               RING: (RING_WINDOW * bucket), one per slot */
   int rank;
+  /* The ring's ranks: the world's, or under HIER the nodes' leaders (none
+   * on the others: ring_comm MPI_COMM_NULL). */
+  MPI_Comm ring_comm;
+  int ring_size, ring_rank;
+  /* HIER: the node's ranks, once for the reduces into the leader and once
+   * for the broadcasts back (those are issued in another order, and
+   * collectives on one communicator must be issued in the same order). */
+  MPI_Comm local, local_bc;
+  int leader;              /* this rank is its node's first */
+  MPI_Request *bc_req;     /* (nb) the broadcast of each bucket */
+  unsigned char *bc_ready; /* (nb) leader: around the ring, broadcast not posted */
+  int bc_next;             /* leader: next bucket to broadcast */
   size_t esz;              /* bytes per element on the wire: 4 or 2 */
   ring_slot slot[RING_WINDOW];
   char *ring_tmp;          /* (RING_WINDOW * (bucket / size + 1) * esz) */
@@ -303,7 +315,7 @@ static void reduce_bucket(dist_reducer *r, int b) {
 
 /* First element of chunk c of a bucket of count elements cut into size. */
 static size_t chunk_lo(const dist_reducer *r, size_t count, int c) {
-  return count * (size_t)c / (size_t)r->size;
+  return count * (size_t)c / (size_t)r->ring_size;
 }
 
 /* dst[i] += src[i] in the wire format, for n elements. */
@@ -323,7 +335,7 @@ static void wire_add(const dist_reducer *r, char *dst, const char *src, int n) {
 
 /* The chunk a rank sends and the one it receives at a step. */
 static void step_chunks(const dist_reducer *r, int step, int *send, int *recv) {
-  int p = r->size, k = r->rank;
+  int p = r->ring_size, k = r->ring_rank;
   if (step < p - 1) { /* reduce-scatter: pass on what was just summed */
     *send = ((k - step) % p + p) % p;
     *recv = ((k - step - 1) % p + p) % p;
@@ -341,18 +353,18 @@ static void ring_post(dist_reducer *r, int i) {
   step_chunks(r, s->step, &send, &recv);
   size_t slo = chunk_lo(r, s->count, send), shi = chunk_lo(r, s->count, send + 1);
   size_t rlo = chunk_lo(r, s->count, recv), rhi = chunk_lo(r, s->count, recv + 1);
-  char *into = s->step < r->size - 1 ? s->tmp : s->wire + rlo * r->esz;
+  char *into = s->step < r->ring_size - 1 ? s->tmp : s->wire + rlo * r->esz;
   MPI_Datatype t = r->compress == DIST_COMPRESS_NONE ? MPI_FLOAT : MPI_UINT16_T;
-  int left = (r->rank + r->size - 1) % r->size, right = (r->rank + 1) % r->size;
+  int left = (r->ring_rank + r->ring_size - 1) % r->ring_size, right = (r->ring_rank + 1) % r->ring_size;
   /* The tag is the bucket: messages of one bucket between two ranks arrive
    * in the order sent, so its steps match up. */
-  DIST_CHECK(MPI_Irecv(into, (int)(rhi - rlo), t, left, s->b, r->comm, &r->req[2 * i]));
-  DIST_CHECK(MPI_Isend(s->wire + slo * r->esz, (int)(shi - slo), t, right, s->b, r->comm,
+  DIST_CHECK(MPI_Irecv(into, (int)(rhi - rlo), t, left, s->b, r->ring_comm, &r->req[2 * i]));
+  DIST_CHECK(MPI_Isend(s->wire + slo * r->esz, (int)(shi - slo), t, right, s->b, r->ring_comm,
                        &r->req[2 * i + 1]));
 }
 
 /* Puts bucket b in free slot i: converts it to the wire format and posts
- * its first step. */
+ * its first step (under HIER, first sums the node's ranks into it). */
 static void ring_start(dist_reducer *r, int i, int b) {
   ring_slot *s = &r->slot[i];
   size_t lo = bucket_lo(r, b);
@@ -363,6 +375,8 @@ static void ring_start(dist_reducer *r, int i, int b) {
   s->count = (size_t)count;
   s->wd = dist_watchdog_arm("ring allreduce of bucket %d (%.3g MB, floats [%zu, %zu))", b,
                             (double)count * sizeof(float) / 1e6, lo, lo + (size_t)count);
+  if (r->local != MPI_COMM_NULL)
+    DIST_CHECK(MPI_Reduce(MPI_IN_PLACE, g, count, MPI_FLOAT, MPI_SUM, 0, r->local));
   const float inv = r->inv_size;
   uint16_t *h = r->half + (size_t)i * (r->n < r->bucket ? r->n : r->bucket);
   switch (r->compress) {
@@ -381,7 +395,7 @@ static void ring_start(dist_reducer *r, int i, int b) {
       s->max = max_abs(g, count);
       s->step = -1;
       s->wire = (char *)h;
-      DIST_CHECK(MPI_Iallreduce(MPI_IN_PLACE, &s->max, 1, MPI_FLOAT, MPI_MAX, r->comm,
+      DIST_CHECK(MPI_Iallreduce(MPI_IN_PLACE, &s->max, 1, MPI_FLOAT, MPI_MAX, r->ring_comm,
                                 &r->req[2 * i]));
       return;
   }
@@ -402,7 +416,7 @@ static void ring_start_fp16(dist_reducer *r, int i) {
   fp16_from_floats(r->grads + bucket_lo(r, s->b), (uint16_t *)s->wire, (int)s->count,
                    ldexpf(1.0f, e) * r->inv_size);
   s->step = 0;
-  ring_post(r, i);
+  if (r->ring_size > 1) ring_post(r, i);
 }
 
 /* Slot i's bucket has been around the ring: back to floats, averaged. */
@@ -424,7 +438,36 @@ static void ring_finish(dist_reducer *r, int i) {
     case DIST_COMPRESS_FP16: fp16_to_floats(h, g, count, s->down); break;
   }
   dist_watchdog_disarm(s->wd);
+  if (r->local != MPI_COMM_NULL) { /* back to the node, in bucket order */
+    r->bc_ready[s->b] = 1;
+    while (r->bc_next < r->nb && r->bc_ready[r->bc_next]) {
+      int c = r->bc_next++;
+      size_t clo = bucket_lo(r, c);
+      DIST_CHECK(MPI_Ibcast(r->grads + clo, (int)(bucket_hi(r, c) - clo), MPI_FLOAT, 0,
+                            r->local_bc, &r->bc_req[c]));
+    }
+  }
   s->b = -1;
+}
+
+/* HIER: waits (polling, as the ring) for this pass's broadcasts, then tells
+ * finish that every bucket is done. */
+static void hier_wait_broadcasts(dist_reducer *r) {
+  for (;;) {
+    int all = 0;
+    DIST_CHECK(MPI_Testall(r->nb, r->bc_req, &all, MPI_STATUSES_IGNORE));
+    if (all) break;
+    struct timespec ts = {0, RING_POLL_US * 1000};
+    nanosleep(&ts, NULL);
+  }
+  memset(r->bc_ready, 0, (size_t)r->nb);
+  r->bc_next = 0;
+  if (r->has_thread) {
+    pthread_mutex_lock(&r->mu);
+    r->reduced = r->nb;
+    pthread_cond_signal(&r->done);
+    pthread_mutex_unlock(&r->mu);
+  }
 }
 
 /* Buckets handed over so far; with block, first waits until there are more
@@ -432,8 +475,26 @@ static void ring_finish(dist_reducer *r, int i) {
 static int ring_available(dist_reducer *r, int next, int block) {
   if (!r->has_thread) return r->nb;
   pthread_mutex_lock(&r->mu);
-  if (block)
-    while (!r->stop && r->issued <= next) pthread_cond_wait(&r->work, &r->mu);
+  while (block && !r->stop && r->issued <= next) {
+    if (r->local == MPI_COMM_NULL) {
+      pthread_cond_wait(&r->work, &r->mu);
+      continue;
+    }
+    /* HIER: the broadcasts of earlier buckets progress only while some
+     * thread is inside MPI; look at them every millisecond. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 1000 * 1000;
+    if (ts.tv_nsec >= 1000 * 1000 * 1000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000 * 1000 * 1000;
+    }
+    pthread_cond_timedwait(&r->work, &r->mu, &ts);
+    pthread_mutex_unlock(&r->mu);
+    int all;
+    DIST_CHECK(MPI_Testall(r->nb, r->bc_req, &all, MPI_STATUSES_IGNORE));
+    pthread_mutex_lock(&r->mu);
+  }
   int n = r->stop ? r->nb : r->issued;
   pthread_mutex_unlock(&r->mu);
   return n;
@@ -449,6 +510,15 @@ static void ring_pass(dist_reducer *r) {
       if (r->slot[i].b < 0) {
         ring_start(r, i, next++);
         active++;
+        if (r->ring_size == 1) { /* HIER on one node: no other leader */
+          if (r->slot[i].step < 0) {
+            DIST_CHECK(MPI_Wait(&r->req[2 * i], MPI_STATUS_IGNORE));
+            ring_start_fp16(r, i);
+          }
+          ring_finish(r, i);
+          active--;
+          done++;
+        }
       }
     if (active == 0) continue;
     /* Poll, and sleep a little between polls: Open MPI's MPI_Waitsome spins
@@ -471,20 +541,20 @@ static void ring_pass(dist_reducer *r) {
         ring_start_fp16(r, i);
         continue;
       }
-      if (s->step < r->size - 1) {
+      if (s->step < r->ring_size - 1) {
         int send, recv;
         step_chunks(r, s->step, &send, &recv);
         size_t lo = chunk_lo(r, s->count, recv), hi = chunk_lo(r, s->count, recv + 1);
         wire_add(r, s->wire + lo * r->esz, s->tmp, (int)(hi - lo));
       }
-      if (++s->step < 2 * (r->size - 1)) {
+      if (++s->step < 2 * (r->ring_size - 1)) {
         ring_post(r, i);
         continue;
       }
       ring_finish(r, i);
       active--;
       done++;
-      if (r->has_thread) {
+      if (r->has_thread && r->local == MPI_COMM_NULL) {
         pthread_mutex_lock(&r->mu);
         r->reduced++;
         pthread_cond_signal(&r->done);
@@ -492,19 +562,43 @@ static void ring_pass(dist_reducer *r) {
       }
     }
   }
+  if (r->local != MPI_COMM_NULL) hier_wait_broadcasts(r);
+}
+
+/* HIER, a rank that is not its node's leader: sums each bucket into the
+ * leader as soon as backward hands it over, and receives the average back. */
+static void hier_member_pass(dist_reducer *r) {
+  for (int b = 0; b < r->nb; b++) {
+    ring_available(r, b, 1);
+    size_t lo = bucket_lo(r, b);
+    int count = (int)(bucket_hi(r, b) - lo);
+    int slot = dist_watchdog_arm("reduce of bucket %d into this node's first rank", b);
+    DIST_CHECK(MPI_Reduce(r->grads + lo, NULL, count, MPI_FLOAT, MPI_SUM, 0, r->local));
+    dist_watchdog_disarm(slot);
+    DIST_CHECK(MPI_Ibcast(r->grads + lo, count, MPI_FLOAT, 0, r->local_bc, &r->bc_req[b]));
+  }
+  int slot = dist_watchdog_arm("broadcasts of the buckets from this node's first rank");
+  hier_wait_broadcasts(r);
+  dist_watchdog_disarm(slot);
+}
+
+/* The pass of the ring algorithms (RING, HIER) on this rank. */
+static void ring_or_hier_pass(dist_reducer *r) {
+  if (r->algo == DIST_ALGO_HIER && !r->leader) hier_member_pass(r);
+  else ring_pass(r);
 }
 
 static void *comm_thread_main(void *arg) {
   dist_reducer *r = arg;
   pthread_mutex_lock(&r->mu);
-  if (r->algo == DIST_ALGO_RING) {
+  if (r->algo == DIST_ALGO_RING || r->algo == DIST_ALGO_HIER) {
     /* One pass at a time: a new one starts when finish has collected the
      * last (issued and reduced back to 0) and backward hands over again. */
     for (;;) {
       while (!r->stop && !(r->issued > 0 && r->reduced == 0)) pthread_cond_wait(&r->work, &r->mu);
       if (r->stop) break;
       pthread_mutex_unlock(&r->mu);
-      ring_pass(r);
+      ring_or_hier_pass(r);
       pthread_mutex_lock(&r->mu);
     }
     pthread_mutex_unlock(&r->mu);
@@ -550,10 +644,16 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
     dist_abort(1, "dist: unknown gradient compression %d", (int)compress);
   if (!grads && n > 0) dist_abort(1, "dist: reducer over %zu floats with no buffer", n);
   dist_algorithm algo = o ? o->algorithm : DIST_ALGO_AUTO;
-  if (algo != DIST_ALGO_AUTO && algo != DIST_ALGO_MPI && algo != DIST_ALGO_RING)
+  if (algo != DIST_ALGO_AUTO && algo != DIST_ALGO_MPI && algo != DIST_ALGO_RING &&
+      algo != DIST_ALGO_HIER)
     dist_abort(1, "dist: unknown allreduce algorithm %d", (int)algo);
-  /* Every rank sees the same answer: local size < size on all ranks or none. */
-  if (algo == DIST_ALGO_AUTO) algo = dist_local_size() < dist_size() ? DIST_ALGO_RING : DIST_ALGO_MPI;
+  if (algo == DIST_ALGO_AUTO) { /* the same answer on every rank */
+    int most = dist_local_size();
+    DIST_CHECK(MPI_Allreduce(MPI_IN_PLACE, &most, 1, MPI_INT, MPI_MAX, dist_comm()));
+    algo = dist_local_size() == dist_size() ? DIST_ALGO_MPI
+           : most > 1                       ? DIST_ALGO_HIER
+                                            : DIST_ALGO_RING;
+  }
 
   dist_reducer *r = calloc(1, sizeof *r);
   if (!r) dist_abort(1, "dist: out of memory for a reducer");
@@ -576,12 +676,34 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
   r->rank = dist_rank();
   r->esz = compress == DIST_COMPRESS_NONE ? sizeof(float) : sizeof(uint16_t);
   size_t longest = n < bucket ? n : bucket;
-  size_t copies = algo == DIST_ALGO_RING ? RING_WINDOW : 1;
+  int ringlike = algo == DIST_ALGO_RING || algo == DIST_ALGO_HIER;
+  size_t copies = ringlike ? RING_WINDOW : 1;
   r->ready = calloc(r->nb > 0 ? (size_t)r->nb : 1, sizeof *r->ready);
   if (compress != DIST_COMPRESS_NONE)
     r->half = malloc((longest ? longest : 1) * copies * sizeof(uint16_t));
-  if (algo == DIST_ALGO_RING) {
-    size_t tmp = (longest / (size_t)r->size + 1) * r->esz;
+  r->local = r->local_bc = r->ring_comm = MPI_COMM_NULL;
+  r->ring_size = r->size;
+  r->ring_rank = r->rank;
+  r->leader = 1;
+  if (algo == DIST_ALGO_HIER) {
+    DIST_CHECK(MPI_Comm_split_type(dist_comm(), MPI_COMM_TYPE_SHARED, r->rank, MPI_INFO_NULL,
+                                   &r->local));
+    DIST_CHECK(MPI_Comm_dup(r->local, &r->local_bc));
+    int lr;
+    DIST_CHECK(MPI_Comm_rank(r->local, &lr));
+    r->leader = lr == 0;
+    DIST_CHECK(MPI_Comm_split(dist_comm(), r->leader ? 0 : MPI_UNDEFINED, r->rank, &r->ring_comm));
+    if (r->leader) {
+      DIST_CHECK(MPI_Comm_size(r->ring_comm, &r->ring_size));
+      DIST_CHECK(MPI_Comm_rank(r->ring_comm, &r->ring_rank));
+    }
+    r->bc_req = malloc((r->nb > 0 ? (size_t)r->nb : 1) * sizeof *r->bc_req);
+    r->bc_ready = calloc(r->nb > 0 ? (size_t)r->nb : 1, 1);
+    if (!r->bc_req || !r->bc_ready) dist_abort(1, "dist: out of memory for a reducer");
+    for (int b = 0; b < r->nb; b++) r->bc_req[b] = MPI_REQUEST_NULL;
+  }
+  if (ringlike) {
+    size_t tmp = (longest / (size_t)r->ring_size + 1) * r->esz;
     r->ring_tmp = malloc(tmp * RING_WINDOW);
     for (int i = 0; i < RING_WINDOW; i++) {
       r->slot[i].b = -1;
@@ -590,10 +712,11 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
   }
   for (int i = 0; i < 2 * RING_WINDOW; i++) r->req[i] = MPI_REQUEST_NULL;
   if (!r->ready || (compress != DIST_COMPRESS_NONE && !r->half) ||
-      (algo == DIST_ALGO_RING && !r->ring_tmp))
+      (ringlike && !r->ring_tmp))
     dist_abort(1, "dist: out of memory for a reducer of %zu floats", n);
 
   DIST_CHECK(MPI_Comm_dup(dist_comm(), &r->comm));
+  if (algo != DIST_ALGO_HIER) r->ring_comm = r->comm;
   if (o && o->compress == DIST_COMPRESS_POWERSGD) {
     r->psgd = dist_powersgd_create(grads, n, o->matrices, o->nmatrices, o->powersgd_rank,
                                    o->powersgd_min_ratio, r->comm);
@@ -627,7 +750,14 @@ void dist_reducer_free(dist_reducer *r) {
   pthread_mutex_destroy(&r->mu);
   if (r->op16 != MPI_OP_NULL) DIST_CHECK(MPI_Op_free(&r->op16));
   dist_powersgd_free(r->psgd);
+  if (r->algo == DIST_ALGO_HIER) {
+    if (r->ring_comm != MPI_COMM_NULL) DIST_CHECK(MPI_Comm_free(&r->ring_comm));
+    DIST_CHECK(MPI_Comm_free(&r->local));
+    DIST_CHECK(MPI_Comm_free(&r->local_bc));
+  }
   DIST_CHECK(MPI_Comm_free(&r->comm));
+  free(r->bc_req);
+  free(r->bc_ready);
   free(r->ring_tmp);
   free(r->half);
   free(r->ready);
@@ -637,7 +767,10 @@ void dist_reducer_free(dist_reducer *r) {
 dist_algorithm dist_reducer_algorithm(const dist_reducer *r) { return r->algo; }
 
 const char *dist_algorithm_name(dist_algorithm a) {
-  return a == DIST_ALGO_MPI ? "mpi" : a == DIST_ALGO_RING ? "ring" : "auto";
+  return a == DIST_ALGO_MPI    ? "mpi"
+         : a == DIST_ALGO_RING ? "ring"
+         : a == DIST_ALGO_HIER ? "hier"
+                               : "auto";
 }
 
 void dist_reducer_begin(dist_reducer *r) {
@@ -683,8 +816,8 @@ double dist_reducer_finish(dist_reducer *r) {
     while (r->reduced < r->nb) pthread_cond_wait(&r->done, &r->mu);
     r->issued = r->reduced = 0;
     pthread_mutex_unlock(&r->mu);
-  } else if (r->size > 1 && r->algo == DIST_ALGO_RING) {
-    ring_pass(r);
+  } else if (r->size > 1 && (r->algo == DIST_ALGO_RING || r->algo == DIST_ALGO_HIER)) {
+    ring_or_hier_pass(r);
   } else if (r->size > 1) {
     for (int b = 0; b < r->nb; b++) reduce_bucket(r, b);
   }

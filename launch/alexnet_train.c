@@ -57,6 +57,7 @@ static void banner(const trainer *t) {
          c->run.name, t->ranks, t->ranks > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "",
          c->train.batch_size, t->local_batch, (long long)t->steps_per_epoch, c->train.epochs,
          t->net.num_params);
+  trainer_print_reducer(t);
   fflush(stdout);
 }
 

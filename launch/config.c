@@ -32,7 +32,8 @@
 #include "config_internal.h"
 #include "dist.h"
 
-_Static_assert(DIST_COMPRESS_NONE == 0 && DIST_COMPRESS_BF16 == 1 && DIST_COMPRESS_FP16 == 2,
+_Static_assert(DIST_COMPRESS_NONE == 0 && DIST_COMPRESS_BF16 == 1 && DIST_COMPRESS_FP16 == 2 &&
+                   DIST_COMPRESS_POWERSGD == 3,
                "cfg compress names follow dist_compress");
 
 #define MAX_CONFIG_BYTES (16u << 20) /* a config file is text; refuse anything bigger */
@@ -85,7 +86,8 @@ typedef struct {
 
 static const char *const schedule_names[] = {"constant", "step", "multistep",
                                              "cosine",   "poly", NULL};
-static const char *const compress_names[] = {"none", "bf16", "fp16", NULL};
+static const char *const compress_names[] = {"none", "bf16", "fp16", "powersgd", NULL};
+static const char *const hierarchical_names[] = {"auto", "on", "off", NULL};
 static const char *const init_names[] = {"auto", "paper", "torch", "kaiming", NULL};
 static const char *const optimizer_names[] = {"sgd", "lars", NULL};
 static const char *const crop_mode_names[] = {"fixed", "random_resized", NULL};
@@ -265,7 +267,12 @@ static const key_desc keys[] = {
     SECTION("dist"),
     DBL("dist.bucket_mb", dist.bucket_mb, 25, 0, 1, 1e6, 0, "a positive number"),
     BOOL("dist.overlap", dist.overlap, 1),
-    ENUM("dist.compress", dist.compress, DIST_COMPRESS_NONE, compress_names, "none, bf16 or fp16"),
+    ENUM("dist.compress", dist.compress, DIST_COMPRESS_NONE, compress_names,
+         "none, bf16, fp16 or powersgd"),
+    INT("dist.powersgd_rank", dist.powersgd_rank, 4, 1, 1024, "an integer in [1, 1024]"),
+    I64("dist.powersgd_start_step", dist.powersgd_start_step, 1000, 0, "an integer >= 0"),
+    ENUM("dist.hierarchical", dist.hierarchical, CFG_HIER_AUTO, hierarchical_names,
+         "auto, on or off"),
     DBL("dist.timeout_s", dist.timeout_s, 300, 0, 0, 1e9, 0, "a number >= 0"),
     INT("dist.threads_per_rank", dist.threads_per_rank, 0, 0, 4096, "an integer in [0, 4096]"),
 
@@ -516,7 +523,7 @@ const char *cfg_schedule_name(int type) {
 }
 
 const char *cfg_compress_name(int compress) {
-  return compress >= 0 && compress <= DIST_COMPRESS_FP16 ? compress_names[compress] : "?";
+  return compress >= 0 && compress <= DIST_COMPRESS_POWERSGD ? compress_names[compress] : "?";
 }
 
 /* ------------------------------------------------------------------------ */

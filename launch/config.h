@@ -48,6 +48,10 @@ typedef enum { CFG_INIT_AUTO, CFG_INIT_PAPER, CFG_INIT_TORCH, CFG_INIT_KAIMING }
 /* optimizer.type */
 typedef enum { CFG_OPT_SGD, CFG_OPT_LARS } cfg_optimizer_type;
 
+/* dist.hierarchical: auto (when ranks share nodes and there are several
+ * nodes), on (refused on one node), off. */
+typedef enum { CFG_HIER_AUTO, CFG_HIER_ON, CFG_HIER_OFF } cfg_hierarchical;
+
 /* Where a key's value came from, for messages: line 0 = the default. */
 typedef struct {
   int line, column; /* 1-based, in cfg_config.source */
@@ -124,7 +128,10 @@ typedef struct cfg_config {
   struct {
     double bucket_mb;
     int overlap;          /* bool */
-    int compress;         /* a dist_compress (DIST_COMPRESS_NONE, _BF16, _FP16) */
+    int compress;         /* a dist_compress (DIST_COMPRESS_NONE, _BF16, _FP16, _POWERSGD) */
+    int powersgd_rank;    /* >= 1 */
+    int64_t powersgd_start_step; /* steps averaged uncompressed before PowerSGD */
+    int hierarchical;     /* a cfg_hierarchical */
     double timeout_s;     /* 0 = no limit */
     int threads_per_rank; /* 0 = cores of the node / ranks on the node */
   } dist;

@@ -173,6 +173,80 @@ static void build(trainer *t) {
   t->stop_at = c->train.max_steps > 0 && c->train.max_steps < total ? c->train.max_steps : total;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The reducer                                                              */
+
+/* dist.compress: powersgd sees every weight of 2 or more dimensions as a
+ * matrix (out, in/groups kh kw); biases and other vectors stay whole. */
+typedef struct {
+  dist_matrix *m;
+  int n, cap;
+} matrix_list;
+
+static void add_matrix(void *ctx, const char *name, size_t offset, size_t count, int ndim,
+                       const int *dims) {
+  (void)name;
+  matrix_list *l = ctx;
+  if (ndim < 2 || dims[0] <= 0) return;
+  if (l->m && l->n < l->cap)
+    l->m[l->n] = (dist_matrix){.offset = offset, .rows = (size_t)dims[0],
+                               .cols = count / (size_t)dims[0]};
+  l->n++;
+}
+
+/* The reducer of the config; exits 2 naming the key on a setting that
+ * cannot work here (hierarchical on within one node). */
+static dist_reducer *create_reducer(const cfg_config *c, const nn_net *net) {
+  dist_algorithm algo = DIST_ALGO_AUTO;
+  if (c->dist.hierarchical == CFG_HIER_ON) {
+    if (dist_local_size() == dist_size())
+      setup_exit(2,
+                 "%s: dist.hierarchical: on needs ranks on more than one node, but all %d "
+                 "rank%s run on this one (use auto or off)",
+                 c->source, dist_size(), dist_size() > 1 ? "s" : "");
+    algo = DIST_ALGO_HIER;
+  } else if (c->dist.hierarchical == CFG_HIER_OFF) {
+    algo = dist_local_size() < dist_size() ? DIST_ALGO_RING : DIST_ALGO_MPI;
+  }
+  matrix_list l = {0};
+  if (c->dist.compress == DIST_COMPRESS_POWERSGD) {
+    nn_visit_params(net, add_matrix, &l); /* count */
+    l.cap = l.n;
+    l.n = 0;
+    l.m = calloc((size_t)l.cap + 1, sizeof *l.m);
+    if (!l.m) setup_exit(1, "out of memory for %d weight matrices", l.cap);
+    nn_visit_params(net, add_matrix, &l);
+  }
+  dist_reducer_opts ro = {.bucket_mb = c->dist.bucket_mb,
+                          .overlap = c->dist.overlap,
+                          .compress = (dist_compress)c->dist.compress,
+                          .algorithm = algo,
+                          .powersgd_rank = c->dist.powersgd_rank,
+                          .powersgd_min_ratio = 2, /* PyTorch's min_compression_rate */
+                          .powersgd_start_step = c->dist.powersgd_start_step,
+                          .matrices = l.m,
+                          .nmatrices = l.n};
+  dist_reducer *r = dist_reducer_create(net->grads, net->num_params, &ro);
+  free(l.m);
+  return r;
+}
+
+void trainer_print_reducer(const trainer *t) {
+  const cfg_config *c = t->cfg;
+  if (dist_rank() != 0 || (dist_size() == 1 && c->dist.compress != DIST_COMPRESS_POWERSGD))
+    return;
+  size_t wire = dist_reducer_wire_floats(t->reducer);
+  int half = c->dist.compress == DIST_COMPRESS_BF16 || c->dist.compress == DIST_COMPRESS_FP16;
+  printf("dist: allreduce %s, compress %s",
+         dist_algorithm_name(dist_reducer_algorithm(t->reducer)),
+         cfg_compress_name(c->dist.compress));
+  if (c->dist.compress == DIST_COMPRESS_POWERSGD)
+    printf(" rank %d from step %lld (%d weight matrices compressed)", c->dist.powersgd_rank,
+           (long long)c->dist.powersgd_start_step, dist_reducer_compressed_matrices(t->reducer));
+  printf(": %.3f MB per rank per step into allreduces, against %.1f MB uncompressed\n",
+         (double)wire * (half ? 2 : 4) / 1e6, (double)t->net.num_params * 4 / 1e6);
+}
+
 void trainer_open(trainer *t, cfg_config *c) {
   memset(t, 0, sizeof *t);
   t->cfg = c;
@@ -187,10 +261,7 @@ void trainer_open(trainer *t, cfg_config *c) {
   make_dirs(t);
   build(t);
   initialize_state(t);
-  dist_reducer_opts ro = {.bucket_mb = c->dist.bucket_mb,
-                          .overlap = c->dist.overlap,
-                          .compress = (dist_compress)c->dist.compress};
-  t->reducer = dist_reducer_create(t->net.grads, t->net.num_params, &ro);
+  t->reducer = create_reducer(c, &t->net);
   t->grad_hook = (trainer_grad_hook){.net = &t->net, .reducer = t->reducer, .bad_layer = -1};
   t->sgd = (nn_sgd_opts){.momentum = (float)c->optimizer.momentum,
                          .weight_decay = (float)c->optimizer.weight_decay,

@@ -112,4 +112,8 @@ void trainer_catch_signals(void);
 
 void trainer_close(trainer *t);
 
+/* Rank 0: one line on the reducer (algorithm, compression) and the floats a
+ * step puts into allreduces; nothing on one rank without PowerSGD. */
+void trainer_print_reducer(const trainer *t);
+
 #endif

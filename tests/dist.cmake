@@ -140,3 +140,9 @@ alexnet_dist_expect(dist_fault_powersgd_start 1 mpi_dist_powersgd 1 15 ARGS --fa
   EXPECT "\\[rank 0\\] dist: powersgd_start_step -1 must be at least 0")
 alexnet_dist_expect(dist_fault_powersgd_overlap 1 mpi_dist_powersgd 1 15 ARGS --fault overlap
   EXPECT "\\[rank 0\\] dist: powersgd matrix 1 \\(2 x 3 at float 10\\) overlaps another")
+
+# dist.hierarchical: on within one node is refused, naming the key.
+alexnet_dist_expect(dist_hierarchical_one_node 2 alexnet-train 2 30
+  ARGS ${CMAKE_SOURCE_DIR}/configs/debug.yaml --set dist.hierarchical=on
+       --set run.dir=${CMAKE_BINARY_DIR}/test-tmp/dist_hier_one_node
+  EXPECT "dist.hierarchical: on needs ranks on more than one node, but all 2 ranks run on this one \\(use auto or off\\)")

@@ -41,7 +41,9 @@ static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+static double rng_unit(uint64_t *s) {
+  return (double)(rng_next(s) >> 11) * 0x1.0p-53;
+}
 
 typedef enum { VALUES_EXACT, VALUES_RANDOM, VALUES_POSITIVE, VALUES_TINY } values_kind;
 
@@ -54,12 +56,18 @@ static void fill(float *g, size_t n, values_kind kind, uint64_t seed) {
   for (size_t i = 0; i < n; i++) {
     double u = rng_unit(&s);
     switch (kind) {
-      case VALUES_EXACT: g[i] = (float)((int)(u * 16384) - 8192) * 0.125f; break;
+      case VALUES_EXACT:
+        g[i] = (float)((int)(u * 16384) - 8192) * 0.125f;
+        break;
       case VALUES_RANDOM:
         g[i] = (float)((u - 0.5) * ldexp(1.0, (int)(rng_next(&s) % 41) - 20));
         break;
-      case VALUES_POSITIVE: g[i] = (float)ldexp(0.5 + u, (int)(i % 61) - 30); break;
-      case VALUES_TINY: g[i] = (float)(1e-6 * ldexp(0.5 + u, (int)(i % 24) - 12)); break;
+      case VALUES_POSITIVE:
+        g[i] = (float)ldexp(0.5 + u, (int)(i % 61) - 30);
+        break;
+      case VALUES_TINY:
+        g[i] = (float)(1e-6 * ldexp(0.5 + u, (int)(i % 24) - 12));
+        break;
     }
   }
 }
@@ -152,8 +160,7 @@ static void test_none_equals_plain_random(void) {
     for (size_t i = 0; i < n; i++) mag[i] = fabs((double)mine[i]);
     dist_allreduce_sum_doubles(mag, (int)n);
     int ok = 1;
-    for (size_t i = 0; i < n; i++)
-      ok &= fabs((double)g[i] - (double)want[i]) <= ldexp(mag[i], -22);
+    for (size_t i = 0; i < n; i++) ok &= fabs((double)g[i] - (double)want[i]) <= ldexp(mag[i], -22);
     CU_ASSERT(ok);
     free(mine);
     free(mag);
@@ -165,13 +172,14 @@ static void test_none_equals_plain_random(void) {
 /* Overlap on and off, and a second pass of the same reducer, agree bitwise
  * for every compression; pieces arrive in different patterns each time. */
 static void test_overlap_on_equals_off(void) {
-  static const dist_compress modes[] = {DIST_COMPRESS_NONE, DIST_COMPRESS_BF16,
-                                        DIST_COMPRESS_FP16};
+  static const dist_compress modes[] = {DIST_COMPRESS_NONE, DIST_COMPRESS_BF16, DIST_COMPRESS_FP16};
   size_t n = 7 * SMALL_BUCKET + 1234;
   float *a = alloc_floats(n), *b = alloc_floats(n);
   for (int m = 0; m < 3; m++) {
-    dist_reducer_opts off = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 0, .compress = modes[m]};
-    dist_reducer_opts on = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1, .compress = modes[m]};
+    dist_reducer_opts off = {
+        .algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 0, .compress = modes[m]};
+    dist_reducer_opts on = {
+        .algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1, .compress = modes[m]};
     dist_reducer *roff = dist_reducer_create(a, n, &off);
     dist_reducer *ron = dist_reducer_create(b, n, &on);
     for (int pass = 0; pass < 3; pass++) {
@@ -207,7 +215,8 @@ static void test_any_report_order(void) {
   dist_reducer *r = dist_reducer_create(g, n, &o);
   dist_reducer_begin(r);
   if (dist_rank() % 2 == 0) {
-    for (size_t off = 0; off < n; off += 1000) dist_reducer_ready(r, off, n - off < 1000 ? n - off : 1000);
+    for (size_t off = 0; off < n; off += 1000)
+      dist_reducer_ready(r, off, n - off < 1000 ? n - off : 1000);
   } else {
     for (size_t i = n; i-- > n - 3000;) dist_reducer_ready(r, i, 1);
     dist_reducer_ready(r, 0, n - 3000);
@@ -252,14 +261,17 @@ static void compressed_error(dist_compress mode, values_kind kind, int precision
   free(g);
   free(want);
 }
-static void test_bf16_error(void) { compressed_error(DIST_COMPRESS_BF16, VALUES_POSITIVE, 8); }
-static void test_fp16_error(void) { compressed_error(DIST_COMPRESS_FP16, VALUES_TINY, 11); }
+static void test_bf16_error(void) {
+  compressed_error(DIST_COMPRESS_BF16, VALUES_POSITIVE, 8);
+}
+static void test_fp16_error(void) {
+  compressed_error(DIST_COMPRESS_FP16, VALUES_TINY, 11);
+}
 
 /* NaN and Inf on one rank reach every rank's average (so the training loop's
  * check sees them), in every format. */
 static void test_nonfinite_propagates(void) {
-  static const dist_compress modes[] = {DIST_COMPRESS_NONE, DIST_COMPRESS_BF16,
-                                        DIST_COMPRESS_FP16};
+  static const dist_compress modes[] = {DIST_COMPRESS_NONE, DIST_COMPRESS_BF16, DIST_COMPRESS_FP16};
   size_t n = 3 * SMALL_BUCKET;
   float *g = alloc_floats(n);
   for (int m = 0; m < 3; m++) {
@@ -268,7 +280,8 @@ static void test_nonfinite_propagates(void) {
       g[5] = NAN;
       g[n - 7] = INFINITY;
     }
-    dist_reducer_opts o = {.algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1, .compress = modes[m]};
+    dist_reducer_opts o = {
+        .algorithm = algo, .bucket_mb = SMALL_MB, .overlap = 1, .compress = modes[m]};
     dist_reducer *r = dist_reducer_create(g, n, &o);
     reduce(r, n, 500, 1);
     dist_reducer_free(r);
@@ -337,10 +350,19 @@ static void test_defaults_and_empty(void) {
   free(g);
 }
 
-static void use_mpi(void) { algo = DIST_ALGO_MPI; }
-static void use_ring(void) { algo = DIST_ALGO_RING; }
+static void use_mpi(void) {
+  algo = DIST_ALGO_MPI;
+}
+static void use_ring(void) {
+  algo = DIST_ALGO_RING;
+}
+static void use_hier(void) {
+  algo = DIST_ALGO_HIER;
+}
 
-/* AUTO picks MPI on one node (all test ranks are), and a forced choice sticks. */
+/* A forced choice sticks; AUTO picks MPI on one node, across nodes HIER when
+ * a node has several ranks (the emulated clusters have as many on each),
+ * else RING. */
 static void test_algorithm_used(void) {
   float g[4] = {0};
   dist_reducer_opts o = {.algorithm = algo};
@@ -348,7 +370,10 @@ static void test_algorithm_used(void) {
   CU_ASSERT_EQUAL(dist_reducer_algorithm(r), algo);
   dist_reducer_free(r);
   dist_reducer *a = dist_reducer_create(g, 4, NULL);
-  CU_ASSERT_EQUAL(dist_reducer_algorithm(a), DIST_ALGO_MPI);
+  dist_algorithm want = dist_local_size() == dist_size() ? DIST_ALGO_MPI
+                        : dist_local_size() > 1          ? DIST_ALGO_HIER
+                                                         : DIST_ALGO_RING;
+  CU_ASSERT_EQUAL(dist_reducer_algorithm(a), want);
   dist_reducer_free(a);
 }
 
@@ -372,8 +397,7 @@ static int run_fault(const char *mode) {
     } else {
       reduce(r, n, 1000, 1);
     }
-    fprintf(stderr, "[rank %d] the reduction completed: the watchdog did not fire\n",
-            dist_rank());
+    fprintf(stderr, "[rank %d] the reduction completed: the watchdog did not fire\n", dist_rank());
   } else if (!strcmp(mode, "outside")) {
     dist_reducer_begin(r);
     dist_reducer_ready(r, n - 1, 2);
@@ -402,21 +426,25 @@ int main(int argc, char **argv) {
     dist_finalize();
     return rc;
   }
-#define TESTS(A)                                                                            \
+#define TESTS(A)                                                                             \
   {"none == plain MPI_Allreduce average, exact sums, sizes", test_none_equals_plain_exact},  \
       {"none == plain MPI_Allreduce average, random values", test_none_equals_plain_random}, \
       {"overlap on == off bitwise, none/bf16/fp16, 3 passes", test_overlap_on_equals_off},   \
-      {"reports in any order", test_any_report_order},                                        \
-      {"bf16 relative error bound", test_bf16_error},                                         \
-      {"fp16 relative error bound on tiny gradients", test_fp16_error},                       \
-      {"NaN and Inf propagate", test_nonfinite_propagates},                                   \
-      {"the last bucket is reduced first, during backward", test_last_bucket_goes_first},     \
-      {"default options and an empty buffer", test_defaults_and_empty},                       \
+      {"reports in any order", test_any_report_order},                                       \
+      {"bf16 relative error bound", test_bf16_error},                                        \
+      {"fp16 relative error bound on tiny gradients", test_fp16_error},                      \
+      {"NaN and Inf propagate", test_nonfinite_propagates},                                  \
+      {"the last bucket is reduced first, during backward", test_last_bucket_goes_first},    \
+      {"default options and an empty buffer", test_defaults_and_empty},                      \
       {"the algorithm " A " is used", test_algorithm_used},
   static const tu_test mpi_tests[] = {{"(algorithm mpi)", use_mpi}, TESTS("mpi"){NULL, NULL}};
   static const tu_test ring_tests[] = {{"(algorithm ring)", use_ring}, TESTS("ring"){NULL, NULL}};
   tu_add_suite("dist reducer, MPI_Allreduce per bucket", mpi_tests);
+  static const tu_test hier_tests[] = {{"(algorithm hier)", use_hier}, TESTS("hier"){NULL, NULL}};
   tu_add_suite("dist reducer, dist's ring", ring_tests);
+  /* On one node HIER is a reduce into rank 0 and a broadcast back, with a
+   * ring of one leader; the multinode tests run it across hosts. */
+  tu_add_suite("dist reducer, hierarchical", hier_tests);
   int rc = tu_run_all_ranks(dist_rank());
   dist_finalize();
   return rc;

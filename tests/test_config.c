@@ -83,6 +83,9 @@ static void test_defaults(void) {
   CU_ASSERT_EQUAL(c.dist.bucket_mb, 25);
   CU_ASSERT_EQUAL(c.dist.overlap, 1);
   CU_ASSERT_EQUAL(c.dist.compress, DIST_COMPRESS_NONE);
+  CU_ASSERT_EQUAL(c.dist.powersgd_rank, 4);
+  CU_ASSERT_EQUAL(c.dist.powersgd_start_step, 1000);
+  CU_ASSERT_EQUAL(c.dist.hierarchical, CFG_HIER_AUTO);
   CU_ASSERT_EQUAL(c.dist.timeout_s, 300);
   CU_ASSERT_EQUAL(c.dist.threads_per_rank, 0);
   CU_ASSERT_EQUAL(c.checkpoint.every_steps, 0);
@@ -297,7 +300,11 @@ static const err_case error_cases[] = {
     {"model: {weight_init: xavier}\n", NULL,
      "t.yaml:1:22: model.weight_init: expected auto, paper, torch or kaiming, got \"xavier\""},
     {"dist: {compress: int8}\n", NULL,
-     "t.yaml:1:18: dist.compress: expected none, bf16 or fp16, got \"int8\""},
+     "t.yaml:1:18: dist.compress: expected none, bf16, fp16 or powersgd, got \"int8\""},
+    {"dist: {powersgd_rank: 0}\n", NULL,
+     "t.yaml:1:23: dist.powersgd_rank: expected an integer in [1, 1024], got 0"},
+    {"dist: {hierarchical: yes}\n", NULL,
+     "t.yaml:1:22: dist.hierarchical: expected auto, on or off, got \"yes\""},
     {"data: {mean: [0.5, 0.5]}\n", NULL,
      "t.yaml:1:14: data.mean: expected null, a number or a list of 3 numbers, got a list"},
     {"data: {std: [0.5, x, 0.5]}\n", NULL,
