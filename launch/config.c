@@ -365,17 +365,58 @@ void cfg_sb_printf(cfg_strbuf *b, const char *fmt, ...) {
   }
 }
 
-/* A string value as YAML writes it: double-quoted, escaped. */
+/* The code point of the UTF-8 sequence at s (at most max bytes) and its
+ * length in *len, or -1 (with *len 1) for a byte that starts no well-formed
+ * sequence. */
+static long utf8_at(const unsigned char *s, size_t max, size_t *len) {
+  static const long min[5] = {0, 0, 0x80, 0x800, 0x10000}; /* no overlong forms */
+  size_t n = s[0] < 0x80         ? 1
+             : (s[0] >> 5) == 6  ? 2
+             : (s[0] >> 4) == 14 ? 3
+             : (s[0] >> 3) == 30 ? 4
+                                 : 0;
+  *len = 1;
+  if (n == 0 || n > max) return -1;
+  long cp = n == 1 ? s[0] : s[0] & (0x7F >> n);
+  for (size_t i = 1; i < n; i++) {
+    if ((s[i] & 0xC0) != 0x80) return -1;
+    cp = (cp << 6) | (s[i] & 0x3F);
+  }
+  if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return -1;
+  *len = n;
+  return cp;
+}
+
+/* A code point YAML (libyaml's reader) would refuse as raw text or read back
+ * as something else: controls, DEL and the C1 controls (U+0085 is a line
+ * break to YAML and folds into a space), the BOM, the other line and
+ * paragraph separators and the non-characters U+FFFE and U+FFFF. */
+static int needs_escape(long cp) {
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 || cp == 0xFEFF ||
+         cp == 0xFFFE || cp == 0xFFFF;
+}
+
+/* A string value as YAML writes it: double-quoted, with every character
+ * YAML would not read back as itself escaped, so that what was accepted
+ * reloads byte-identical (issue 17: a run name with U+FFFE, accepted from
+ * "\uFFFE", made the stored config unreadable; U+0085 reloaded as a space).
+ * Strings read by libyaml are well-formed UTF-8; a byte that is not (a
+ * string set by a program) is written as \xNN, which reads back as U+00NN. */
 static void sb_quoted(cfg_strbuf *b, const char *s, size_t max) {
+  const unsigned char *u = (const unsigned char *)s;
   cfg_sb_printf(b, "\"");
-  for (size_t i = 0; s[i] && i < max; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (ch == '"' || ch == '\\')
-      cfg_sb_printf(b, "\\%c", ch);
-    else if (ch < 0x20 || ch == 0x7f)
-      cfg_sb_printf(b, "\\x%02x", ch);
+  for (size_t i = 0, len; i < max && u[i]; i += len) {
+    long cp = utf8_at(u + i, max - i, &len);
+    if (cp == '"' || cp == '\\')
+      cfg_sb_printf(b, "\\%c", (int)cp);
+    else if (cp < 0)
+      cfg_sb_printf(b, "\\x%02x", u[i]);
+    else if (needs_escape(cp) && cp <= 0xFF)
+      cfg_sb_printf(b, "\\x%02lx", cp);
+    else if (needs_escape(cp))
+      cfg_sb_printf(b, "\\u%04lX", cp);
     else
-      cfg_sb_printf(b, "%c", ch);
+      cfg_sb_printf(b, "%.*s", (int)len, s + i);
   }
   cfg_sb_printf(b, "\"");
 }
@@ -1098,6 +1139,15 @@ int cfg_validate(const cfg_config *c, char *err, size_t errlen) {
   if (c->checkpoint.resume == CFG_RESUME_PATH && !c->checkpoint.resume_path[0])
     return invalid(c, err, errlen, "checkpoint.resume", "expected %s, got an empty path",
                    keys[K("checkpoint.resume")].expect);
+  /* derive_defaults leaves a default that does not fit empty: name the key
+   * whose length is the cause */
+  size_t ckpt_len = strlen(c->run.dir) + strlen("/checkpoints");
+  if (is_default(c, K("checkpoint.dir")) && ckpt_len >= sizeof c->checkpoint.dir)
+    return invalid(c, err, errlen, "run.dir",
+                   "%zu bytes is too long for the default checkpoint.dir <run.dir>/checkpoints "
+                   "(at most %zu bytes): use a run.dir of at most %zu bytes, or set checkpoint.dir",
+                   strlen(c->run.dir), sizeof c->checkpoint.dir - 1,
+                   sizeof c->checkpoint.dir - 1 - strlen("/checkpoints"));
   if (!c->run.dir[0]) return invalid(c, err, errlen, "run.dir", "expected a path, got \"\"");
   if (!c->checkpoint.dir[0])
     return invalid(c, err, errlen, "checkpoint.dir", "expected a path, got \"\"");

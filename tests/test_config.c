@@ -1099,6 +1099,88 @@ static void test_round_trip(void) {
   cfg_free(&c);
 }
 
+/* What the loader accepts, the stored config gives back byte for byte
+ * (issue 17: a run name with U+FFFE trained, then its checkpoint was refused;
+ * U+0085 reloaded as a space). */
+static void test_strings_reload_identically(void) {
+  static const struct {
+    const char *yaml_value; /* as written in the file */
+    const char *bytes;      /* what it means */
+    const char *written;    /* how cfg_to_yaml writes it */
+  } cases[] = {
+      {"\"a\\uFFFEb\"", "a\xEF\xBF\xBE" "b", "\"a\\uFFFEb\""},
+      {"\"a\\uFFFFb\"", "a\xEF\xBF\xBF" "b", "\"a\\uFFFFb\""},
+      {"\"a\\x85b\"", "a\xC2\x85" "b", "\"a\\x85b\""},
+      {"\"a\\x80\\x9fb\"", "a\xC2\x80\xC2\x9F" "b", "\"a\\x80\\x9fb\""},
+      {"\"a\\u2028b\\u2029\"", "a\xE2\x80\xA8" "b\xE2\x80\xA9", "\"a\\u2028b\\u2029\""},
+      {"\"\\uFEFFa\"", "\xEF\xBB\xBF" "a", "\"\\uFEFFa\""},
+      {"\"tab\\there\\x7f\"", "tab\there\x7F", "\"tab\\x09here\\x7f\""},
+      {"\"caf\\xe9 \\U0001F600\"", "caf\xC3\xA9 \xF0\x9F\x98\x80", "\"caf\xC3\xA9 \xF0\x9F\x98\x80\""},
+      {"'q\"uo\\te'", "q\"uo\\te", "\"q\\\"uo\\\\te\""},
+  };
+  char err[ERRLEN], yaml[256], want[256];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    cfg_config c, back;
+    snprintf(yaml, sizeof yaml, "run: {name: %s, dir: %s}\n", cases[i].yaml_value,
+             cases[i].yaml_value);
+    int rc = cfg_load_string(yaml, "t.yaml", &c, err, ERRLEN);
+    if (rc) fprintf(stderr, "\n  case %zu: %s\n", i, err);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    CU_ASSERT_STRING_EQUAL(c.run.name, cases[i].bytes);
+    char *text = cfg_to_yaml(&c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    snprintf(want, sizeof want, "\n  name: %s\n", cases[i].written);
+    TU_ASSERT_CONTAINS(text, want);
+    rc = cfg_load_string(text, "stored", &back, err, ERRLEN);
+    if (rc) fprintf(stderr, "\n  case %zu: %s\n", i, err);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_STRING_EQUAL(back.run.name, cases[i].bytes);
+    CU_ASSERT_STRING_EQUAL(back.run.dir, cases[i].bytes);
+    free(text);
+    cfg_free(&back);
+    cfg_free(&c);
+  }
+  /* a string a program set that is not UTF-8 at all still writes a text
+   * libyaml reads */
+  cfg_config c, back;
+  cfg_init(&c, "t.yaml");
+  strcpy(c.run.name, "bad\xFF\xC3(");
+  char *text = cfg_to_yaml(&c);
+  TU_ASSERT_CONTAINS(text, "name: \"bad\\xff\\xc3(\"");
+  CU_ASSERT_EQUAL(cfg_load_string(text, "stored", &back, err, ERRLEN), 0);
+  free(text);
+  cfg_free(&back);
+  cfg_free(&c);
+}
+
+/* A run.dir too long for the default checkpoint.dir beside it is named, with
+ * its limit (it was reported as `checkpoint.dir: expected a path, got ""`). */
+static void test_long_run_dir(void) {
+  char err[ERRLEN];
+  cfg_config c;
+  size_t len = CFG_PATH_MAX - 5;
+  char *yaml = malloc(len + 128);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(yaml);
+  int at = snprintf(yaml, len + 128, OK_MODEL OK_DATA "run: {dir: ");
+  memset(yaml + at, 'd', len);
+  snprintf(yaml + at + len, 128, "}\n");
+  CU_ASSERT_EQUAL_FATAL(cfg_load_string(yaml, "t.yaml", &c, err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), -1);
+  char want[256];
+  snprintf(want, sizeof want,
+           ": run.dir: %zu bytes is too long for the default checkpoint.dir "
+           "<run.dir>/checkpoints (at most %d bytes): use a run.dir of at most %d bytes, or set "
+           "checkpoint.dir",
+           len, CFG_PATH_MAX - 1, CFG_PATH_MAX - 13);
+  TU_ASSERT_CONTAINS(err, want);
+  TU_ASSERT_CONTAINS(err, "t.yaml:3:12: run.dir:");
+  /* with its own checkpoint.dir the long run.dir is fine */
+  CU_ASSERT_EQUAL(cfg_set(&c, "checkpoint.dir=/tmp/ck", err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), 0);
+  cfg_free(&c);
+  free(yaml);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Learning rate                                                             */
 
@@ -1327,6 +1409,8 @@ int main(void) {
       {"validate programmatic values", test_validate_programmatic},
       {"--set overrides", test_set_overrides},
       {"round trip", test_round_trip},
+      {"strings reload identically", test_strings_reload_identically},
+      {"a run.dir too long for its checkpoint.dir", test_long_run_dir},
       {"learning rate schedules", test_lr_schedules},
       {"explicit layer list", test_layer_list},
       {"layer list limits", test_layer_list_limits},
