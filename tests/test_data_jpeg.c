@@ -311,6 +311,38 @@ static void test_decode_matches_libjpeg_and_pil(void) {
   free(ref), free(imgs), free(idx), free(jpeg), free(pil), free(px);
 }
 
+/* A JPEG file whose encoding attribute says something this build cannot read. */
+static void test_unknown_encoding_refused(void) {
+  const char *dir = tu_scratch_dir("jpeg_encoding");
+  char path[4400], err[2048];
+  snprintf(path, sizeof path, "%s/x.h5", dir);
+  const char *names[1] = {"x"};
+  uint8_t px[16 * 16 * 3], *enc;
+  size_t len;
+  uint64_t s[3], q[3];
+  picture(px, 16, 16, 0);
+  data_pixel_sums(px, 16 * 16, 3, s, q);
+  CU_ASSERT_FATAL(data_jpeg_encode(px, 16, 16, 3, 90, "x", &enc, &len, err, sizeof err) == 0);
+  data_writer *wr;
+  CU_ASSERT_FATAL(data_writer_create_jpeg(path, 3, 1, names, &wr, err, sizeof err) == 0);
+  CU_ASSERT_FATAL(data_writer_append_jpeg(wr, enc, len, 16, 16, s, q, 0, err, sizeof err) == 0);
+  CU_ASSERT_FATAL(data_writer_finish(wr, err, sizeof err) == 0);
+  free(enc);
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  CU_ASSERT_FATAL(f >= 0);
+  H5Adelete(f, "encoding");
+  hid_t str = H5Tcopy(H5T_C_S1);
+  H5Tset_size(str, H5T_VARIABLE);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(f, "encoding", str, sp, H5P_DEFAULT, H5P_DEFAULT);
+  const char *webp = "webp";
+  CU_ASSERT(H5Awrite(a, str, &webp) >= 0);
+  H5Aclose(a), H5Sclose(sp), H5Tclose(str), H5Fclose(f);
+  data_dataset ds;
+  CU_ASSERT(data_dataset_open(path, &ds, err, sizeof err) != 0);
+  TU_ASSERT_CONTAINS(err, "x.h5: encoding 'webp' is not supported in version 2");
+}
+
 /* ------------------------------------------------------------------------ */
 /* Conversion to JPEG                                                        */
 
@@ -636,6 +668,7 @@ int main(void) {
   static const tu_test tests[] = {
       {"random_resized vs torchvision", test_random_resized_crop},
       {"decode vs libjpeg and PIL", test_decode_matches_libjpeg_and_pil},
+      {"unknown encoding refused", test_unknown_encoding_refused},
       {"convert to jpeg", test_convert_jpeg},
       {"shards read as one", test_shards_read_as_one},
       {"shard mismatch", test_shard_mismatch},
