@@ -344,9 +344,8 @@ static int open_images(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   return 0;
 }
 
-/* Reads a whole 1-D or 2-D integer dataset as int64 (n values). */
-static int read_ints(hid_t d, int64_t *out, int64_t n) {
-  (void)n;
+/* Reads a whole integer dataset as int64 (into room for all its values). */
+static int read_ints(hid_t d, int64_t *out) {
   return H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0 ? -1 : 0;
 }
 
@@ -390,7 +389,7 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
     H5Dclose(d);
     return data_errf(err, errlen, "%s: out of memory for %lld shapes", p, (long long)ds->n);
   }
-  rc = read_ints(d, tmp, 2 * ds->n);
+  rc = read_ints(d, tmp);
   H5Dclose(d);
   if (rc != 0) {
     free(tmp);
@@ -427,7 +426,7 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   hid_t od = open_vector(p, file, "/offsets", H5T_INTEGER, "a 1-D integer dataset (int64 [N + 1])",
                          "entries", ds->n + 1, desc, err, errlen);
   if (od < 0) return -1;
-  rc = read_ints(od, ds->offsets, ds->n + 1);
+  rc = read_ints(od, ds->offsets);
   H5Dclose(od);
   if (rc != 0) return data_errf(err, errlen, "%s: cannot read /offsets (truncated or corrupt file?)", p);
   if (ds->offsets[0] != 0)
@@ -1024,9 +1023,21 @@ static void writer_close_h5(data_writer *wr) {
   wr->images = wr->file = -1;
 }
 
+/* The writer and its "<path>.tmp" file; with jpeg, without /images (the
+ * JPEG writer makes /jpeg). */
+static int writer_open(const char *path, int h, int w, int c, int num_classes,
+                       const char *const *class_names, int compress, int jpeg, data_writer **out,
+                       char *err, size_t errlen);
+
 int data_writer_create(const char *path, int h, int w, int c, int num_classes,
                        const char *const *class_names, int compress, data_writer **out, char *err,
                        size_t errlen) {
+  return writer_open(path, h, w, c, num_classes, class_names, compress, 0, out, err, errlen);
+}
+
+static int writer_open(const char *path, int h, int w, int c, int num_classes,
+                       const char *const *class_names, int compress, int jpeg, data_writer **out,
+                       char *err, size_t errlen) {
   *out = NULL;
   if (h <= 0 || w <= 0 || h > 65535 || w > 65535 || (c != 1 && c != 3))
     return data_errf(err, errlen, "%s: cannot store images of %dx%dx%d", path, h, w, c);
@@ -1064,6 +1075,10 @@ int data_writer_create(const char *path, int h, int w, int c, int num_classes,
     return data_errf(err, errlen, "%s.tmp: cannot create (%s)", path,
                      e ? strerror(e) : "HDF5 error");
   }
+  if (jpeg) {
+    *out = wr;
+    return 0;
+  }
   hsize_t dims[4] = {0, (hsize_t)h, (hsize_t)w, (hsize_t)c};
   hsize_t maxd[4] = {H5S_UNLIMITED, (hsize_t)h, (hsize_t)w, (hsize_t)c};
   hsize_t chunk[4] = {(hsize_t)wr->chunk_n, (hsize_t)h, (hsize_t)w, (hsize_t)c};
@@ -1087,13 +1102,10 @@ int data_writer_create_jpeg(const char *path, int c, int num_classes,
                             const char *const *class_names, data_writer **out, char *err,
                             size_t errlen) {
   *out = NULL;
-  if (c != 3) return data_errf(err, errlen, "%s: JPEG files hold RGB images, not %d channels", path, c);
-  /* the raw writer's set-up with a 1x1 image, then /images swapped for /jpeg */
-  data_writer *wr;
-  if (data_writer_create(path, 1, 1, c, num_classes, class_names, 0, &wr, err, errlen) != 0)
-    return -1;
-  H5Dclose(wr->images);
-  H5Ldelete(wr->file, "/images", H5P_DEFAULT);
+  if (c != 3)
+    return data_errf(err, errlen, "%s: JPEG files hold RGB images, not %d channels", path, c);
+  data_writer *wr; /* h, w 1: the raw checks pass; every image has its own size */
+  if (writer_open(path, 1, 1, c, num_classes, class_names, 0, 1, &wr, err, errlen) != 0) return -1;
   wr->jpeg = 1;
   wr->stage_cap = JPEG_CHUNK_BYTES;
   wr->stage = malloc(wr->stage_cap);
