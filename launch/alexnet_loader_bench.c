@@ -15,52 +15,35 @@
 #include <time.h>
 
 #include "data.h"
+#include "tool.h"
 
 static const char usage[] =
     "usage: alexnet-loader-bench DATA [--crop 224] [--batch 64] [--reader-threads 1]\n"
-    "                            [--crop-mode fixed|random_resized] [--steps 20] [--warmup 2]\n";
+    "                            [--crop-mode fixed|random_resized] [--steps 20] [--warmup 2]\n"
+    "DATA: a dataset file, a glob of shards (quoted) or several paths one per line.\n";
 
 int main(int argc, char **argv) {
-  if (argc < 2 || argv[1][0] == '-') {
-    fputs(usage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
-  }
   data_loader_opts o;
   memset(&o, 0, sizeof o);
-  o.path = argv[1];
-  o.ranks = 1, o.global_batch = 64, o.train = 1, o.shuffle = 1, o.seed = 1, o.crop = 224;
-  o.mirror = 1, o.reader_threads = 1;
-  int steps = 20, warmup = 2;
-  for (int i = 2; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!v) {
-      fprintf(stderr, "alexnet-loader-bench: %s needs a value\n%s", a, usage);
-      return 2;
-    }
-    i++;
-    if (strcmp(a, "--crop") == 0)
-      o.crop = atoi(v);
-    else if (strcmp(a, "--batch") == 0)
-      o.global_batch = atoi(v);
-    else if (strcmp(a, "--reader-threads") == 0)
-      o.reader_threads = atoi(v);
-    else if (strcmp(a, "--steps") == 0)
-      steps = atoi(v);
-    else if (strcmp(a, "--warmup") == 0)
-      warmup = atoi(v);
-    else if (strcmp(a, "--crop-mode") == 0 && strcmp(v, "fixed") == 0)
-      o.crop_mode = DATA_CROP_FIXED;
-    else if (strcmp(a, "--crop-mode") == 0 && strcmp(v, "random_resized") == 0)
-      o.crop_mode = DATA_CROP_RANDOM_RESIZED;
-    else {
-      fprintf(stderr, "alexnet-loader-bench: bad option %s %s\n%s", a, v, usage);
-      return 2;
-    }
-  }
-  if (steps < 1 || warmup < 0) {
-    fprintf(stderr, "alexnet-loader-bench: --steps must be >= 1, --warmup >= 0\n");
-    return 2;
-  }
+  o.ranks = 1, o.train = 1, o.shuffle = 1, o.seed = 1, o.mirror = 1;
+  int crop = 224, batch = 64, threads = 1, steps = 20, warmup = 2;
+  const char *mode = "fixed";
+  tool_list args = {0};
+  const tool_opt options[] = {TOOL_OPT_INT("--crop", &crop, 1, 8192),
+                              TOOL_OPT_INT("--batch", &batch, 1, 1 << 20),
+                              TOOL_OPT_INT("--reader-threads", &threads, 1, 256),
+                              TOOL_OPT_STRING("--crop-mode", &mode),
+                              TOOL_OPT_INT("--steps", &steps, 1, 1 << 20),
+                              TOOL_OPT_INT("--warmup", &warmup, 0, 1 << 20),
+                              TOOL_OPT_END};
+  const tool_spec spec = {"alexnet-loader-bench", usage, options, &args};
+  tool_parse(&spec, argc, argv);
+  if (args.count != 1) tool_usage(&spec, "%s", args.count ? "one DATA only" : "missing DATA");
+  if (strcmp(mode, "fixed") != 0 && strcmp(mode, "random_resized") != 0)
+    tool_usage(&spec, "--crop-mode %s: expected fixed or random_resized", mode);
+  o.path = args.items[0];
+  o.crop = crop, o.global_batch = batch, o.reader_threads = threads;
+  o.crop_mode = strcmp(mode, "random_resized") == 0 ? DATA_CROP_RANDOM_RESIZED : DATA_CROP_FIXED;
   o.prefetch = o.reader_threads > 2 ? o.reader_threads : 2;
   char err[2048];
   data_loader *ld;
@@ -110,5 +93,6 @@ int main(int argc, char **argv) {
   else
     fprintf(stderr, "alexnet-loader-bench: %s\n", err);
   data_loader_close(ld);
+  tool_list_free(&args);
   return rc == 0 ? 0 : 1;
 }
