@@ -292,7 +292,7 @@ int data_convert_synthetic(const char *out, int64_t n, int size, int channels, i
 /* The loader                                                                */
 
 typedef struct {
-  const char *path;       /* the dataset file */
+  const char *path;       /* the dataset file, or shards (data_dataset_open) */
   const int64_t *indices; /* optional subset of the file (e.g. a val split); NULL = all */
   int64_t num_indices;
   int rank, ranks;       /* this process's shard */
