@@ -10,7 +10,7 @@
  * Every row is measured once per round, rows one after the other, for one
  * warm-up round and --iters rounds: the methods compared alternate within
  * the run, so a change of load on a shared machine hits them all alike.
- * --algorithm takes a list (auto, mpi, ring: dist_algorithm) and adds the
+ * --algorithm takes a list (auto, mpi, ring, hier: dist_algorithm) and adds the
  * reducer rows once per algorithm.
  *
  * Rows (median over --iters rounds, the slowest rank's time):
@@ -42,7 +42,7 @@ typedef struct {
   int nbuckets;
   dist_compress compress[3];
   int ncompress;
-  dist_algorithm algos[3];
+  dist_algorithm algos[4];
   int nalgos;
   int iters;
   double backward_ms;
@@ -56,7 +56,7 @@ static const char *compress_name(dist_compress c) {
 
 static const char usage[] =
     "usage: mpirun -n P alexnet-allreduce-bench [--mb MB] [--buckets MiB,MiB,...] "
-    "[--compress none,bf16,fp16] [--algorithm auto,mpi,ring] [--iters N] "
+    "[--compress none,bf16,fp16] [--algorithm auto,mpi,ring,hier] [--iters N] "
     "[--backward-ms MS] [--pieces N] [--json]\n";
 
 static double parse_number(const tool_spec *spec, const char *s, const char *opt) {
@@ -116,11 +116,12 @@ static options parse(int argc, char **argv) {
     snprintf(buf, sizeof buf, "%s", algorithm);
     o.nalgos = 0;
     for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-      if (o.nalgos == 3) tool_usage(spec, "--algorithm takes at most 3 algorithms");
+      if (o.nalgos == 4) tool_usage(spec, "--algorithm takes at most 4 algorithms");
       if (!strcmp(t, "auto")) o.algos[o.nalgos++] = DIST_ALGO_AUTO;
       else if (!strcmp(t, "mpi")) o.algos[o.nalgos++] = DIST_ALGO_MPI;
       else if (!strcmp(t, "ring")) o.algos[o.nalgos++] = DIST_ALGO_RING;
-      else tool_usage(spec, "unknown algorithm %s (auto, mpi, ring)", t);
+      else if (!strcmp(t, "hier")) o.algos[o.nalgos++] = DIST_ALGO_HIER;
+      else tool_usage(spec, "unknown algorithm %s (auto, mpi, ring, hier)", t);
     }
   }
   if (backward_ms) o.backward_ms = parse_number(spec, backward_ms, "--backward-ms");
@@ -267,7 +268,7 @@ int main(int argc, char **argv) {
     printf("\n%-28s %10s  %-8s %-5s %9s %11s %11s\n", "method", "bucket_MiB", "compress", "algo",
            "time_ms", "busbw_GB/s", "exposed_ms");
   }
-  row rows[1 + 16 * 3 * 3 * 3 + 2];
+  row rows[2 + 4 * 3 * 16 * 3];
   int nrows = 0;
   rows[nrows++] = (row){.kind = RUN_RAW};
   rows[nrows++] = (row){.kind = RUN_PLAIN};

@@ -125,7 +125,7 @@ alexnet_dist_expect(allreduce_bench_algorithms 2 ${bench} 0 60
   EXPECT "reducer +0.25 +none +mpi +[0-9.]+ +[0-9.]+ +[0-9.]+"
          "reducer +0.25 +fp16 +ring +[0-9.]+ +[0-9.]+ +[0-9.]+")
 alexnet_dist_expect(allreduce_bench_bad_algorithm 1 ${bench} 2 15 ARGS --algorithm tree
-  EXPECT "alexnet-allreduce-bench: unknown algorithm tree \\(auto, mpi, ring\\)")
+  EXPECT "alexnet-allreduce-bench: unknown algorithm tree \\(auto, mpi, ring, hier\\)")
 alexnet_dist_expect(allreduce_bench_bad_bucket 1 ${bench} 2 15 ARGS --buckets 4,0
   EXPECT "alexnet-allreduce-bench: bucket sizes must be in \\(0, 4096\\] MiB, not 0")
 alexnet_dist_expect(allreduce_bench_bad_compress 1 ${bench} 2 15 ARGS --compress zip
