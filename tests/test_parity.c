@@ -14,6 +14,9 @@
  * largest are held to a relative error, elements that cancel to almost
  * nothing to an absolute one of 1e-6 of the largest (float32 rounding in a
  * different summation order; torch's own float32 result passes with 3.5e-5).
+ *
+ * bf16: the same weights and input with nn's bf16 products against PyTorch's
+ * logits under torch.autocast bf16 (autocast_bf16.h5), within 1e-2.
  */
 #include <hdf5.h>
 #include <math.h>
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layers.h"
 #include "nn.h"
 #include "testutil.h"
 
@@ -439,6 +443,46 @@ static void check_optimizer(hid_t f, nn_net *net, const param_list *pl, const fl
 }
 
 /* Everything for one reference file. */
+/* The same weights and input in bf16 (each kernel this CPU runs) against
+ * PyTorch's logits under torch.autocast bf16 (autocast_bf16.h5, written by
+ * make_bf16_reference.py): relative error ||ours - torch|| / ||torch|| <= 1e-2,
+ * the bound tests/bf16_kernels.c justifies from bf16's 8-bit significand (both
+ * sides round to bf16, in different places; measured 1e-3 to 5e-3). */
+static void check_bf16_logits(const char *file, nn_net *net, const float *x, int batch) {
+  char path[512], name[256];
+  snprintf(path, sizeof path, REF_DIR "autocast_bf16.h5");
+  snprintf(name, sizeof name, "%.*s/logits", (int)(strlen(file) - 3), file);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  CU_ASSERT_FATAL(f >= 0);
+  size_t n = 0;
+  float *want = read_floats(f, name, &n, NULL);
+  H5Fclose(f);
+  CU_ASSERT_FATAL(want && n == (size_t)batch * (size_t)net->num_classes);
+  CU_ASSERT_FATAL(nn_bf16_reserve(4) == 0);
+  const nn_bf16_kernel kernels[] = {NN_BF16_EMULATED, NN_BF16_AVX512};
+  for (int k = 0; k < 2; k++) {
+    if (kernels[k] == NN_BF16_AVX512 && !nn_bf16_cpu_has_avx512bf16()) {
+      printf("  bf16 %s: not run, this CPU lacks AVX512-BF16\n", nn_bf16_kernel_name(kernels[k]));
+      continue;
+    }
+    net->kernel = kernels[k];
+    const float *got = nn_forward(net, x, batch);
+    double e = 0, w = 0;
+    for (size_t i = 0; i < n; i++) {
+      e += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+      w += (double)want[i] * want[i];
+    }
+    const double rel = sqrt(e / w);
+    printf("  %s bf16 %s logits vs torch.autocast bf16: relative error %.2e\n",
+           rel <= 1e-2 ? "OK" : "FAIL", nn_bf16_kernel_name(kernels[k]), rel);
+    CU_ASSERT(rel <= 1e-2);
+  }
+  /* The float32 forward again: the checks after this one read its outputs. */
+  net->kernel = NN_BF16_FP32;
+  nn_forward(net, x, batch);
+  free(want);
+}
+
 static void run_reference(const char *file) {
   char path[512];
   snprintf(path, sizeof path, REF_DIR "%s", file);
@@ -527,6 +571,7 @@ static void run_reference(const char *file) {
   CU_ASSERT_FATAL(want && n == (size_t)batch * (size_t)net.num_classes);
   ok &= compare("forward", "logits", logits, 1, want, n, TOL_FORWARD);
   free(want);
+  check_bf16_logits(file, &net, x, batch);
 
   int *labels = malloc(sizeof(int) * (size_t)batch);
   hid_t dl = H5Dopen2(f, "labels", H5P_DEFAULT);

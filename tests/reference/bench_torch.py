@@ -11,7 +11,10 @@ The networks (the same as nn's presets):
 
 A training step is forward + CrossEntropyLoss (mean) + backward +
 torch.optim.SGD(lr 0.01, momentum 0.9, weight_decay 5e-4).step(); inference is
-a no_grad forward in eval mode. Inputs are random, fixed for the run. After
+a no_grad forward in eval mode. --precision bf16 runs the forward (and the
+loss) under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's one-line
+mixed precision: the weights stay float32, convolutions and linear layers run
+in bf16 (oneDNN), and backward follows the forward's dtypes. Inputs are random, fixed for the run. After
 --warmup untimed iterations, --steps are timed one by one; images/s is the batch
 divided by the median step time (the *_best figures use the fastest step:
 less disturbed by other processes, but optimistic). Peak RSS is the process's ru_maxrss (training
@@ -45,6 +48,8 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--groups", type=int, default=2, choices=(1, 2), help="alexnet only: conv groups")
     ap.add_argument("--mode", choices=("both", "train", "forward"), default="both")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = ap.parse_args()
     if args.batch < 1 or args.threads < 1 or args.steps < 1 or args.warmup < 0:
@@ -113,13 +118,17 @@ def main():
     import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
+    bf16 = args.precision == "bf16"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     torch.manual_seed(0)
     model, (c, h, w), classes = build(args.arch, args.groups)
     x = torch.randn(args.batch, c, h, w)
     labels = torch.randint(0, classes, (args.batch,))
     res = dict(arch=args.arch, batch=args.batch, threads=args.threads,
                torch_version=str(torch.__version__), steps=args.steps, warmup=args.warmup,
-               load_avg_before=os.getloadavg()[0])
+               precision=args.precision, load_avg_before=os.getloadavg()[0])
     if args.arch == "alexnet":
         res["groups"] = args.groups
 
@@ -129,7 +138,9 @@ def main():
 
         def train_step():
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), labels).backward()
+            with autocast():
+                loss = F.cross_entropy(model(x), labels)
+            loss.backward()
             opt.step()
 
         t = timed(train_step, args.warmup, args.steps)
@@ -144,7 +155,7 @@ def main():
         model.eval()
 
         def forward():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
 
         t = timed(forward, args.warmup, args.steps)
@@ -157,7 +168,8 @@ def main():
     if args.json:
         print(json.dumps(res))
         return
-    print(f"PyTorch {res['torch_version']}  {args.arch}  batch {args.batch}  threads {args.threads}"
+    print(f"PyTorch {res['torch_version']}  {args.arch}  {args.precision}  batch {args.batch}"
+          f"  threads {args.threads}"
           f"  ({args.steps} timed steps after {args.warmup} warmup; median)")
     if "train_images_per_sec" in res:
         print(f"  train (fwd+bwd+SGD): {res['train_images_per_sec']:8.1f} images/s"
