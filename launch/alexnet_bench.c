@@ -6,7 +6,10 @@
  * peak RSS. A benchmark prints figures; it asserts nothing.
  *
  *   alexnet-bench [--arch alexnet] [--batch 64] [--threads 2] [--steps 5]
- *                 [--warmup 2] [--classes N] [--workspace-mib 64] [--json]
+ *                 [--warmup 2] [--classes N] [--workspace-mib 64] [--precision fp32|bf16]
+ *                 [--json]
+ * In bf16, convolutions and linear layers multiply bf16 operands with float32
+ * accumulation (nn/bf16.c); the kernel that ran is printed ("kernel").
  */
 #include <cblas.h>
 #include <math.h>
@@ -105,10 +108,10 @@ static char *layer_table(const nn_net *net, double *fwd, double *bwd, int steps,
 static const char usage[] =
     "usage: alexnet-bench [--arch alexnet|alexnet_owt|alexnet_cifar] [--batch N]\n"
     "                     [--threads N] [--steps N] [--warmup N] [--classes N]\n"
-    "                     [--workspace-mib N] [--json]\n";
+    "                     [--workspace-mib N] [--precision fp32|bf16] [--json]\n";
 
 int main(int argc, char **argv) {
-  const char *arch = "alexnet";
+  const char *arch = "alexnet", *precision = NULL;
   int batch = 64, threads = 2, steps = 5, warmup = 2, classes = 0, json = 0, workspace_mib = 0;
   const tool_opt options[] = {TOOL_OPT_STRING("--arch", &arch),
                               TOOL_OPT_INT("--batch", &batch, 1, 1 << 20),
@@ -117,11 +120,13 @@ int main(int argc, char **argv) {
                               TOOL_OPT_INT("--warmup", &warmup, 0, 1 << 20),
                               TOOL_OPT_INT("--classes", &classes, 0, 1 << 24),
                               TOOL_OPT_INT("--workspace-mib", &workspace_mib, 0, 1 << 20),
+                              TOOL_OPT_STRING("--precision", &precision),
                               TOOL_OPT_FLAG("--json", &json),
                               TOOL_OPT_END};
   const tool_spec spec = {"alexnet-bench", usage, options, NULL};
   tool_parse(&spec, argc, argv);
   tool_threads(threads);
+  const int bf16 = tool_precision(&spec, precision);
 
   char err[512];
   nn_layer_spec *specs;
@@ -129,9 +134,14 @@ int main(int argc, char **argv) {
   nn_shape input;
   nn_preset_opts opts = {.num_classes = classes};
   nn_net net;
+  nn_bf16_kernel kernel = NN_BF16_FP32;
+  if (bf16 && nn_bf16_select(&kernel, err, sizeof err) != 0) {
+    fprintf(stderr, "alexnet-bench: --precision bf16: %s\n", err);
+    return 1;
+  }
   if (nn_preset(arch, &opts, &specs, &count, &input, err, sizeof err) != 0 ||
       nn_net_build(&net, specs, count, input, err, sizeof err) != 0 ||
-      nn_net_alloc(&net, batch, (size_t)workspace_mib, err, sizeof err) != 0) {
+      (net.kernel = kernel, nn_net_alloc(&net, batch, (size_t)workspace_mib, err, sizeof err)) != 0) {
     fprintf(stderr, "alexnet-bench: %s\n", err);
     return 1;
   }
@@ -197,8 +207,10 @@ int main(int argc, char **argv) {
   double big = sgemm_gflops(2048, 2048, 2048);
 
   if (!json) {
-    printf("alexnet-bench: %s, batch %d, %d threads, %zu parameters, %.2f GFLOPs/sample forward\n",
-           arch, batch, threads, net.num_params, flops / 1e9);
+    printf("alexnet-bench: %s, batch %d, %d threads, %zu parameters, %.2f GFLOPs/sample forward, "
+           "%s (kernel %s)\n",
+           arch, batch, threads, net.num_params, flops / 1e9, bf16 ? "bf16" : "fp32",
+           nn_bf16_kernel_name(kernel));
     printf("%-14s %-8s %10s %10s %10s %10s %12s\n", "layer", "kind", "fwd ms", "bwd ms",
            "fwd GF/s", "bwd GF/s", "sgemm GF/s");
   }
@@ -214,12 +226,14 @@ int main(int argc, char **argv) {
     printf("memory: parameters + gradients + momentum %.0f MiB, activations and workspace "
            "%.0f MiB, input batch %.0f MiB\n", params_mib, act_mib, input_mib);
   } else {
-    printf("{\"arch\":\"%s\",\"batch\":%d,\"threads\":%d,\"train_images_per_sec\":%.2f,"
+    printf("{\"arch\":\"%s\",\"batch\":%d,\"threads\":%d,\"precision\":\"%s\",\"kernel\":\"%s\","
+           "\"train_images_per_sec\":%.2f,"
            "\"forward_images_per_sec\":%.2f,\"step_ms\":%.2f,\"forward_ms\":%.2f,"
            "\"backward_ms\":%.2f,\"update_ms\":%.2f,\"train_gflops\":%.1f,"
            "\"sgemm_2048_gflops\":%.1f,\"peak_rss_mib\":%.0f,\"state_mib\":%.0f,"
            "\"activation_mib\":%.0f,\"layers\":[%s]}\n",
-           arch, batch, threads, train_ips, fwd_ips, step * 1e3, median(t_fwd, steps) * 1e3,
+           arch, batch, threads, bf16 ? "bf16" : "fp32", nn_bf16_kernel_name(kernel), train_ips,
+           fwd_ips, step * 1e3, median(t_fwd, steps) * 1e3,
            median(t_bwd, steps) * 1e3, median(t_upd, steps) * 1e3, train_gflops, big,
            rss_mib, params_mib, act_mib, layers_json);
   }

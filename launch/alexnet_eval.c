@@ -41,7 +41,8 @@
 
 static const char usage[] =
     "usage: alexnet-eval CONFIG --checkpoint PATH|DIR [PATH...] [--ten-crop] [--data VAL.h5]\n"
-    "                    [--per-class] [--confusion FILE.csv] [--set key.path=value]...\n"
+    "                    [--per-class] [--confusion FILE.csv] [--precision fp32|bf16]\n"
+    "                    [--set key.path=value]...\n"
     "  CONFIG            the run's YAML experiment (data and model)\n"
     "  --checkpoint P    a checkpoint, or a checkpoint directory (its newest valid one);\n"
     "                    repeatable, and further positional arguments are checkpoints too\n"
@@ -49,6 +50,8 @@ static const char usage[] =
     "  --data VAL.h5     evaluate this dataset file instead of the config's validation data\n"
     "  --per-class       print the top-1 accuracy of every class\n"
     "  --confusion FILE  write the confusion matrix as CSV (rows: true class)\n"
+    "  --precision P     fp32 or bf16 products in convolutions and linear layers\n"
+    "                    (default: the config's train.precision)\n"
     "  --set K=V         override a config key (repeatable)\n";
 
 /* ------------------------------------------------------------------------ */
@@ -178,7 +181,7 @@ static int is_dir(const char *path) {
  * given, weights from --checkpoint alone, the batch a multiple of ranks. */
 typedef struct {
   tool_list args, ckpts, sets;
-  const char *data_path, *confusion;
+  const char *data_path, *confusion, *precision;
   int ten_crop, per_class;
 } eval_args;
 
@@ -188,6 +191,7 @@ static void parse_args(int argc, char **argv, eval_args *a, cfg_config *c) {
                            TOOL_OPT_LIST("--checkpoint", &a->ckpts),
                            TOOL_OPT_STRING("--data", &a->data_path),
                            TOOL_OPT_STRING("--confusion", &a->confusion),
+                           TOOL_OPT_STRING("--precision", &a->precision),
                            TOOL_OPT_FLAG("--ten-crop", &a->ten_crop),
                            TOOL_OPT_FLAG("--per-class", &a->per_class),
                            TOOL_OPT_END};
@@ -201,7 +205,9 @@ static void parse_args(int argc, char **argv, eval_args *a, cfg_config *c) {
     a->ckpts.items[a->ckpts.count++] = a->args.items[i];
   }
   if (a->ckpts.count == 0) tool_usage(&spec, "no --checkpoint given");
+  const int bf16 = tool_precision(&spec, a->precision);
   setup_load_config(a->args.items[0], a->sets.items, a->sets.count, c);
+  if (a->precision) c->train.precision = bf16 ? CFG_PRECISION_BF16 : CFG_PRECISION_FP32;
   if (a->ten_crop) c->eval.ten_crop = 1;
   if (a->data_path) {
     /* Only this file: no training data, no synthetic set, no split. */

@@ -3,7 +3,8 @@
  * activation maps of its convolutions laid over each image.
  *
  *   alexnet-predict --checkpoint PATH [--labels class_names.txt] [--top 5]
- *                   [--activation-maps OUT_DIR] [--batch N] [--threads N] IMAGE...
+ *                   [--activation-maps OUT_DIR] [--batch N] [--threads N]
+ *                   [--precision fp32|bf16] IMAGE...
  *
  * The network comes from the checkpoint alone (its stored config, or its
  * arch attribute for imported torchvision weights). Each JPEG or PNG is
@@ -34,14 +35,17 @@
 
 static const char usage[] =
     "usage: alexnet-predict --checkpoint PATH [--labels FILE] [--top K]\n"
-    "                       [--activation-maps OUT_DIR] [--batch N] [--threads N] IMAGE...\n"
+    "                       [--activation-maps OUT_DIR] [--batch N] [--threads N]\n"
+    "                       [--precision fp32|bf16] IMAGE...\n"
     "  --checkpoint PATH       a checkpoint of alexnet-train or import-torchvision.py\n"
     "  --labels FILE           class names, one per line (default: the checkpoint's)\n"
     "  --top K                 classes printed per image (default 5)\n"
     "  --activation-maps DIR   write conv<k>_activation_map.png and activation_maps.png\n"
     "                          (several images: one subfolder per image, see docs/predict.md)\n"
     "  --batch N               images per forward pass (default 16)\n"
-    "  --threads N             compute threads (default: all cores)\n";
+    "  --threads N             compute threads (default: all cores)\n"
+    "  --precision P           fp32 (default) or bf16 products in convolutions and linear\n"
+    "                          layers (docs/performance.md, bf16)\n";
 
 /* The image's file name without directories and extension. */
 static void stem_of(const char *path, char *out, size_t len) {
@@ -139,7 +143,7 @@ static int load_batch(char **images, int start, int end, nn_shape in, const ckpt
 }
 
 int main(int argc, char **argv) {
-  const char *ckpt = NULL, *labels = NULL, *maps = NULL;
+  const char *ckpt = NULL, *labels = NULL, *maps = NULL, *precision = NULL;
   int top = 0, batch_max = 16, threads = 0; /* top 0: the default, 5 or the class count */
   tool_list args = {0};
   const tool_opt opts[] = {TOOL_OPT_STRING("--checkpoint", &ckpt),
@@ -148,11 +152,13 @@ int main(int argc, char **argv) {
                            TOOL_OPT_INT("--top", &top, 1, 1000000),
                            TOOL_OPT_INT("--batch", &batch_max, 1, 1000000),
                            TOOL_OPT_INT("--threads", &threads, 1, TOOL_MAX_THREADS),
+                           TOOL_OPT_STRING("--precision", &precision),
                            TOOL_OPT_END};
   const tool_spec spec = {"alexnet-predict", usage, opts, &args};
   tool_parse(&spec, argc, argv);
   if (!ckpt) tool_usage(&spec, "--checkpoint is required");
   if (args.count == 0) tool_usage(&spec, "no image given");
+  const int bf16 = tool_precision(&spec, precision);
   char **images = (char **)args.items;
   int nimages = args.count;
   tool_threads(threads);
@@ -189,6 +195,11 @@ int main(int argc, char **argv) {
   }
   int batch = nimages < batch_max ? nimages : batch_max;
   net.keep_outputs = 1; /* the activation maps read conv outputs after the forward */
+  if (bf16 && nn_bf16_select(&net.kernel, err, sizeof err) != 0) {
+    fprintf(stderr, "alexnet-predict: --precision bf16: %s\n", err);
+    status = 1;
+    goto done;
+  }
   if (nn_net_alloc(&net, batch, 0, err, sizeof err) != 0) {
     fprintf(stderr, "alexnet-predict: %s\n", err);
     status = 1;

@@ -53,10 +53,10 @@ static void banner(const trainer *t) {
   const cfg_config *c = t->cfg;
   if (dist_rank() != 0) return;
   printf("alexnet-train: %s, %d rank%s x %d thread%s, global batch %d (%d per rank), "
-         "%lld steps per epoch, %d epochs, %zu parameters\n",
+         "%lld steps per epoch, %d epochs, %zu parameters, %s products (kernel %s)\n",
          c->run.name, t->ranks, t->ranks > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "",
          c->train.batch_size, t->local_batch, (long long)t->steps_per_epoch, c->train.epochs,
-         t->net.num_params);
+         t->net.num_params, t->net.kernel ? "bf16" : "fp32", nn_bf16_kernel_name(t->net.kernel));
   trainer_print_reducer(t);
   fflush(stdout);
 }

@@ -91,6 +91,7 @@ static const char *const hierarchical_names[] = {"auto", "on", "off", NULL};
 static const char *const init_names[] = {"auto", "paper", "torch", "kaiming", NULL};
 static const char *const optimizer_names[] = {"sgd", "lars", NULL};
 static const char *const crop_mode_names[] = {"fixed", "random_resized", NULL};
+static const char *const precision_names[] = {"fp32", "bf16", NULL};
 static const int groups_only[] = {0, 1, 2, -1};
 static const int channels_only[] = {1, 3, -1};
 static const int data_channels_only[] = {0, 3, -1};
@@ -236,6 +237,7 @@ static const key_desc keys[] = {
     INT("train.batch_size", train.batch_size, 128, 1, 1 << 20, "an integer in [1, 1048576]"),
     INT("train.epochs", train.epochs, 90, 1, 1e6, "an integer in [1, 1000000]"),
     I64("train.max_steps", train.max_steps, 0, 0, "an integer >= 0"),
+    ENUM("train.precision", train.precision, CFG_PRECISION_FP32, precision_names, "fp32 or bf16"),
 
     SECTION("optimizer"),
     ENUM("optimizer.type", optimizer.type, CFG_OPT_SGD, optimizer_names, "sgd or lars"),

@@ -42,6 +42,10 @@ typedef enum {
 
 typedef enum { CFG_RESUME_AUTO, CFG_RESUME_NEVER, CFG_RESUME_PATH } cfg_resume_mode;
 
+/* train.precision: how convolutions and linear layers multiply (nn.h's
+ * nn_bf16_kernel); everything else, the weights and the optimizer stay fp32. */
+typedef enum { CFG_PRECISION_FP32, CFG_PRECISION_BF16 } cfg_precision;
+
 /* model.weight_init: auto = paper for arch alexnet, torch for everything else. */
 typedef enum { CFG_INIT_AUTO, CFG_INIT_PAPER, CFG_INIT_TORCH, CFG_INIT_KAIMING } cfg_weight_init;
 
@@ -109,6 +113,7 @@ typedef struct cfg_config {
     int batch_size;    /* GLOBAL batch, split evenly over the ranks */
     int epochs;        /* the schedule's horizon */
     int64_t max_steps; /* 0 = no limit; stops early, never changes the schedule */
+    int precision;     /* a cfg_precision */
   } train;
   struct {
     int type; /* a cfg_optimizer_type */

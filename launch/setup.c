@@ -188,7 +188,16 @@ int setup_build_net(cfg_config *c, const setup_data *s, nn_net *net, char *err, 
       return -1;
     }
   }
-  return cfg_build_net(c, net, err, errlen);
+  if (cfg_build_net(c, net, err, errlen) != 0) return -1;
+  if (c->train.precision == CFG_PRECISION_BF16) {
+    char why[256];
+    if (nn_bf16_select(&net->kernel, why, sizeof why) != 0) {
+      snprintf(err, errlen, "%s: train.precision: bf16: %s", c->source, why);
+      nn_net_free(net);
+      return -1;
+    }
+  }
+  return 0;
 }
 
 void setup_load_config(const char *config_path, const char *const *sets, int num_sets,

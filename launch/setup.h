@@ -37,7 +37,9 @@ int setup_open_loaders(const cfg_config *c, setup_data *s, int open_train, char 
 
 /* Builds the network: model.num_classes (0 = the data's class count) and
  * checks that it and the input channels fit the data. c->model.num_classes is
- * set to the effective count. Returns 0, or -1 with a message. */
+ * set to the effective count. With train.precision bf16, sets net->kernel to
+ * the bf16 kernel of this CPU (nn_bf16_select). Returns 0, or -1 with a
+ * message. */
 int setup_build_net(cfg_config *c, const setup_data *s, nn_net *net, char *err, size_t errlen);
 
 void setup_free(setup_data *s);

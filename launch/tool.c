@@ -112,3 +112,9 @@ int tool_threads(int requested) {
   nn_set_threads(threads);
   return threads;
 }
+
+int tool_precision(const tool_spec *spec, const char *value) {
+  if (!value || strcmp(value, "fp32") == 0) return 0;
+  if (strcmp(value, "bf16") == 0) return 1;
+  tool_usage(spec, "--precision %s: expected fp32 or bf16", value);
+}

@@ -73,6 +73,11 @@ void tool_usage(const tool_spec *spec, const char *fmt, ...)
 int tool_parse_int(const char *opt, const char *value, long long lo, long long hi, long long *out,
                    char *err, size_t errlen);
 
+/* The value of a --precision option: 0 for "fp32" (or NULL, not given), 1
+ * for "bf16"; anything else is a usage error ("--precision X: expected fp32
+ * or bf16"). */
+int tool_precision(const tool_spec *spec, const char *value);
+
 /* The thread count for `requested` (0: dist_default_threads(), the cores
  * shared by this node's ranks), set for nn's kernels. Returns it. The
  * caller has bounded requested to [0, TOOL_MAX_THREADS]. */

@@ -69,6 +69,7 @@ static void test_defaults(void) {
   CU_ASSERT_EQUAL(c.train.batch_size, 128);
   CU_ASSERT_EQUAL(c.train.epochs, 90);
   CU_ASSERT_EQUAL(c.train.max_steps, 0);
+  CU_ASSERT_EQUAL(c.train.precision, CFG_PRECISION_FP32);
   CU_ASSERT_EQUAL(c.optimizer.lr, 0.01);
   CU_ASSERT_EQUAL(c.optimizer.momentum, 0.9);
   CU_ASSERT_EQUAL(c.optimizer.weight_decay, 5e-4);
@@ -280,6 +281,8 @@ static const err_case error_cases[] = {
      "t.yaml:1:17: train.epochs: expected an integer in [1, 1000000], got a list"},
     {"train: {max_steps: many}\n", NULL,
      "t.yaml:1:20: train.max_steps: expected an integer >= 0, got \"many\""},
+    {"train: {precision: fp16}\n", NULL,
+     "t.yaml:1:20: train.precision: expected fp32 or bf16, got \"fp16\""},
     {"run: {seed: -1}\n", NULL, "t.yaml:1:13: run.seed: expected an integer >= 0, got \"-1\""},
     {"data: {mirror: maybe}\n", NULL,
      "t.yaml:1:16: data.mirror: expected true or false, got \"maybe\""},
@@ -929,6 +932,8 @@ static void test_set_overrides(void) {
   CU_ASSERT_EQUAL(c.data.std[1], 0.2);
   CU_ASSERT_EQUAL(cfg_set(&c, "dist.compress=bf16", err, ERRLEN), 0);
   CU_ASSERT_EQUAL(c.dist.compress, DIST_COMPRESS_BF16);
+  CU_ASSERT_EQUAL(cfg_set(&c, "train.precision=bf16", err, ERRLEN), 0);
+  CU_ASSERT_EQUAL(c.train.precision, CFG_PRECISION_BF16);
   CU_ASSERT_EQUAL(cfg_set(&c, "data.synthetic={n: 100, size: 48}", err, ERRLEN), 0);
   CU_ASSERT_EQUAL(c.data.synthetic.n, 100);
   CU_ASSERT_EQUAL(c.data.synthetic.size, 48);

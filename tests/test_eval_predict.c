@@ -636,12 +636,65 @@ static void test_bad_input_predict(void) {
       {CK " --top 9 " IMG, 2, {"alexnet-predict: --top 9: the model has only 4 classes"}},
       {CK " --bogus " IMG, 2, {"alexnet-predict: unknown option --bogus"}},
       {CK " " IMG " --labels", 2, {"alexnet-predict: --labels needs a value"}},
+      {CK " --precision fp16 " IMG, 2, {"alexnet-predict: --precision fp16: expected fp32 or bf16"}},
       {"--help", 2, {"--activation-maps DIR"}},
   };
   run_cases(predict_bin, cases, sizeof cases / sizeof cases[0]);
+  CU_ASSERT(run("cd '%s' && ALEXNET_BF16_KERNEL=amx %s " CK " --precision bf16 " IMG, fx.dir,
+                predict_bin) == 1);
+  TU_ASSERT_CONTAINS(out, "alexnet-predict: --precision bf16: ALEXNET_BF16_KERNEL=amx: no AMX "
+                          "kernel is built");
+  /* bf16: the same top class, a probability within bf16's rounding. */
+  char fp32_line[256];
+  CU_ASSERT_FATAL(run("cd '%s' && %s " CK " --top 1 " IMG, fx.dir, predict_bin) == 0);
+  snprintf(fp32_line, sizeof fp32_line, "%s", out);
+  CU_ASSERT_FATAL(run("cd '%s' && %s " CK " --top 1 --precision bf16 " IMG, fx.dir, predict_bin) == 0);
+  char c32[64], c16[64];
+  double p32 = 0, p16 = 0;
+  CU_ASSERT(sscanf(fp32_line, "%63[^:]: %lf%%", c32, &p32) == 2);
+  CU_ASSERT(sscanf(out, "%63[^:]: %lf%%", c16, &p16) == 2);
+  CU_ASSERT(strcmp(c32, c16) == 0);
+  CU_ASSERT(fabs(p32 - p16) <= 1.0);
   /* Nothing printed for an image that failed. */
   CU_ASSERT(run("cd '%s' && %s " CK " truncated.png 2>/dev/null", fx.dir, predict_bin) == 1);
   CU_ASSERT(out[0] == '\0');
+}
+
+/* --precision bf16 (each kernel this CPU runs): the same checkpoint's
+ * figures within bf16's rounding of the float32 ones (a sample near a tie may
+ * flip: at most 2 of 64), and predict's top class of a sample likewise. */
+static void test_eval_predict_bf16(void) {
+  const char *kernels[] = {"emulated", "avx512_bf16"};
+  for (int k = 0; k < 2; k++) {
+    if (k == 1 && !nn_bf16_cpu_has_avx512bf16()) {
+      printf("\n  (avx512_bf16 not run: this CPU lacks AVX512-BF16)");
+      continue;
+    }
+    int rc = run("ALEXNET_BF16_KERNEL=%s %s '%s' --checkpoint '%s' --precision bf16", kernels[k],
+                 eval_bin, fx.config, fx.ckpts);
+    CU_ASSERT_FATAL(rc == 0);
+    const double top1 = json_number(out, "top1"), loss = json_number(out, "loss");
+    printf("\n  %s: top1 %.4f (fp32 %.4f), loss %.5f (fp32 %.5f)", kernels[k], top1, fx.top1, loss,
+           fx.loss);
+    CU_ASSERT(fabs(top1 - fx.top1) <= 2.0 / 64 + 1e-9);
+    CU_ASSERT(fabs(loss - fx.loss) <= 1e-2 * fx.loss);
+    CU_ASSERT(loss != fx.loss); /* really bf16 */
+  }
+  const bad_case cases[] = {
+      {"tiny.yaml --checkpoint run/checkpoints --precision fp16",
+       2,
+       {"alexnet-eval: --precision fp16: expected fp32 or bf16"}},
+      {"tiny.yaml --checkpoint run/checkpoints --set train.precision=half",
+       2,
+       {"train.precision: expected fp32 or bf16"}},
+  };
+  run_cases(eval_bin, cases, sizeof cases / sizeof cases[0]);
+  int rc = run("cd '%s' && ALEXNET_BF16_KERNEL=amx %s tiny.yaml --checkpoint run/checkpoints "
+               "--precision bf16",
+               fx.dir, eval_bin);
+  CU_ASSERT(rc == 2);
+  TU_ASSERT_CONTAINS(out, "tiny.yaml: train.precision: bf16: ALEXNET_BF16_KERNEL=amx: no AMX "
+                          "kernel is built");
 }
 
 static void test_bad_input_eval(void) {
@@ -1035,6 +1088,7 @@ int main(void) {
       "eval_predict", setup_trained_run, NULL,
       (tu_test[]){{"eval on 1 rank: figures, per class, confusion, metrics", test_eval_one_rank},
                   {"eval on 2 ranks: the same figures", test_eval_two_ranks},
+                  {"eval in bf16", test_eval_predict_bf16},
                   {"eval of several checkpoints", test_eval_several},
                   {"eval ten crops vs center crop", test_eval_ten_crop},
                   {"predict agrees with eval", test_predict_agrees_with_eval},

@@ -168,6 +168,31 @@ static void test_bn_lars_resume_exact(void) {
   CU_ASSERT(last < 0.6 * first);
 }
 
+/* train.precision: bf16 learns the debug task, and a run stopped at step 9
+ * and resumed equals the uninterrupted one bitwise (weights, momentum and the
+ * checkpoint stay float32; the bf16 products are deterministic). */
+static void test_bf16_learns_and_resumes(void) {
+  char learn[4200], full[4200], part[4200], pa[4300], pb[4300];
+  snprintf(learn, sizeof learn, "%s", tu_scratch_dir("train_bf16_learn"));
+  snprintf(full, sizeof full, "%s", tu_scratch_dir("train_bf16_full"));
+  snprintf(part, sizeof part, "%s", tu_scratch_dir("train_bf16_part"));
+  CU_ASSERT_FATAL(train("", learn, "--set train.precision=bf16") == 0);
+  TU_ASSERT_CONTAINS(out, "bf16 products (kernel ");
+  double first = 0, last = 0;
+  int val = 0;
+  CU_ASSERT(train_losses(learn, &first, &last, &val) >= 5);
+  fprintf(stderr, " [bf16 loss %.3f -> %.3f] ", first, last);
+  CU_ASSERT(first > 1.2);
+  CU_ASSERT(last < 0.6 * first);
+  CU_ASSERT_FATAL(train("", full, "--set train.precision=bf16 --set train.max_steps=20") == 0);
+  CU_ASSERT_FATAL(train("", part, "--set train.precision=bf16 --set train.max_steps=9") == 0);
+  CU_ASSERT_FATAL(train("", part, "--set train.precision=bf16 --set train.max_steps=20") == 0);
+  TU_ASSERT_CONTAINS(out, "resuming from");
+  tr_ckpt(full, 20, pa, sizeof pa);
+  tr_ckpt(part, 20, pb, sizeof pb);
+  CU_ASSERT(tr_ckpt_same(pa, pb));
+}
+
 /* Synchronized batch norm on 2 ranks = 1 rank; per-rank statistics differ. */
 static void test_sync_bn_ranks_agree(void) {
   char a_dir[4200], b_dir[4200], c_dir[4200], pa[4300], pb[4300];
@@ -243,6 +268,8 @@ int main(void) {
                                             {"config errors", test_config_errors},
                                             {"1 and 2 ranks agree", test_ranks_agree},
                                             {"resume is exact", test_resume_exact},
+                                            {"bf16 learns and resumes exactly",
+                                             test_bf16_learns_and_resumes},
                                             {"batch norm + LARS: resume is exact",
                                              test_bn_lars_resume_exact},
                                             {"sync batch norm: 1 and 2 ranks agree",
