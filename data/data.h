@@ -226,6 +226,13 @@ int data_hdf5_close(int64_t file_id);
  * memory on a changed byte there. Call it before H5Aread/H5Dread of such
  * strings. Returns 0, or -1 with what is corrupt in why. */
 int data_hdf5_check_vlen(int64_t obj, const char *attr, char *why, size_t whylen);
+/* Checks, from the file's bytes, that every attribute message in the object
+ * header of obj (a file or group id: its root group) holds together (name,
+ * type, space and data sizes inside the message): HDF5 1.10 trusts them, and
+ * any H5Aexists/H5Aopen on that object would overflow the heap on a changed
+ * byte there. Call it after opening a file, before reading its attributes.
+ * Returns 0, or -1 with what is corrupt in why. */
+int data_hdf5_check_attrs(int64_t obj, char *why, size_t whylen);
 /* Empties a file open for writing that is about to be removed (an aborted
  * write), before its datasets and the file are closed: their last flushes
  * then find room on a full disk. */

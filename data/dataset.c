@@ -561,7 +561,11 @@ static int file_open(const char *path, data_dataset *ds, char *err, size_t errle
   ds->file_id = f;
   ds->file_size = (int64_t)sb.st_size;
   ds->mtime_ns = mtime_ns(&sb);
-  int rc = read_root_attrs(ds, f, err, errlen);
+  char why[512];
+  int rc = data_hdf5_check_attrs(f, why, sizeof why) == 0
+               ? 0
+               : data_errf(err, errlen, "%s: corrupt root attributes: %s", path, why);
+  if (rc == 0) rc = read_root_attrs(ds, f, err, errlen);
   if (rc == 0 && ds->encoding == DATA_ENCODING_JPEG) {
     rc = open_jpeg(ds, f, err, errlen);
   } else if (rc == 0) {

@@ -156,12 +156,47 @@ static int check_refs_at(vlen_file *vf, uint64_t addr, uint64_t n) {
   return rc;
 }
 
+/* Whether the attribute message at buf[d, d + size) holds together: its
+ * name (NUL-terminated), datatype and dataspace fit in it, and so does its
+ * data (the dataspace's points times the datatype's size). HDF5 1.10 copies
+ * those sizes without checking them (a heap overflow in H5O_attr_decode,
+ * from any H5Aexists). Returns the data's offset in buf, or -1. */
+static int64_t attr_message(const vlen_file *vf, const uint8_t *buf, uint64_t d, uint64_t size) {
+  if (size < 8) return -1;
+  int ver = buf[d];
+  uint64_t nsz = le(buf + d + 2, 2), tsz = le(buf + d + 4, 2), ssz = le(buf + d + 6, 2);
+  uint64_t q = d + 8 + (ver == 3 ? 1 : 0), end = d + size;
+  int pad = ver == 1;
+  uint64_t n8 = pad ? (nsz + 7) / 8 * 8 : nsz, t8 = pad ? (tsz + 7) / 8 * 8 : tsz,
+           s8 = pad ? (ssz + 7) / 8 * 8 : ssz;
+  if (ver < 1 || ver > 3 || nsz < 1 || q > end || n8 + t8 + s8 > end - q ||
+      buf[q + nsz - 1] != '\0' || tsz < 8 || ssz < 2)
+    return -1;
+  if (buf[d + 1] & 3) return (int64_t)(q + n8 + t8 + s8); /* shared type or space: not here */
+  uint64_t esize = le(buf + q + n8 + 4, 4);
+  const uint8_t *sp = buf + q + n8 + t8;
+  int sver = sp[0], rank = sp[1];
+  uint64_t dims_at = sver == 1 ? 8 : 4, points = 1;
+  if (sver == 2 && sp[3] == 2) points = 0; /* a null dataspace */
+  if (dims_at + (uint64_t)rank * vf->ss > ssz) return -1;
+  for (int i = 0; i < rank; i++) {
+    uint64_t dim = le(sp + dims_at + (uint64_t)i * vf->ss, vf->ss);
+    if (dim != 0 && points > UINT64_MAX / dim) return -1;
+    points *= dim;
+  }
+  uint64_t data = q + n8 + t8 + s8;
+  if (esize != 0 && points > (end - data) / esize) return -1;
+  return (int64_t)data;
+}
+
 /* The attribute message `name` in the object header chunk [p, end) of a
  * version-1 (v2 = 0) or version-2 header: its data's offset within buf, or
- * -1; *cont collects up to 16 continuation chunks (address, length). */
+ * -1 if absent, -3 if an attribute message (any) does not hold together;
+ * name NULL: only that check. *cont collects up to 16 continuation chunks
+ * (address, length). */
 static int64_t find_attr(vlen_file *vf, const uint8_t *buf, uint64_t p, uint64_t end, int v2,
                          int crt_order, const char *name, uint64_t cont[][2], int *ncont) {
-  size_t namelen = strlen(name) + 1;
+  size_t namelen = name ? strlen(name) + 1 : 0;
   while (p < end) {
     uint64_t type, size, hsz;
     if (v2) {
@@ -181,23 +216,22 @@ static int64_t find_attr(vlen_file *vf, const uint8_t *buf, uint64_t p, uint64_t
       cont[*ncont][0] = le(buf + d, vf->sa);
       cont[*ncont][1] = le(buf + d + vf->sa, vf->ss);
       (*ncont)++;
-    } else if (type == 0x0C && size >= 8) {
-      int ver = buf[d], flags = buf[d + 1];
-      uint64_t nsz = le(buf + d + 2, 2), tsz = le(buf + d + 4, 2), ssz = le(buf + d + 6, 2);
-      uint64_t q = d + 8 + (ver == 3 ? 1 : 0);
-      int pad = ver == 1;
-      uint64_t n8 = pad ? (nsz + 7) / 8 * 8 : nsz, t8 = pad ? (tsz + 7) / 8 * 8 : tsz,
-               s8 = pad ? (ssz + 7) / 8 * 8 : ssz;
-      if (ver >= 1 && ver <= 3 && !(flags & 3) && nsz == namelen && n8 + t8 + s8 <= d + size - q &&
+    } else if (type == 0x0C) {
+      int64_t data = attr_message(vf, buf, d, size);
+      if (data < 0) return -3;
+      uint64_t q = d + 8 + (buf[d] == 3 ? 1 : 0);
+      if (name && !(buf[d + 1] & 3) && le(buf + d + 2, 2) == namelen &&
           memcmp(buf + q, name, namelen) == 0)
-        return (int64_t)(q + n8 + t8 + s8);
+        return data;
     }
     p = d + size;
   }
   return -1;
 }
 
-/* Checks the references of attribute `name` of obj, which holds n strings. */
+/* Checks the references of attribute `name` of obj, which holds n strings;
+ * name NULL: checks that every attribute message of obj's (version-1)
+ * object header holds together. */
 static int check_attr(vlen_file *vf, hid_t obj, const char *name, uint64_t n) {
   H5O_info_t info;
   if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0)
@@ -226,8 +260,9 @@ static int check_attr(vlen_file *vf, hid_t obj, const char *name, uint64_t n) {
   } else {
     return data_errf(vf->why, vf->whylen, "object header version %d is unknown", pre[0]);
   }
+  if (!name && v2) return 0; /* HDF5 checksums version-2 headers */
   int64_t found = -1;
-  for (int chunk = -1; found < 0 && chunk < ncont; chunk++) {
+  for (int chunk = -1; found == -1 && chunk < ncont; chunk++) {
     uint64_t a = chunk < 0 ? addr : cont[chunk][0], l = chunk < 0 ? p0 + len : cont[chunk][1];
     uint64_t skip = chunk < 0 ? p0 : (v2 ? 4 : 0), stop = l - (v2 ? 4 : 0);
     if (l > (uint64_t)vf->eof || stop < skip)
@@ -249,6 +284,12 @@ static int check_attr(vlen_file *vf, hid_t obj, const char *name, uint64_t n) {
     free(buf);
     if (found == -2) break;
   }
+  if (found == -3)
+    return data_errf(vf->why, vf->whylen,
+                     "an attribute message in the object header at byte %llu is corrupt (its "
+                     "name, type, space or data do not fit in it)",
+                     (unsigned long long)addr);
+  if (!name) return 0;
   if (found == -1 && v2) return 0; /* dense storage: HDF5 checksums version-2 headers */
   if (found < 0)
     return data_errf(vf->why, vf->whylen,
@@ -282,9 +323,35 @@ static int check_dataset(vlen_file *vf, hid_t d, uint64_t n) {
   return rc;
 }
 
+static int vlen_file_open(vlen_file *vf, hid_t obj, char *why, size_t whylen);
+
+int data_hdf5_check_attrs(int64_t obj, char *why, size_t whylen) {
+  data_hdf5_quiet();
+  if (why && whylen) why[0] = '\0';
+  vlen_file vf;
+  if (vlen_file_open(&vf, (hid_t)obj, why, whylen) != 0) return -1;
+  return check_attr(&vf, (hid_t)obj, NULL, 0);
+}
+
 int data_hdf5_check_vlen(int64_t obj, const char *attr, char *why, size_t whylen) {
   data_hdf5_quiet();
   if (why && whylen) why[0] = '\0';
+  vlen_file vf;
+  if (vlen_file_open(&vf, (hid_t)obj, why, whylen) != 0) return -1;
+  /* The attribute's message must hold together before HDF5 opens it. */
+  if (attr && check_attr(&vf, (hid_t)obj, NULL, 0) != 0) return -1;
+  hid_t a = attr ? H5Aopen((hid_t)obj, attr, H5P_DEFAULT) : -1;
+  hid_t sp = attr ? (a >= 0 ? H5Aget_space(a) : -1) : H5Dget_space((hid_t)obj);
+  hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+  if (sp >= 0) H5Sclose(sp);
+  if (a >= 0) H5Aclose(a);
+  if (n < 0) return data_errf(why, whylen, "cannot read its dataspace");
+  return attr ? check_attr(&vf, (hid_t)obj, attr, (uint64_t)n)
+              : check_dataset(&vf, (hid_t)obj, (uint64_t)n);
+}
+
+/* The file under obj, for reading its bytes. */
+static int vlen_file_open(vlen_file *vf_out, hid_t obj, char *why, size_t whylen) {
   vlen_file vf = {.fd = -1, .why = why, .whylen = whylen};
   hid_t file = H5Iget_file_id((hid_t)obj);
   hid_t fcpl = file >= 0 ? H5Fget_create_plist(file) : -1;
@@ -303,12 +370,6 @@ int data_hdf5_check_vlen(int64_t obj, const char *attr, char *why, size_t whylen
   vf.eof = (int64_t)sb.st_size;
   vf.sa = (int)sa;
   vf.ss = (int)ss;
-  hid_t a = attr ? H5Aopen((hid_t)obj, attr, H5P_DEFAULT) : -1;
-  hid_t sp = attr ? (a >= 0 ? H5Aget_space(a) : -1) : H5Dget_space((hid_t)obj);
-  hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
-  if (sp >= 0) H5Sclose(sp);
-  if (a >= 0) H5Aclose(a);
-  if (n < 0) return data_errf(why, whylen, "cannot read its dataspace");
-  return attr ? check_attr(&vf, (hid_t)obj, attr, (uint64_t)n)
-              : check_dataset(&vf, (hid_t)obj, (uint64_t)n);
+  *vf_out = vf;
+  return 0;
 }

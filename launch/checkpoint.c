@@ -321,6 +321,11 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
   }
   char why[512];
   int corrupt;
+  if (data_hdf5_check_attrs(file, why, sizeof why) != 0) {
+    set_err(err, errlen, "checkpoint %s: corrupt root attributes: %s", path, why);
+    data_hdf5_close(file);
+    return -1;
+  }
   char *format = attr_read_string_checked(file, "format", &corrupt, why, sizeof why);
   if (corrupt) {
     set_err(err, errlen, "checkpoint %s: attribute format is corrupt: %s", path, why);
