@@ -120,8 +120,10 @@ static void test_defaults(void) {
   cfg_free(&c);
 }
 
-static const char *const shipped[] = {"imagenet.yaml",      "imagenet-owt.yaml", "cifar10.yaml",
-                                      "fashion-mnist.yaml", "flowers17.yaml",    "debug.yaml"};
+static const char *const shipped[] = {"imagenet.yaml",         "imagenet-owt.yaml",
+                                      "cifar10.yaml",          "fashion-mnist.yaml",
+                                      "flowers17.yaml",        "debug.yaml",
+                                      "imagenet-bn-lars.yaml", "fashion-mnist-large-batch.yaml"};
 #define NUM_SHIPPED ((int)(sizeof shipped / sizeof shipped[0]))
 
 static void test_shipped_configs_validate(void) {
@@ -546,7 +548,8 @@ static const err_case error_cases[] = {
      "(model.features / model.classifier); use one of them"},
     /* unknown architecture, from the file */
     {"model: {arch: foo}\n" OK_DATA, NULL,
-     "t.yaml:1:15: model.arch: unknown architecture 'foo' (known: alexnet, alexnet_bn, alexnet_owt, "
+     "t.yaml:1:15: model.arch: unknown architecture 'foo' (known: alexnet, alexnet_bn, "
+     "alexnet_owt, "
      "alexnet_cifar)"},
 };
 
@@ -727,8 +730,9 @@ static void test_ranks_paths_and_shapes(void) {
                         0);
   CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), 0);
   CU_ASSERT_EQUAL(cfg_build_net(&c, &net, err, ERRLEN), -1);
-  TU_ASSERT_CONTAINS(err, "t.yaml: model: features.0 (maxpool): window 256x256 has more than "
-                          "65534 cells");
+  TU_ASSERT_CONTAINS(err,
+                     "t.yaml: model: features.0 (maxpool): window 256x256 has more than "
+                     "65534 cells");
   CU_ASSERT_EQUAL(net.num_layers, 0);
   cfg_free(&c);
 
