@@ -117,6 +117,8 @@ static void initialize_state(trainer *t) {
                   (c->model.weight_init == CFG_INIT_AUTO && strcmp(c->model.arch, "alexnet") == 0);
       if (paper)
         nn_init_paper(&t->net, c->run.seed);
+      else if (c->model.weight_init == CFG_INIT_KAIMING)
+        nn_init_kaiming(&t->net, c->run.seed);
       else
         nn_init_torch_default(&t->net, c->run.seed);
     }

@@ -193,6 +193,30 @@ static void test_bf16_learns_and_resumes(void) {
   CU_ASSERT(tr_ckpt_same(pa, pb));
 }
 
+/* model.weight_init reaches the trainer: after one step at a negligible lr,
+ * conv1's weights (16 x 3 x 5 x 5, fan_in 75) have kaiming's std sqrt(2/75)
+ * = 0.163, not torch's 1/sqrt(3 x 75) = 0.067. */
+static void test_kaiming_init_applied(void) {
+  char dir[4200], path[4300];
+  snprintf(dir, sizeof dir, "%s", tu_scratch_dir("train_kaiming"));
+  CU_ASSERT_FATAL(train("", dir, BN_LARS "--set optimizer.lr=1e-12 --set train.max_steps=1") ==
+                  0);
+  snprintf(path, sizeof path, "%s/checkpoints/step-00000001.h5", dir);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  CU_ASSERT_FATAL(f >= 0);
+  static float w[16 * 3 * 5 * 5];
+  hid_t d = H5Dopen2(f, "model/features.0.weight", H5P_DEFAULT);
+  CU_ASSERT_FATAL(d >= 0);
+  CU_ASSERT(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w) >= 0);
+  H5Dclose(d);
+  H5Fclose(f);
+  double sq = 0;
+  for (int i = 0; i < 1200; i++) sq += (double)w[i] * w[i];
+  double sd = sqrt(sq / 1200), want = sqrt(2.0 / 75);
+  fprintf(stderr, " [conv1 std %.4f, kaiming %.4f] ", sd, want);
+  CU_ASSERT(fabs(sd / want - 1) < 0.1);
+}
+
 /* Synchronized batch norm on 2 ranks = 1 rank; per-rank statistics differ. */
 static void test_sync_bn_ranks_agree(void) {
   char a_dir[4200], b_dir[4200], c_dir[4200], pa[4300], pb[4300];
@@ -272,6 +296,8 @@ int main(void) {
                                              test_bf16_learns_and_resumes},
                                             {"batch norm + LARS: resume is exact",
                                              test_bn_lars_resume_exact},
+                                            {"weight_init kaiming reaches the trainer",
+                                             test_kaiming_init_applied},
                                             {"sync batch norm: 1 and 2 ranks agree",
                                              test_sync_bn_ranks_agree},
                                             {"SIGTERM checkpoints", test_sigterm},
