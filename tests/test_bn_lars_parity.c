@@ -272,6 +272,7 @@ static void test_lars_from_checkpoint(void) {
   ckpt_meta meta;
   memset(&meta, 0, sizeof meta);
   meta.step = 1;
+  for (int k = 0; k < 3; k++) meta.std[k] = 1.0f; /* a valid normalization */
   snprintf(meta.arch, sizeof meta.arch, "custom");
   int rc = ckpt_save(path, &net, momentum, &meta, err, sizeof err);
   if (rc) fprintf(stderr, "\n  %s\n", err);
