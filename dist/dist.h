@@ -85,9 +85,10 @@ typedef struct {
  *         step (docs/distributed.md, "Over a network")
  *   HIER  hierarchical: the ranks of a node sum into its first rank through
  *         shared memory (MPI_Reduce), those leaders run the ring, and each
- *         broadcasts the average back to its node (MPI_Ibcast); AUTO picks
- *         it when there are several nodes and some node has several ranks.
- *         On one node it works (one leader, no ring) but only adds a step. */
+ *         broadcasts the average back to its node (MPI_Ibcast). Fewer bytes
+ *         cross the network, but AUTO does not pick it: on 2 emulated hosts
+ *         x 2 ranks it measured slower than RING (docs/multinode.md). On
+ *         one node it works (one leader, no ring) but only adds a step. */
 typedef enum { DIST_ALGO_AUTO, DIST_ALGO_MPI, DIST_ALGO_RING, DIST_ALGO_HIER } dist_algorithm;
 
 typedef struct {

@@ -360,9 +360,7 @@ static void use_hier(void) {
   algo = DIST_ALGO_HIER;
 }
 
-/* A forced choice sticks; AUTO picks MPI on one node, across nodes HIER when
- * a node has several ranks (the emulated clusters have as many on each),
- * else RING. */
+/* A forced choice sticks; AUTO picks MPI on one node, RING across nodes. */
 static void test_algorithm_used(void) {
   float g[4] = {0};
   dist_reducer_opts o = {.algorithm = algo};
@@ -370,9 +368,7 @@ static void test_algorithm_used(void) {
   CU_ASSERT_EQUAL(dist_reducer_algorithm(r), algo);
   dist_reducer_free(r);
   dist_reducer *a = dist_reducer_create(g, 4, NULL);
-  dist_algorithm want = dist_local_size() == dist_size() ? DIST_ALGO_MPI
-                        : dist_local_size() > 1          ? DIST_ALGO_HIER
-                                                         : DIST_ALGO_RING;
+  dist_algorithm want = dist_local_size() == dist_size() ? DIST_ALGO_MPI : DIST_ALGO_RING;
   CU_ASSERT_EQUAL(dist_reducer_algorithm(a), want);
   dist_reducer_free(a);
 }
