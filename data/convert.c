@@ -25,6 +25,7 @@
 
 #include "data.h"
 #include "internal.h"
+#include "util.h"
 
 #define MSG_LEN 512
 
@@ -77,7 +78,7 @@ static void *pipeline_worker(void *arg) {
 static int pipeline_run(int64_t n, int threads, size_t slot_bytes, produce_fn produce,
                         consume_fn consume, void *ctx, char *err, size_t errlen) {
   if (n <= 0) return 0;
-  if (threads <= 0) threads = data_num_cpus();
+  if (threads <= 0) threads = util_cpu_count();
   if (threads > 256) threads = 256;
   pipeline p;
   memset(&p, 0, sizeof p);
@@ -93,7 +94,7 @@ static int pipeline_run(int64_t n, int threads, size_t slot_bytes, produce_fn pr
   pthread_t *tids = calloc((size_t)threads, sizeof(pthread_t));
   if (!p.slots || !p.ready || !p.status || !p.msgs || !tids) {
     free(p.slots), free(p.ready), free(p.status), free(p.msgs), free(tids);
-    return data_errf(err, errlen, "out of memory for %d decoding buffers", p.window);
+    return util_errf(err, errlen, "out of memory for %d decoding buffers", p.window);
   }
   pthread_mutex_init(&p.mu, NULL);
   pthread_cond_init(&p.cv_free, NULL);
@@ -102,7 +103,7 @@ static int pipeline_run(int64_t n, int threads, size_t slot_bytes, produce_fn pr
   for (; started < threads; started++)
     if (pthread_create(&tids[started], NULL, pipeline_worker, &p) != 0) break;
   int rc = 0;
-  if (started == 0) rc = data_errf(err, errlen, "cannot start a decoding thread");
+  if (started == 0) rc = util_errf(err, errlen, "cannot start a decoding thread");
   for (int64_t job = 0; rc == 0 && job < n; job++) {
     int s = (int)(job % p.window);
     pthread_mutex_lock(&p.mu);
@@ -153,7 +154,7 @@ static void progress_begin(progress *p, int enabled, const char *what, int64_t t
   p->tty = enabled && isatty(STDERR_FILENO);
   p->what = what;
   p->total = total;
-  p->t0 = data_now();
+  p->t0 = util_now();
   p->last = p->t0;
 }
 
@@ -178,7 +179,7 @@ static void progress_draw(progress *p, int64_t done, double t) {
 
 static void progress_update(progress *p, int64_t done) {
   if (!p->enabled) return;
-  double t = data_now();
+  double t = util_now();
   if (t - p->last < (p->tty ? 0.1 : 10.0)) return;
   p->last = t;
   progress_draw(p, done, t);
@@ -186,7 +187,7 @@ static void progress_update(progress *p, int64_t done) {
 
 static void progress_end(progress *p, int64_t done) {
   if (!p->enabled) return;
-  progress_draw(p, done, data_now());
+  progress_draw(p, done, util_now());
   if (p->tty) fputc('\n', stderr);
 }
 
@@ -196,7 +197,7 @@ static void fill_stats(const data_convert_opts *o, int64_t written, int64_t writ
   o->stats->written = written;
   o->stats->written_val = written_val;
   o->stats->skipped = skipped;
-  o->stats->seconds = data_now() - t0;
+  o->stats->seconds = util_now() - t0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -379,11 +380,11 @@ static int folder_add(folder_job *fj, const char *path, int32_t label) {
 }
 
 static int folder_list(const char *dir, folder_job *fj, char *err, size_t errlen) {
-  if (!is_dir(dir)) return data_errf(err, errlen, "%s: not a directory", dir);
+  if (!is_dir(dir)) return util_errf(err, errlen, "%s: not a directory", dir);
   if (list_dir(dir, 1, &fj->classes) != 0)
-    return data_errf(err, errlen, "%s: cannot read: %s", dir, strerror(errno));
+    return util_errf(err, errlen, "%s: cannot read: %s", dir, strerror(errno));
   if (fj->classes.n == 0)
-    return data_errf(err, errlen, "%s: no class subfolders (expected DIR/<class>/<image>)", dir);
+    return util_errf(err, errlen, "%s: no class subfolders (expected DIR/<class>/<image>)", dir);
   for (int64_t c = 0; c < fj->classes.n; c++) {
     char *cdir = path_join(dir, fj->classes.s[c]);
     strlist dirs = {0};
@@ -412,10 +413,10 @@ static int folder_list(const char *dir, folder_job *fj, char *err, size_t errlen
     }
     strlist_free(&dirs);
     free(cdir);
-    if (rc != 0) return data_errf(err, errlen, "%s: out of memory listing the images", dir);
+    if (rc != 0) return util_errf(err, errlen, "%s: out of memory listing the images", dir);
   }
   if (fj->files.n == 0)
-    return data_errf(err, errlen, "%s: no .jpg, .jpeg or .png images in its %lld class folders",
+    return util_errf(err, errlen, "%s: no .jpg, .jpeg or .png images in its %lld class folders",
                      dir, (long long)fj->classes.n);
   return 0;
 }
@@ -429,16 +430,16 @@ static int64_t read_names_file(const char *path, strlist *out);
  * sorted distinct class names. Any mismatch is an error. */
 static int labels_list(const char *dir, const char *labels, const char *class_names,
                        folder_job *fj, char *err, size_t errlen) {
-  if (!is_dir(dir)) return data_errf(err, errlen, "%s: not a directory", dir);
+  if (!is_dir(dir)) return util_errf(err, errlen, "%s: not a directory", dir);
   strlist names = {0}, tokens = {0};
   if (list_dir(dir, 0, &names) != 0) {
     strlist_free(&names);
-    return data_errf(err, errlen, "%s: cannot read: %s", dir, strerror(errno));
+    return util_errf(err, errlen, "%s: cannot read: %s", dir, strerror(errno));
   }
   FILE *f = fopen(labels, "r");
   if (!f) {
     strlist_free(&names);
-    return data_errf(err, errlen, "%s: cannot open: %s", labels, strerror(errno));
+    return util_errf(err, errlen, "%s: cannot open: %s", labels, strerror(errno));
   }
   int64_t *line_of = NULL; /* (names.n): the labels line naming it, 0 = none */
   int64_t *entry_of = NULL;
@@ -447,7 +448,7 @@ static int labels_list(const char *dir, const char *labels, const char *class_na
   int64_t lineno = 0;
   line_of = calloc((size_t)names.n + 1, sizeof *line_of);
   entry_of = calloc((size_t)names.n + 1, sizeof *entry_of);
-  if (!line_of || !entry_of) rc = data_errf(err, errlen, "%s: out of memory", labels);
+  if (!line_of || !entry_of) rc = util_errf(err, errlen, "%s: out of memory", labels);
   while (rc == 0 && fgets(line, sizeof line, f)) {
     lineno++;
     size_t n = strlen(line);
@@ -464,7 +465,7 @@ static int labels_list(const char *dir, const char *labels, const char *class_na
       cls = name ? strtok(NULL, " \t") : NULL;
     }
     if (!name || !cls) {
-      rc = data_errf(err, errlen, "%s:%lld: expected 'filename label-or-class'", labels,
+      rc = util_errf(err, errlen, "%s:%lld: expected 'filename label-or-class'", labels,
                      (long long)lineno);
       break;
     }
@@ -479,12 +480,12 @@ static int labels_list(const char *dir, const char *labels, const char *class_na
       if (p && has_ext(*p, decodable_exts)) hit = p - names.s;
     }
     if (hit < 0) {
-      rc = data_errf(err, errlen, "%s:%lld: %s: no such image (.jpg, .jpeg or .png) in %s", labels,
+      rc = util_errf(err, errlen, "%s:%lld: %s: no such image (.jpg, .jpeg or .png) in %s", labels,
                      (long long)lineno, name, dir);
       break;
     }
     if (line_of[hit]) {
-      rc = data_errf(err, errlen, "%s:%lld: %s is already labelled on line %lld", labels,
+      rc = util_errf(err, errlen, "%s:%lld: %s is already labelled on line %lld", labels,
                      (long long)lineno, names.s[hit], (long long)line_of[hit]);
       break;
     }
@@ -493,14 +494,14 @@ static int labels_list(const char *dir, const char *labels, const char *class_na
     char *end;
     long v = strtol(cls, &end, 10);
     if (*end || end == cls || v < 0 || v > (1 << 24)) numeric = 0;
-    if (strlist_add(&tokens, cls) != 0) rc = data_errf(err, errlen, "%s: out of memory", labels);
+    if (strlist_add(&tokens, cls) != 0) rc = util_errf(err, errlen, "%s: out of memory", labels);
   }
   fclose(f);
   for (int64_t i = 0; rc == 0 && i < names.n; i++) {
     if (has_ext(names.s[i], decodable_exts) && !line_of[i])
-      rc = data_errf(err, errlen, "%s/%s has no line in %s", dir, names.s[i], labels);
+      rc = util_errf(err, errlen, "%s/%s has no line in %s", dir, names.s[i], labels);
   }
-  if (rc == 0 && tokens.n == 0) rc = data_errf(err, errlen, "%s: no labels", labels);
+  if (rc == 0 && tokens.n == 0) rc = util_errf(err, errlen, "%s: no labels", labels);
   /* the classes */
   if (rc == 0 && numeric) {
     long maxl = 0;
@@ -510,20 +511,20 @@ static int labels_list(const char *dir, const char *labels, const char *class_na
     }
     if (class_names) {
       if (read_names_file(class_names, &fj->classes) < 0)
-        rc = data_errf(err, errlen, "%s: cannot open: %s", class_names, strerror(errno));
+        rc = util_errf(err, errlen, "%s: cannot open: %s", class_names, strerror(errno));
       else if (fj->classes.n <= maxl)
-        rc = data_errf(err, errlen, "%s: %lld class names, but %s has label %ld", class_names,
+        rc = util_errf(err, errlen, "%s: %lld class names, but %s has label %ld", class_names,
                        (long long)fj->classes.n, labels, maxl);
     } else {
       char s[32];
       for (long k = 0; rc == 0 && k <= maxl; k++) {
         snprintf(s, sizeof s, "%ld", k);
-        if (strlist_add(&fj->classes, s) != 0) rc = data_errf(err, errlen, "out of memory");
+        if (strlist_add(&fj->classes, s) != 0) rc = util_errf(err, errlen, "out of memory");
       }
     }
   } else if (rc == 0) {
     for (int64_t k = 0; rc == 0 && k < tokens.n; k++)
-      if (strlist_add(&fj->classes, tokens.s[k]) != 0) rc = data_errf(err, errlen, "out of memory");
+      if (strlist_add(&fj->classes, tokens.s[k]) != 0) rc = util_errf(err, errlen, "out of memory");
     strlist_sort(&fj->classes);
     int64_t u = 0; /* distinct */
     for (int64_t k = 0; k < fj->classes.n; k++) {
@@ -538,11 +539,11 @@ static int labels_list(const char *dir, const char *labels, const char *class_na
   for (int64_t i = 0; rc == 0 && i < names.n; i++) {
     char *path = path_join(dir, names.s[i]);
     if (!path) {
-      rc = data_errf(err, errlen, "out of memory");
+      rc = util_errf(err, errlen, "out of memory");
     } else if (has_ext(names.s[i], other_image_exts)) {
       char *msg = malloc(strlen(path) + 64);
       if (msg) sprintf(msg, "%s: unsupported image format (JPEG and PNG only)", path);
-      if (!msg || strlist_add(&fj->skipped, msg) != 0) rc = data_errf(err, errlen, "out of memory");
+      if (!msg || strlist_add(&fj->skipped, msg) != 0) rc = util_errf(err, errlen, "out of memory");
       free(msg);
     } else if (line_of[i]) {
       const char *cls = tokens.s[entry_of[i]];
@@ -554,7 +555,7 @@ static int labels_list(const char *dir, const char *labels, const char *class_na
         char **p = bsearch(&key, fj->classes.s, (size_t)fj->classes.n, sizeof(char *), cmp_str);
         label = (int32_t)(p - fj->classes.s);
       }
-      if (folder_add(fj, path, label) != 0) rc = data_errf(err, errlen, "out of memory");
+      if (folder_add(fj, path, label) != 0) rc = util_errf(err, errlen, "out of memory");
     }
     free(path);
   }
@@ -563,7 +564,7 @@ static int labels_list(const char *dir, const char *labels, const char *class_na
   strlist_free(&names);
   strlist_free(&tokens);
   if (rc == 0 && fj->files.n == 0)
-    rc = data_errf(err, errlen, "%s: no .jpg, .jpeg or .png images", dir);
+    rc = util_errf(err, errlen, "%s: no .jpg, .jpeg or .png images", dir);
   return rc;
 }
 
@@ -586,7 +587,7 @@ static int folder_produce(void *ctx, int64_t job, uint8_t *slot, char *msg, size
   uint8_t *px = malloc((size_t)e->w * e->h * 3);
   if (!px) {
     data_image_free(&img);
-    return data_errf(msg, msglen, "%s: out of memory resizing to %dx%d", path, e->w, e->h);
+    return util_errf(msg, msglen, "%s: out of memory resizing to %dx%d", path, e->w, e->h);
   }
   data_image_resize(&img, e->w, e->h, px);
   data_image_free(&img);
@@ -602,7 +603,7 @@ static int folder_consume(void *ctx, int64_t job, const uint8_t *slot, int statu
   int64_t k = fj->lo + job;
   int rc = 0;
   if (status != 0) {
-    if (strlist_add(&fj->skipped, msg) != 0) rc = data_errf(fj->err, sizeof fj->err, "out of memory");
+    if (strlist_add(&fj->skipped, msg) != 0) rc = util_errf(fj->err, sizeof fj->err, "out of memory");
   } else {
     int val = fj->held && fj->held[k];
     data_writer *wr = val ? fj->wr_val : fj->wr;
@@ -650,10 +651,10 @@ static int folder_write(folder_job *fj, const data_convert_opts *o, const char *
     size_t slot = fj->jpeg ? sizeof(encoded_image) : (size_t)size * size * 3;
     rc = pipeline_run(hi - lo, o->threads, slot, folder_produce, folder_consume, fj, perr,
                       sizeof perr);
-    if (rc != 0) data_errf(err, errlen, "%s", perr[0] ? perr : fj->err);
+    if (rc != 0) util_errf(err, errlen, "%s", perr[0] ? perr : fj->err);
   }
   if (rc == 0 && fj->shard_written + (fj->written_val - val_before) == 0)
-    rc = data_errf(err, errlen, "%s: none of the %lld images could be read (see the list above)",
+    rc = util_errf(err, errlen, "%s: none of the %lld images could be read (see the list above)",
                    what, (long long)(hi - lo));
   if (rc == 0 && fj->wr_val) {
     rc = o->keep_tmp ? data_writer_finish_tmp(fj->wr_val, err, errlen)
@@ -673,28 +674,28 @@ static int folder_write(folder_job *fj, const data_convert_opts *o, const char *
 
 int data_convert_imagefolder(const char *dir, const char *out, const data_convert_opts *o,
                              char *err, size_t errlen) {
-  double t0 = data_now();
+  double t0 = util_now();
   data_convert_opts defaults;
   memset(&defaults, 0, sizeof defaults);
   if (!o) o = &defaults;
   int size = o->size > 0 ? o->size : 256;
-  if (size > 65535) return data_errf(err, errlen, "--size %d is too large", size);
+  if (size > 65535) return util_errf(err, errlen, "--size %d is too large", size);
   if (!(o->val_fraction >= 0 && o->val_fraction < 1))
-    return data_errf(err, errlen, "--val-fraction %g is not in [0, 1)", o->val_fraction);
+    return util_errf(err, errlen, "--val-fraction %g is not in [0, 1)", o->val_fraction);
   if (o->val_fraction > 0 && (!o->val_out || !*o->val_out))
-    return data_errf(err, errlen, "--val-fraction %g needs --val-out", o->val_fraction);
+    return util_errf(err, errlen, "--val-fraction %g needs --val-out", o->val_fraction);
   int shards = o->shards > 1 ? o->shards : 1;
   if (shards > 1 && o->val_fraction > 0)
-    return data_errf(err, errlen,
+    return util_errf(err, errlen,
                      "--val-fraction with --shards %d: convert the validation images on their own",
                      shards);
   if (o->encode != DATA_ENCODING_RAW && o->encode != DATA_ENCODING_JPEG)
-    return data_errf(err, errlen, "encoding %d is not raw or jpeg", o->encode);
+    return util_errf(err, errlen, "encoding %d is not raw or jpeg", o->encode);
   int quality = o->quality > 0 ? o->quality : 90;
-  if (quality > 100) return data_errf(err, errlen, "--quality %d is not in 1..100", quality);
+  if (quality > 100) return util_errf(err, errlen, "--quality %d is not in 1..100", quality);
   int ranks = o->shard_ranks > 0 ? o->shard_ranks : 1, rank = o->shard_rank;
   if (rank < 0 || rank >= ranks)
-    return data_errf(err, errlen, "shard rank %d is not in [0, %d)", rank, ranks);
+    return util_errf(err, errlen, "shard rank %d is not in [0, %d)", rank, ranks);
   folder_job fj;
   memset(&fj, 0, sizeof fj);
   fj.size = size;
@@ -703,12 +704,12 @@ int data_convert_imagefolder(const char *dir, const char *out, const data_conver
   int rc = o->labels ? labels_list(dir, o->labels, o->class_names, &fj, err, errlen)
                      : folder_list(dir, &fj, err, errlen);
   if (rc == 0 && shards > fj.files.n)
-    rc = data_errf(err, errlen, "--shards %d is more than the %lld images", shards,
+    rc = util_errf(err, errlen, "--shards %d is more than the %lld images", shards,
                    (long long)fj.files.n);
   if (rc == 0 && o->val_fraction > 0) {
     fj.held = malloc((size_t)fj.files.n);
     if (!fj.held || data_holdout_mask(fj.files.n, o->val_fraction, o->seed, fj.held) != 0)
-      rc = data_errf(err, errlen, "out of memory splitting %lld images", (long long)fj.files.n);
+      rc = util_errf(err, errlen, "out of memory splitting %lld images", (long long)fj.files.n);
   }
   /* Every shard is finished as "<file>.tmp" first and renamed only when all
    * of this process's are complete: a failure leaves none of them. */
@@ -794,18 +795,18 @@ static int64_t read_names_file(const char *path, strlist *out) {
 
 int data_convert_cifar(const char *dir, int cifar100, const char *which, const char *out,
                        const data_convert_opts *o, char *err, size_t errlen) {
-  double t0 = data_now();
+  double t0 = util_now();
   data_convert_opts defaults;
   memset(&defaults, 0, sizeof defaults);
   if (!o) o = &defaults;
   int train = strcmp(which, "train") == 0;
   if (!train && strcmp(which, "test") != 0)
-    return data_errf(err, errlen, "--split '%s': expected train or test", which);
+    return util_errf(err, errlen, "--split '%s': expected train or test", which);
   /* The tarballs unpack to a subfolder: accept its parent too. */
   char base[4096];
   snprintf(base, sizeof base, "%s/%s", dir, cifar100 ? "cifar-100-binary" : "cifar-10-batches-bin");
   if (!is_dir(base)) snprintf(base, sizeof base, "%s", dir);
-  if (!is_dir(base)) return data_errf(err, errlen, "%s: not a directory", dir);
+  if (!is_dir(base)) return util_errf(err, errlen, "%s: not a directory", dir);
   int classes = cifar100 ? 100 : 10;
   size_t rec = cifar100 ? 3074 : 3073;
   strlist names = {0};
@@ -815,7 +816,7 @@ int data_convert_cifar(const char *dir, int cifar100, const char *which, const c
   int64_t got = read_names_file(path, &names);
   if (got >= 0 && got != classes) {
     strlist_free(&names);
-    return data_errf(err, errlen, "%s: %lld class names, expected %d", path, (long long)got,
+    return util_errf(err, errlen, "%s: %lld class names, expected %d", path, (long long)got,
                      classes);
   }
   if (got < 0)
@@ -840,12 +841,12 @@ int data_convert_cifar(const char *dir, int cifar100, const char *which, const c
     snprintf(path, sizeof path, "%s/%s", base, files[fi]);
     FILE *f = fopen(path, "rb");
     if (!f) {
-      rc = data_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+      rc = util_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
       break;
     }
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0 || sb.st_size == 0 || (size_t)sb.st_size % rec != 0) {
-      rc = data_errf(err, errlen,
+      rc = util_errf(err, errlen,
                      "%s: size %lld is not a positive multiple of the %zu-byte %s record "
                      "(truncated?)",
                      path, (long long)sb.st_size, rec, cifar100 ? "CIFAR-100" : "CIFAR-10");
@@ -855,12 +856,12 @@ int data_convert_cifar(const char *dir, int cifar100, const char *which, const c
     int64_t nrec = (int64_t)((size_t)sb.st_size / rec);
     for (int64_t i = 0; rc == 0 && i < nrec; i++) {
       if (fread(r, 1, rec, f) != rec) {
-        rc = data_errf(err, errlen, "%s: read error at record %lld", path, (long long)i);
+        rc = util_errf(err, errlen, "%s: read error at record %lld", path, (long long)i);
         break;
       }
       int label = cifar100 ? r[1] : r[0]; /* CIFAR-100: coarse, then fine label */
       if (label >= classes) {
-        rc = data_errf(err, errlen, "%s: record %lld has label %d, out of range [0, %d)", path,
+        rc = util_errf(err, errlen, "%s: record %lld has label %d, out of range [0, %d)", path,
                        (long long)i, label, classes);
         break;
       }
@@ -896,17 +897,17 @@ static int idx_header(gzFile f, const char *path, int ndim_min, int ndim_max, ui
                       int *ndim, char *err, size_t errlen) {
   uint8_t h[4];
   if (gzread(f, h, 4) != 4)
-    return data_errf(err, errlen, "%s: not an IDX file (shorter than its header)", path);
+    return util_errf(err, errlen, "%s: not an IDX file (shorter than its header)", path);
   if (h[0] != 0 || h[1] != 0 || h[2] != 0x08)
-    return data_errf(err, errlen, "%s: not an unsigned-byte IDX file (magic %02x%02x%02x%02x)",
+    return util_errf(err, errlen, "%s: not an unsigned-byte IDX file (magic %02x%02x%02x%02x)",
                      path, h[0], h[1], h[2], h[3]);
   if (h[3] < ndim_min || h[3] > ndim_max)
-    return data_errf(err, errlen, "%s: IDX of rank %d, expected %d..%d", path, h[3], ndim_min,
+    return util_errf(err, errlen, "%s: IDX of rank %d, expected %d..%d", path, h[3], ndim_min,
                      ndim_max);
   *ndim = h[3];
   for (int i = 0; i < *ndim; i++) {
     uint8_t b[4];
-    if (gzread(f, b, 4) != 4) return data_errf(err, errlen, "%s: truncated IDX header", path);
+    if (gzread(f, b, 4) != 4) return util_errf(err, errlen, "%s: truncated IDX header", path);
     dims[i] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
   }
   return 0;
@@ -921,16 +922,16 @@ static int contains_ci(const char *s, const char *needle) {
 
 int data_convert_idx(const char *images, const char *labels, const char *out,
                      const data_convert_opts *o, char *err, size_t errlen) {
-  double t0 = data_now();
+  double t0 = util_now();
   data_convert_opts defaults;
   memset(&defaults, 0, sizeof defaults);
   if (!o) o = &defaults;
   gzFile fi = gzopen(images, "rb"), fl = NULL;
-  if (!fi) return data_errf(err, errlen, "%s: cannot open: %s", images, strerror(errno));
+  if (!fi) return util_errf(err, errlen, "%s: cannot open: %s", images, strerror(errno));
   fl = gzopen(labels, "rb");
   if (!fl) {
     gzclose(fi);
-    return data_errf(err, errlen, "%s: cannot open: %s", labels, strerror(errno));
+    return util_errf(err, errlen, "%s: cannot open: %s", labels, strerror(errno));
   }
   uint32_t di[4] = {0}, dl[4] = {0};
   int ni = 0, nl = 0;
@@ -941,27 +942,27 @@ int data_convert_idx(const char *images, const char *labels, const char *out,
   if (rc == 0) rc = idx_header(fl, labels, 1, 1, dl, &nl, err, errlen);
   int c = ni == 4 ? (int)di[3] : 1;
   if (rc == 0 && (c != 1 && c != 3))
-    rc = data_errf(err, errlen, "%s: images with %d channels, expected 1 or 3", images, c);
+    rc = util_errf(err, errlen, "%s: images with %d channels, expected 1 or 3", images, c);
   if (rc == 0 && (di[1] == 0 || di[2] == 0 || di[1] > 65535 || di[2] > 65535))
-    rc = data_errf(err, errlen, "%s: images of %ux%u", images, di[1], di[2]);
+    rc = util_errf(err, errlen, "%s: images of %ux%u", images, di[1], di[2]);
   if (rc == 0 && di[0] != dl[0])
-    rc = data_errf(err, errlen, "%s has %u images but %s has %u labels", images, di[0], labels,
+    rc = util_errf(err, errlen, "%s has %u images but %s has %u labels", images, di[0], labels,
                    dl[0]);
-  if (rc == 0 && di[0] == 0) rc = data_errf(err, errlen, "%s: zero images", images);
+  if (rc == 0 && di[0] == 0) rc = util_errf(err, errlen, "%s: zero images", images);
   int64_t n = di[0];
   if (rc == 0) {
     lab = malloc((size_t)n);
-    if (!lab) rc = data_errf(err, errlen, "%s: out of memory", labels);
+    if (!lab) rc = util_errf(err, errlen, "%s: out of memory", labels);
   }
   if (rc == 0 && gzread(fl, lab, (unsigned)n) != (int)n)
-    rc = data_errf(err, errlen, "%s: truncated (fewer than %lld labels)", labels, (long long)n);
+    rc = util_errf(err, errlen, "%s: truncated (fewer than %lld labels)", labels, (long long)n);
   int classes = 0;
   if (rc == 0) {
     if (o->class_names) {
       if (read_names_file(o->class_names, &names) < 0)
-        rc = data_errf(err, errlen, "%s: cannot open: %s", o->class_names, strerror(errno));
+        rc = util_errf(err, errlen, "%s: cannot open: %s", o->class_names, strerror(errno));
       else if (names.n == 0)
-        rc = data_errf(err, errlen, "%s: no class names", o->class_names);
+        rc = util_errf(err, errlen, "%s: no class names", o->class_names);
     } else if (contains_ci(images, "fashion")) {
       for (int i = 0; i < 10; i++) strlist_add(&names, fashion_names[i]);
     } else {
@@ -977,12 +978,12 @@ int data_convert_idx(const char *images, const char *labels, const char *out,
   }
   for (int64_t i = 0; rc == 0 && i < n; i++)
     if (lab[i] >= classes)
-      rc = data_errf(err, errlen, "%s: label[%lld] = %d is out of range [0, %d)", labels,
+      rc = util_errf(err, errlen, "%s: label[%lld] = %d is out of range [0, %d)", labels,
                      (long long)i, lab[i], classes);
   size_t isz = (size_t)di[1] * di[2] * (size_t)c;
   if (rc == 0) {
     img = malloc(isz);
-    if (!img) rc = data_errf(err, errlen, "%s: out of memory", images);
+    if (!img) rc = util_errf(err, errlen, "%s: out of memory", images);
   }
   if (rc == 0)
     rc = data_writer_create(out, (int)di[1], (int)di[2], c, classes, (const char *const *)names.s,
@@ -991,7 +992,7 @@ int data_convert_idx(const char *images, const char *labels, const char *out,
   progress_begin(&prog, rc == 0 && o->progress, "idx", n);
   for (int64_t i = 0; rc == 0 && i < n; i++) {
     if (gzread(fi, img, (unsigned)isz) != (int)isz) {
-      rc = data_errf(err, errlen, "%s: truncated at image %lld of %lld", images, (long long)i,
+      rc = util_errf(err, errlen, "%s: truncated at image %lld of %lld", images, (long long)i,
                      (long long)n);
       break;
     }
@@ -1091,23 +1092,23 @@ static int synth_consume(void *ctx, int64_t job, const uint8_t *slot, int status
 
 int data_convert_synthetic(const char *out, int64_t n, int size, int channels, int classes,
                            const data_convert_opts *o, char *err, size_t errlen) {
-  double t0 = data_now();
+  double t0 = util_now();
   data_convert_opts defaults;
   memset(&defaults, 0, sizeof defaults);
   if (!o) o = &defaults;
-  if (n <= 0) return data_errf(err, errlen, "synthetic: --n %lld must be > 0", (long long)n);
+  if (n <= 0) return util_errf(err, errlen, "synthetic: --n %lld must be > 0", (long long)n);
   if (size <= 0 || size > 65535)
-    return data_errf(err, errlen, "synthetic: --size %d is not in 1..65535", size);
+    return util_errf(err, errlen, "synthetic: --size %d is not in 1..65535", size);
   if (channels != 1 && channels != 3)
-    return data_errf(err, errlen, "synthetic: --channels %d, expected 1 or 3", channels);
-  if (classes <= 0) return data_errf(err, errlen, "synthetic: --classes %d must be > 0", classes);
+    return util_errf(err, errlen, "synthetic: --channels %d, expected 1 or 3", channels);
+  if (classes <= 0) return util_errf(err, errlen, "synthetic: --classes %d must be > 0", classes);
   strlist names = {0};
   char s[32];
   for (int i = 0; i < classes; i++) {
     snprintf(s, sizeof s, "class_%d", i);
     if (strlist_add(&names, s) != 0) {
       strlist_free(&names);
-      return data_errf(err, errlen, "synthetic: out of memory");
+      return util_errf(err, errlen, "synthetic: out of memory");
     }
   }
   synth_job sj;
@@ -1123,7 +1124,7 @@ int data_convert_synthetic(const char *out, int64_t n, int size, int channels, i
                     &sj, perr, sizeof perr);
   progress_end(&sj.prog, n);
   if (rc != 0) {
-    data_errf(err, errlen, "%s", perr[0] ? perr : sj.err);
+    util_errf(err, errlen, "%s", perr[0] ? perr : sj.err);
     data_writer_abort(sj.wr);
     return -1;
   }

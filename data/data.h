@@ -214,6 +214,10 @@ int data_commit_tmp(const char *path, char *err, size_t errlen);
  * lacks it). */
 void data_shard_path(const char *out, int s, int k, char *buf, size_t len);
 
+/* Turns off HDF5's automatic error-stack printing for the calling thread
+ * (the thread-safe HDF5 build keeps one error stack per thread): data/ and
+ * launch/ report HDF5's errors themselves. Cannot fail. */
+void data_hdf5_quiet(void);
 /* Closes an HDF5 file (its hid_t) that data/ or launch/ opened. Returns 0,
  * or -1 if HDF5 could not close it (a last flush that hit a full disk or a
  * quota, a corrupt file): HDF5 1.10 then leaves a dangling id that would

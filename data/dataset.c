@@ -28,6 +28,7 @@
 
 #include "data.h"
 #include "internal.h"
+#include "util.h"
 
 #define CHUNK_TARGET_BYTES 16384 /* small images share a chunk up to this size */
 #define LABEL_BLOCK 65536        /* labels are validated in blocks of this many */
@@ -145,7 +146,7 @@ static hid_t open_vector(const char *p, hid_t file, const char *name, H5T_class_
                          const char *must_be, const char *kind, int64_t want, const char *want_desc,
                          char *err, size_t errlen) {
   hid_t d = open_dataset(file, name);
-  if (d < 0) return data_errf(err, errlen, "%s: missing dataset %s", p, name);
+  if (d < 0) return util_errf(err, errlen, "%s: missing dataset %s", p, name);
   hsize_t dims[8];
   int r = dataset_dims(d, dims);
   hid_t t = H5Dget_type(d);
@@ -153,12 +154,12 @@ static hid_t open_vector(const char *p, hid_t file, const char *name, H5T_class_
   if (t >= 0) H5Tclose(t);
   if (!ok) {
     H5Dclose(d);
-    return data_errf(err, errlen, "%s: %s must be %s", p, name, must_be);
+    return util_errf(err, errlen, "%s: %s must be %s", p, name, must_be);
   }
   if ((int64_t)dims[0] != want) {
     H5Dclose(d);
     int64_t first = (int64_t)dims[0] < want ? (int64_t)dims[0] : want;
-    return data_errf(err, errlen, "%s: %s has %lld %s but %s (first unmatched index %lld)", p, name,
+    return util_errf(err, errlen, "%s: %s has %lld %s but %s (first unmatched index %lld)", p, name,
                      (long long)dims[0], kind, want_desc, (long long)first);
   }
   return d;
@@ -180,7 +181,7 @@ static int check_storage(const char *p, hid_t d, const char *name, char *err, si
                                      fname, &conf);
     if (id < 0 || H5Zfilter_avail(id) <= 0 || H5Zget_filter_info(id, &conf) < 0 ||
         !(conf & H5Z_FILTER_CONFIG_DECODE_ENABLED))
-      rc = data_errf(err, errlen,
+      rc = util_errf(err, errlen,
                      "%s: %s is stored with HDF5 filter %d ('%s'), which this build of HDF5 "
                      "cannot decode (re-convert it without that compression, or install the "
                      "filter's plugin)",
@@ -207,7 +208,7 @@ static int check_storage(const char *p, hid_t d, const char *name, char *err, si
   }
   if (dcpl >= 0) H5Pclose(dcpl);
   if (rc == 0 && !written)
-    rc = data_errf(err, errlen,
+    rc = util_errf(err, errlen,
                    "%s: %s is not all written (a sparse or unfinished file: its unwritten "
                    "samples would read as zeros)",
                    p, name);
@@ -231,7 +232,7 @@ static int read_labels(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   if (!ds->labels || !blk) {
     free(blk);
     H5Dclose(d);
-    return data_errf(err, errlen, "%s: out of memory reading /labels", p);
+    return util_errf(err, errlen, "%s: out of memory reading /labels", p);
   }
   hid_t fs = H5Dget_space(d);
   int rc = 0;
@@ -242,12 +243,12 @@ static int read_labels(data_dataset *ds, hid_t file, char *err, size_t errlen) {
     if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
         H5Dread(d, H5T_NATIVE_LLONG, ms, fs, H5P_DEFAULT, blk) < 0) {
       rc =
-          data_errf(err, errlen, "%s: cannot read /labels[%lld..%lld] (truncated or corrupt file?)",
+          util_errf(err, errlen, "%s: cannot read /labels[%lld..%lld] (truncated or corrupt file?)",
                     p, (long long)s, (long long)(s + (int64_t)count - 1));
     }
     for (hsize_t k = 0; rc == 0 && k < count; k++) {
       if (blk[k] < 0 || blk[k] >= ds->num_classes)
-        rc = data_errf(err, errlen, "%s: /labels[%lld] = %lld is out of range [0, %d)", p,
+        rc = util_errf(err, errlen, "%s: /labels[%lld] = %lld is out of range [0, %d)", p,
                        (long long)(s + (int64_t)k), blk[k], ds->num_classes);
       else
         ds->labels[s + (int64_t)k] = (int32_t)blk[k];
@@ -275,12 +276,12 @@ static int read_classes(data_dataset *ds, hid_t file, char *err, size_t errlen) 
   H5Tset_cset(mt, H5Tget_cset(t));
   char why[512];
   if (H5Tis_variable_str(t) > 0 && data_hdf5_check_vlen(d, NULL, why, sizeof why) != 0) {
-    rc = data_errf(err, errlen, "%s: /classes is corrupt: %s", p, why);
+    rc = util_errf(err, errlen, "%s: /classes is corrupt: %s", p, why);
   } else if (H5Tis_variable_str(t) > 0) {
     char **s = calloc((size_t)n, sizeof(char *));
     H5Tset_size(mt, H5T_VARIABLE);
     if (!s || !ds->class_names || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) < 0) {
-      rc = data_errf(err, errlen, "%s: cannot read /classes (truncated or corrupt file?)", p);
+      rc = util_errf(err, errlen, "%s: cannot read /classes (truncated or corrupt file?)", p);
       for (int i = 0; s && i < n; i++) H5free_memory(s[i]); /* a read that failed midway */
     } else {
       for (int i = 0; i < n; i++) {
@@ -294,14 +295,14 @@ static int read_classes(data_dataset *ds, hid_t file, char *err, size_t errlen) 
     char *buf = sz > 0 && sz <= 65536 ? calloc((size_t)n, sz) : NULL;
     H5Tset_size(mt, sz);
     if (!buf || !ds->class_names || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-      rc = data_errf(err, errlen, "%s: cannot read /classes (truncated or corrupt file?)", p);
+      rc = util_errf(err, errlen, "%s: cannot read /classes (truncated or corrupt file?)", p);
     } else {
       for (int i = 0; i < n; i++) ds->class_names[i] = strndup(buf + (size_t)i * sz, sz);
     }
     free(buf);
   }
   for (int i = 0; rc == 0 && i < n; i++)
-    if (!ds->class_names[i]) rc = data_errf(err, errlen, "%s: out of memory reading /classes", p);
+    if (!ds->class_names[i]) rc = util_errf(err, errlen, "%s: out of memory reading /classes", p);
   H5Tclose(mt);
   H5Tclose(t);
   H5Dclose(d);
@@ -312,7 +313,7 @@ static int read_classes(data_dataset *ds, hid_t file, char *err, size_t errlen) 
 static int open_images(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   const char *p = ds->path;
   hid_t d = open_dataset(file, "/images");
-  if (d < 0) return data_errf(err, errlen, "%s: missing dataset /images", p);
+  if (d < 0) return util_errf(err, errlen, "%s: missing dataset /images", p);
   ds->images_id = d;
   hsize_t dims[8];
   int r = dataset_dims(d, dims);
@@ -320,18 +321,18 @@ static int open_images(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   int ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 1 &&
            H5Tget_sign(t) == H5T_SGN_NONE;
   if (t >= 0) H5Tclose(t);
-  if (!ok) return data_errf(err, errlen, "%s: /images must be uint8", p);
+  if (!ok) return util_errf(err, errlen, "%s: /images must be uint8", p);
   if (r != 4)
-    return data_errf(err, errlen, "%s: /images has rank %d, expected 4 (N, H, W, C)", p, r);
+    return util_errf(err, errlen, "%s: /images has rank %d, expected 4 (N, H, W, C)", p, r);
   if (dims[3] != 1 && dims[3] != 3)
-    return data_errf(err, errlen, "%s: /images has %llu channels, expected 1 or 3", p,
+    return util_errf(err, errlen, "%s: /images has %llu channels, expected 1 or 3", p,
                      (unsigned long long)dims[3]);
   if (dims[1] == 0 || dims[2] == 0 || dims[1] > 65535 || dims[2] > 65535)
-    return data_errf(err, errlen, "%s: /images has an image size of %llux%llu", p,
+    return util_errf(err, errlen, "%s: /images has an image size of %llux%llu", p,
                      (unsigned long long)dims[1], (unsigned long long)dims[2]);
-  if (dims[0] == 0) return data_errf(err, errlen, "%s: /images holds zero samples", p);
+  if (dims[0] == 0) return util_errf(err, errlen, "%s: /images holds zero samples", p);
   if (dims[1] * dims[2] > DATA_MAX_IMAGE_PIXELS)
-    return data_errf(err, errlen,
+    return util_errf(err, errlen,
                      "%s: /images are %llux%llu, more than the %d pixels per image this build "
                      "reads (every reader holds one image)",
                      p, (unsigned long long)dims[1], (unsigned long long)dims[2],
@@ -356,12 +357,12 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   const char *p = ds->path;
   long long c;
   int rc = attr_int(file, "channels", &c);
-  if (rc == -1) return data_errf(err, errlen, "%s: missing root attribute 'channels'", p);
+  if (rc == -1) return util_errf(err, errlen, "%s: missing root attribute 'channels'", p);
   if (rc != 0 || c != 3)
-    return data_errf(err, errlen, "%s: root attribute channels must be 3 (JPEG files are RGB)", p);
+    return util_errf(err, errlen, "%s: root attribute channels must be 3 (JPEG files are RGB)", p);
   ds->c = (int)c;
   hid_t d = open_dataset(file, "/shapes");
-  if (d < 0) return data_errf(err, errlen, "%s: missing dataset /shapes", p);
+  if (d < 0) return util_errf(err, errlen, "%s: missing dataset /shapes", p);
   hsize_t dims[8];
   int r = dataset_dims(d, dims);
   hid_t t = H5Dget_type(d);
@@ -369,12 +370,12 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   if (t >= 0) H5Tclose(t);
   if (!ok) {
     H5Dclose(d);
-    return data_errf(err, errlen, "%s: /shapes must be an integer dataset [N, 2] (height, width)",
+    return util_errf(err, errlen, "%s: /shapes must be an integer dataset [N, 2] (height, width)",
                      p);
   }
   if (dims[0] == 0) {
     H5Dclose(d);
-    return data_errf(err, errlen, "%s: /shapes holds zero samples", p);
+    return util_errf(err, errlen, "%s: /shapes holds zero samples", p);
   }
   if (check_storage(p, d, "/shapes", err, errlen) != 0) {
     H5Dclose(d);
@@ -387,13 +388,13 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   if (!tmp || !ds->shapes || !ds->offsets) {
     free(tmp);
     H5Dclose(d);
-    return data_errf(err, errlen, "%s: out of memory for %lld shapes", p, (long long)ds->n);
+    return util_errf(err, errlen, "%s: out of memory for %lld shapes", p, (long long)ds->n);
   }
   rc = read_ints(d, tmp);
   H5Dclose(d);
   if (rc != 0) {
     free(tmp);
-    return data_errf(err, errlen, "%s: cannot read /shapes (truncated or corrupt file?)", p);
+    return util_errf(err, errlen, "%s: cannot read /shapes (truncated or corrupt file?)", p);
   }
   ds->h = ds->w = 0;
   ds->min_h = ds->min_w = 65535;
@@ -401,7 +402,7 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
     int64_t h = tmp[2 * i], w = tmp[2 * i + 1];
     if (h < 1 || w < 1 || h > 65535 || w > 65535) {
       free(tmp);
-      return data_errf(err, errlen, "%s: /shapes[%lld] = (%lld, %lld) is not an image size", p,
+      return util_errf(err, errlen, "%s: /shapes[%lld] = (%lld, %lld) is not an image size", p,
                        (long long)i, (long long)h, (long long)w);
     }
     ds->shapes[2 * i] = (int32_t)h, ds->shapes[2 * i + 1] = (int32_t)w;
@@ -412,13 +413,13 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   }
   free(tmp);
   d = open_dataset(file, "/jpeg");
-  if (d < 0) return data_errf(err, errlen, "%s: missing dataset /jpeg", p);
+  if (d < 0) return util_errf(err, errlen, "%s: missing dataset /jpeg", p);
   ds->images_id = d;
   r = dataset_dims(d, dims);
   t = H5Dget_type(d);
   ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 1 && r == 1;
   if (t >= 0) H5Tclose(t);
-  if (!ok) return data_errf(err, errlen, "%s: /jpeg must be a 1-D uint8 dataset", p);
+  if (!ok) return util_errf(err, errlen, "%s: /jpeg must be a 1-D uint8 dataset", p);
   if (check_storage(p, d, "/jpeg", err, errlen) != 0) return -1;
   int64_t bytes = (int64_t)dims[0];
   char desc[64];
@@ -428,13 +429,13 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   if (od < 0) return -1;
   rc = read_ints(od, ds->offsets);
   H5Dclose(od);
-  if (rc != 0) return data_errf(err, errlen, "%s: cannot read /offsets (truncated or corrupt file?)", p);
+  if (rc != 0) return util_errf(err, errlen, "%s: cannot read /offsets (truncated or corrupt file?)", p);
   if (ds->offsets[0] != 0)
-    return data_errf(err, errlen, "%s: /offsets[0] = %lld, expected 0", p,
+    return util_errf(err, errlen, "%s: /offsets[0] = %lld, expected 0", p,
                      (long long)ds->offsets[0]);
   for (int64_t i = 0; i < ds->n; i++)
     if (ds->offsets[i + 1] <= ds->offsets[i] || ds->offsets[i + 1] > bytes)
-      return data_errf(err, errlen,
+      return util_errf(err, errlen,
                        "%s: /offsets[%lld] = %lld is not in (%lld, %lld] (the /jpeg bytes)", p,
                        (long long)(i + 1), (long long)ds->offsets[i + 1],
                        (long long)ds->offsets[i], (long long)bytes);
@@ -471,42 +472,42 @@ static int read_root_attrs(data_dataset *ds, hid_t file, char *err, size_t errle
   char fmt[256], why[512];
   int rc = attr_string(file, "format", fmt, sizeof fmt, why, sizeof why);
   if (rc == -3)
-    return data_errf(err, errlen, "%s: root attribute 'format' is corrupt: %s", p, why);
+    return util_errf(err, errlen, "%s: root attribute 'format' is corrupt: %s", p, why);
   if (rc == -1)
-    return data_errf(err, errlen, "%s: missing root attribute 'format' (not an %s file)", p,
+    return util_errf(err, errlen, "%s: missing root attribute 'format' (not an %s file)", p,
                      DATA_FORMAT_NAME);
   if (rc != 0 || strcmp(fmt, DATA_FORMAT_NAME) != 0)
-    return data_errf(err, errlen, "%s: root attribute format = '%s', expected '%s'", p,
+    return util_errf(err, errlen, "%s: root attribute format = '%s', expected '%s'", p,
                      rc == 0 ? fmt : "(not a string)", DATA_FORMAT_NAME);
   long long v;
   rc = attr_int(file, "version", &v);
-  if (rc == -1) return data_errf(err, errlen, "%s: missing root attribute 'version'", p);
-  if (rc != 0) return data_errf(err, errlen, "%s: root attribute 'version' is not an integer", p);
+  if (rc == -1) return util_errf(err, errlen, "%s: missing root attribute 'version'", p);
+  if (rc != 0) return util_errf(err, errlen, "%s: root attribute 'version' is not an integer", p);
   if (v < 1 || v > DATA_FORMAT_VERSION)
-    return data_errf(err, errlen,
+    return util_errf(err, errlen,
                      "%s: format version %lld is not supported (this build reads 1 to %d)", p, v,
                      DATA_FORMAT_VERSION);
   /* Version 1 is raw pixels; from 2 on the encoding attribute says which. */
   char enc[64] = "raw";
   rc = attr_string(file, "encoding", enc, sizeof enc, why, sizeof why);
   if (rc == -3)
-    return data_errf(err, errlen, "%s: root attribute 'encoding' is corrupt: %s", p, why);
+    return util_errf(err, errlen, "%s: root attribute 'encoding' is corrupt: %s", p, why);
   if (rc == -1 && v >= 2)
-    return data_errf(err, errlen, "%s: missing root attribute 'encoding' (version %lld)", p, v);
-  if (rc == -2) return data_errf(err, errlen, "%s: root attribute 'encoding' is not a string", p);
+    return util_errf(err, errlen, "%s: missing root attribute 'encoding' (version %lld)", p, v);
+  if (rc == -2) return util_errf(err, errlen, "%s: root attribute 'encoding' is not a string", p);
   if (strcmp(enc, "raw") == 0)
     ds->encoding = DATA_ENCODING_RAW;
   else if (strcmp(enc, "jpeg") == 0 && v >= 2)
     ds->encoding = DATA_ENCODING_JPEG;
   else
-    return data_errf(err, errlen,
+    return util_errf(err, errlen,
                      "%s: encoding '%s' is not supported in version %lld (this build reads raw, "
                      "and jpeg from version 2)",
                      p, enc, v);
   rc = attr_int(file, "num_classes", &v);
-  if (rc == -1) return data_errf(err, errlen, "%s: missing root attribute 'num_classes'", p);
+  if (rc == -1) return util_errf(err, errlen, "%s: missing root attribute 'num_classes'", p);
   if (rc != 0 || v <= 0 || v > INT_MAX)
-    return data_errf(err, errlen, "%s: root attribute num_classes must be a positive integer", p);
+    return util_errf(err, errlen, "%s: root attribute num_classes must be a positive integer", p);
   ds->num_classes = (int)v;
   return 0;
 }
@@ -517,17 +518,17 @@ static int read_mean_std(data_dataset *ds, hid_t file, char *err, size_t errlen)
   for (int k = 0; k < 2; k++) {
     long long rc = attr_floats(file, names[k], dst[k], ds->c);
     if (rc == -1)
-      return data_errf(err, errlen, "%s: missing root attribute '%s'", ds->path, names[k]);
+      return util_errf(err, errlen, "%s: missing root attribute '%s'", ds->path, names[k]);
     if (rc == -2)
-      return data_errf(err, errlen, "%s: root attribute '%s' is not numeric", ds->path, names[k]);
+      return util_errf(err, errlen, "%s: root attribute '%s' is not numeric", ds->path, names[k]);
     if (rc > 0)
-      return data_errf(err, errlen,
+      return util_errf(err, errlen,
                        "%s: root attribute '%s' has %lld values, expected %d (one per channel)",
                        ds->path, names[k], rc, ds->c);
     for (int i = 0; i < ds->c; i++) {
       float x = dst[k][i];
       if (!isfinite(x) || (k == 1 && !(x > 0)))
-        return data_errf(err, errlen, "%s: root attribute %s[%d] = %g is invalid%s", ds->path,
+        return util_errf(err, errlen, "%s: root attribute %s[%d] = %g is invalid%s", ds->path,
                          names[k], i, (double)x, k == 1 ? " (must be > 0)" : "");
     }
   }
@@ -542,29 +543,29 @@ static int64_t mtime_ns(const struct stat *sb) {
 static int file_open(const char *path, data_dataset *ds, char *err, size_t errlen) {
   memset(ds, 0, sizeof *ds);
   ds->file_id = ds->images_id = -1;
-  if (strlen(path) >= sizeof ds->path) return data_errf(err, errlen, "%s: path too long", path);
+  if (strlen(path) >= sizeof ds->path) return util_errf(err, errlen, "%s: path too long", path);
   snprintf(ds->path, sizeof ds->path, "%s", path);
   data_hdf5_quiet();
   struct stat sb;
   if (stat(path, &sb) != 0)
-    return data_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-  if (!S_ISREG(sb.st_mode)) return data_errf(err, errlen, "%s: not a regular file", path);
+    return util_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+  if (!S_ISREG(sb.st_mode)) return util_errf(err, errlen, "%s: not a regular file", path);
   if (H5Fis_hdf5(path) <= 0)
-    return data_errf(err, errlen, "%s: not an HDF5 file (or its header is corrupt)", path);
+    return util_errf(err, errlen, "%s: not an HDF5 file (or its header is corrupt)", path);
   /* Readers of an immutable file need no lock; cluster filesystems often refuse one. */
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   H5Pset_file_locking(fapl, 0, 1);
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   H5Pclose(fapl);
   if (f < 0)
-    return data_errf(err, errlen, "%s: cannot open as HDF5 (truncated or corrupt file?)", path);
+    return util_errf(err, errlen, "%s: cannot open as HDF5 (truncated or corrupt file?)", path);
   ds->file_id = f;
   ds->file_size = (int64_t)sb.st_size;
   ds->mtime_ns = mtime_ns(&sb);
   char why[512];
   int rc = data_hdf5_check_attrs(f, why, sizeof why) == 0
                ? 0
-               : data_errf(err, errlen, "%s: corrupt root attributes: %s", path, why);
+               : util_errf(err, errlen, "%s: corrupt root attributes: %s", path, why);
   if (rc == 0) rc = read_root_attrs(ds, f, err, errlen);
   if (rc == 0 && ds->encoding == DATA_ENCODING_JPEG) {
     rc = open_jpeg(ds, f, err, errlen);
@@ -596,7 +597,7 @@ static int expand_spec(const char *spec, char ***out, char *err, size_t errlen) 
     size_t len = e ? (size_t)(e - s) : strlen(s);
     char item[4096];
     if (len >= sizeof item) {
-      rc = data_errf(err, errlen, "%.64s...: path too long", s);
+      rc = util_errf(err, errlen, "%.64s...: path too long", s);
       break;
     }
     memcpy(item, s, len);
@@ -609,7 +610,7 @@ static int expand_spec(const char *spec, char ***out, char *err, size_t errlen) 
     int literal = stat(item, &sb) == 0 || !strpbrk(item, "*?[");
     if (!literal && glob(item, 0, NULL, &g) != 0) {
       globfree(&g);
-      rc = data_errf(err, errlen, "%s: no file matches this pattern", item);
+      rc = util_errf(err, errlen, "%s: no file matches this pattern", item);
       break;
     }
     size_t k = literal ? 1 : g.gl_pathc;
@@ -618,18 +619,18 @@ static int expand_spec(const char *spec, char ***out, char *err, size_t errlen) 
         cap = cap ? 2 * cap : 8;
         char **l = realloc(list, (size_t)cap * sizeof *l);
         if (!l) {
-          rc = data_errf(err, errlen, "out of memory listing the dataset files");
+          rc = util_errf(err, errlen, "out of memory listing the dataset files");
           break;
         }
         list = l;
       }
       list[n] = strdup(literal ? item : g.gl_pathv[j]);
-      if (!list[n]) rc = data_errf(err, errlen, "out of memory listing the dataset files");
+      if (!list[n]) rc = util_errf(err, errlen, "out of memory listing the dataset files");
       else n++;
     }
     if (!literal) globfree(&g);
   }
-  if (rc == 0 && n == 0) rc = data_errf(err, errlen, "no dataset file given");
+  if (rc == 0 && n == 0) rc = util_errf(err, errlen, "no dataset file given");
   if (rc != 0) {
     for (int j = 0; j < n; j++) free(list[j]);
     free(list);
@@ -643,20 +644,20 @@ static int expand_spec(const char *spec, char ***out, char *err, size_t errlen) 
 static int shards_agree(const data_dataset *a, const data_dataset *b, char *err, size_t errlen) {
   static const char *enc[2] = {"raw", "jpeg"};
   if (b->encoding != a->encoding)
-    return data_errf(err, errlen, "%s: encoding %s, but %s is %s (shards must agree)", b->path,
+    return util_errf(err, errlen, "%s: encoding %s, but %s is %s (shards must agree)", b->path,
                      enc[b->encoding], a->path, enc[a->encoding]);
   if (b->c != a->c)
-    return data_errf(err, errlen, "%s: %d channels, but %s has %d (shards must agree)", b->path,
+    return util_errf(err, errlen, "%s: %d channels, but %s has %d (shards must agree)", b->path,
                      b->c, a->path, a->c);
   if (b->encoding == DATA_ENCODING_RAW && (b->h != a->h || b->w != a->w))
-    return data_errf(err, errlen, "%s: images of %dx%d, but %s has %dx%d (shards must agree)",
+    return util_errf(err, errlen, "%s: images of %dx%d, but %s has %dx%d (shards must agree)",
                      b->path, b->w, b->h, a->path, a->w, a->h);
   if (b->num_classes != a->num_classes)
-    return data_errf(err, errlen, "%s: %d classes, but %s has %d (shards must agree)", b->path,
+    return util_errf(err, errlen, "%s: %d classes, but %s has %d (shards must agree)", b->path,
                      b->num_classes, a->path, a->num_classes);
   for (int k = 0; k < a->num_classes; k++)
     if (strcmp(a->class_names[k], b->class_names[k]) != 0)
-      return data_errf(err, errlen,
+      return util_errf(err, errlen,
                        "%s: class %d is '%s', but in %s it is '%s' (shards must agree)", b->path, k,
                        b->class_names[k], a->path, a->class_names[k]);
   return 0;
@@ -682,7 +683,7 @@ static int shards_merge(data_dataset *ds, data_dataset *sh, int k, char *err, si
   ds->num_shards = k;
   snprintf(ds->path, sizeof ds->path, "%s", sh[0].path);
   ds->shard_first = malloc((size_t)(k + 1) * sizeof(int64_t));
-  if (!ds->shard_first) return data_errf(err, errlen, "%s: out of memory", sh[0].path);
+  if (!ds->shard_first) return util_errf(err, errlen, "%s: out of memory", sh[0].path);
   ds->shard_first[0] = 0;
   for (int j = 0; j < k; j++) ds->shard_first[j + 1] = ds->shard_first[j] + sh[j].n;
   ds->n = ds->shard_first[k];
@@ -723,7 +724,7 @@ static int shards_merge(data_dataset *ds, data_dataset *sh, int k, char *err, si
   if (ds->encoding == DATA_ENCODING_JPEG)
     ds->shapes = malloc((size_t)ds->n * 2 * sizeof(int32_t));
   if (!ds->labels || !ds->class_names || (ds->encoding == DATA_ENCODING_JPEG && !ds->shapes))
-    return data_errf(err, errlen, "%s: out of memory", sh[0].path);
+    return util_errf(err, errlen, "%s: out of memory", sh[0].path);
   for (int j = 0; j < k; j++) {
     memcpy(ds->labels + ds->shard_first[j], sh[j].labels, (size_t)sh[j].n * sizeof(int32_t));
     if (ds->shapes)
@@ -732,7 +733,7 @@ static int shards_merge(data_dataset *ds, data_dataset *sh, int k, char *err, si
   }
   for (int c = 0; c < ds->num_classes; c++) {
     ds->class_names[c] = strdup(sh[0].class_names[c]);
-    if (!ds->class_names[c]) return data_errf(err, errlen, "%s: out of memory", sh[0].path);
+    if (!ds->class_names[c]) return util_errf(err, errlen, "%s: out of memory", sh[0].path);
   }
   return 0;
 }
@@ -752,7 +753,7 @@ int data_dataset_open(const char *spec, data_dataset *ds, char *err, size_t errl
   } else {
     data_dataset *sh = calloc((size_t)k, sizeof *sh);
     int opened = 0;
-    if (!sh) rc = data_errf(err, errlen, "%s: out of memory", paths[0]);
+    if (!sh) rc = util_errf(err, errlen, "%s: out of memory", paths[0]);
     for (; rc == 0 && opened < k; opened++) {
       rc = file_open(paths[opened], &sh[opened], err, errlen);
       if (rc == 0 && opened > 0) rc = shards_agree(&sh[0], &sh[opened], err, errlen);
@@ -806,7 +807,7 @@ static int check_truncated(const data_dataset *ds, int64_t i, const char *dset, 
   if (H5Fget_vfd_handle(ds->file_id, H5P_DEFAULT, (void **)&fdp) >= 0 && fdp &&
       fstat(*fdp, &sb) == 0) {
     if ((int64_t)sb.st_size < ds->file_size)
-      return data_errf(err, errlen,
+      return util_errf(err, errlen,
                        "%s: the file was truncated (%lld bytes, %lld at open) when reading "
                        "sample %lld of %s",
                        ds->path, (long long)sb.st_size, (long long)ds->file_size, (long long)i,
@@ -815,7 +816,7 @@ static int check_truncated(const data_dataset *ds, int64_t i, const char *dset, 
      * time moved. A file replaced by a rename is another inode: the open one
      * stays as it was. */
     if (mtime_ns(&sb) != ds->mtime_ns)
-      return data_errf(err, errlen,
+      return util_errf(err, errlen,
                        "%s: the file was modified after it was opened (written over in place) "
                        "when reading sample %lld of %s; a data set must not change while a run "
                        "reads it",
@@ -837,7 +838,7 @@ static int file_read_raw(data_dataset *ds, int64_t i, uint8_t *dst, char *err, s
   if (fs >= 0) H5Sclose(fs);
   if (check_truncated(ds, i, "/images", err, errlen) != 0) return -1;
   if (st < 0)
-    return data_errf(err, errlen,
+    return util_errf(err, errlen,
                      "%s: cannot read sample %lld of /images (truncated or corrupt file?)",
                      ds->path, (long long)i);
   return 0;
@@ -857,7 +858,7 @@ static int file_read_jpeg(data_dataset *ds, int64_t i, uint8_t *dst, size_t len,
   if (fs >= 0) H5Sclose(fs);
   if (check_truncated(ds, i, "/jpeg", err, errlen) != 0) return -1;
   if (st < 0)
-    return data_errf(err, errlen, "%s: cannot read sample %lld of /jpeg (truncated or corrupt file?)",
+    return util_errf(err, errlen, "%s: cannot read sample %lld of /jpeg (truncated or corrupt file?)",
                      ds->path, (long long)i);
   return 0;
 }
@@ -911,10 +912,10 @@ void data_dataset_shape(const data_dataset *ds, int64_t i, int *h, int *w) {
 
 static int check_index(const data_dataset *ds, int64_t i, char *err, size_t errlen) {
   if (i < 0 || i >= ds->n)
-    return data_errf(err, errlen, "%s: sample index %lld is out of range [0, %lld)", ds->path,
+    return util_errf(err, errlen, "%s: sample index %lld is out of range [0, %lld)", ds->path,
                      (long long)i, (long long)ds->n);
   if (ds->num_shards == 0 && ds->images_id <= 0)
-    return data_errf(err, errlen, "%s: dataset is not open", ds->path);
+    return util_errf(err, errlen, "%s: dataset is not open", ds->path);
   return 0;
 }
 
@@ -928,7 +929,7 @@ int data_dataset_read_bytes(data_dataset *ds, int64_t i, uint8_t **buf, size_t *
   if (need > *cap) {
     uint8_t *b = realloc(*buf, need);
     if (!b)
-      return data_errf(err, errlen, "%s: out of memory reading sample %lld", f->path,
+      return util_errf(err, errlen, "%s: out of memory reading sample %lld", f->path,
                        (long long)li);
     *buf = b, *cap = need;
   }
@@ -970,7 +971,7 @@ int data_dataset_decode(const data_dataset *ds, int64_t i, const uint8_t *buf, s
   int h, w;
   data_dataset_shape(ds, i, &h, &w);
   if (img->full_w != w || img->full_h != h || img->c != ds->c) {
-    data_errf(err, errlen, "%s: the JPEG is %dx%dx%d but /shapes and channels say %dx%dx%d", name,
+    util_errf(err, errlen, "%s: the JPEG is %dx%dx%d but /shapes and channels say %dx%dx%d", name,
               img->full_w, img->full_h, img->c, w, h, ds->c);
     data_image_free(img);
     return shard_context(ds, i, err, errlen);
@@ -1044,13 +1045,13 @@ static int writer_open(const char *path, int h, int w, int c, int num_classes,
                        char *err, size_t errlen) {
   *out = NULL;
   if (h <= 0 || w <= 0 || h > 65535 || w > 65535 || (c != 1 && c != 3))
-    return data_errf(err, errlen, "%s: cannot store images of %dx%dx%d", path, h, w, c);
-  if (num_classes <= 0) return data_errf(err, errlen, "%s: num_classes = %d", path, num_classes);
+    return util_errf(err, errlen, "%s: cannot store images of %dx%dx%d", path, h, w, c);
+  if (num_classes <= 0) return util_errf(err, errlen, "%s: num_classes = %d", path, num_classes);
   if (compress < 0 || compress > 9)
-    return data_errf(err, errlen, "%s: compression level %d is not in 0..9", path, compress);
-  if (strlen(path) >= 4096) return data_errf(err, errlen, "%s: path too long", path);
+    return util_errf(err, errlen, "%s: compression level %d is not in 0..9", path, compress);
+  if (strlen(path) >= 4096) return util_errf(err, errlen, "%s: path too long", path);
   data_writer *wr = calloc(1, sizeof *wr);
-  if (!wr) return data_errf(err, errlen, "%s: out of memory", path);
+  if (!wr) return util_errf(err, errlen, "%s: out of memory", path);
   wr->file = wr->images = -1;
   snprintf(wr->path, sizeof wr->path, "%s", path);
   snprintf(wr->tmp, sizeof wr->tmp, "%s.tmp", path);
@@ -1061,13 +1062,13 @@ static int writer_open(const char *path, int h, int w, int c, int num_classes,
   wr->chunk = malloc((size_t)wr->chunk_n * img);
   if (!wr->names || !wr->chunk) {
     writer_free(wr);
-    return data_errf(err, errlen, "%s: out of memory", path);
+    return util_errf(err, errlen, "%s: out of memory", path);
   }
   for (int i = 0; i < num_classes; i++) {
     wr->names[i] = strdup(class_names && class_names[i] ? class_names[i] : "");
     if (!wr->names[i]) {
       writer_free(wr);
-      return data_errf(err, errlen, "%s: out of memory", path);
+      return util_errf(err, errlen, "%s: out of memory", path);
     }
   }
   data_hdf5_quiet();
@@ -1076,7 +1077,7 @@ static int writer_open(const char *path, int h, int w, int c, int num_classes,
     int e = errno;
     unlink(wr->tmp); /* H5Fcreate may leave an empty file behind (a full disk) */
     writer_free(wr);
-    return data_errf(err, errlen, "%s.tmp: cannot create (%s)", path,
+    return util_errf(err, errlen, "%s.tmp: cannot create (%s)", path,
                      e ? strerror(e) : "HDF5 error");
   }
   if (jpeg) {
@@ -1096,7 +1097,7 @@ static int writer_open(const char *path, int h, int w, int c, int num_classes,
   H5Sclose(sp);
   if (wr->images < 0) {
     data_writer_abort(wr);
-    return data_errf(err, errlen, "%s.tmp: cannot create /images", path);
+    return util_errf(err, errlen, "%s.tmp: cannot create /images", path);
   }
   *out = wr;
   return 0;
@@ -1107,7 +1108,7 @@ int data_writer_create_jpeg(const char *path, int c, int num_classes,
                             size_t errlen) {
   *out = NULL;
   if (c != 3)
-    return data_errf(err, errlen, "%s: JPEG files hold RGB images, not %d channels", path, c);
+    return util_errf(err, errlen, "%s: JPEG files hold RGB images, not %d channels", path, c);
   data_writer *wr; /* h, w 1: the raw checks pass; every image has its own size */
   if (writer_open(path, 1, 1, c, num_classes, class_names, 0, 1, &wr, err, errlen) != 0) return -1;
   wr->jpeg = 1;
@@ -1125,7 +1126,7 @@ int data_writer_create_jpeg(const char *path, int c, int num_classes,
   H5Sclose(sp);
   if (wr->images < 0 || !wr->stage || !wr->offsets || !wr->shapes) {
     data_writer_abort(wr);
-    return data_errf(err, errlen, "%s.tmp: cannot create /jpeg", path);
+    return util_errf(err, errlen, "%s.tmp: cannot create /jpeg", path);
   }
   wr->offsets[0] = 0;
   *out = wr;
@@ -1147,7 +1148,7 @@ static int writer_flush_jpeg(data_writer *wr, char *err, size_t errlen) {
   if (fs >= 0) H5Sclose(fs);
   H5Sclose(ms);
   if (st < 0)
-    return data_errf(err, errlen, "%s: cannot write the JPEG bytes of images up to %lld (%s)",
+    return util_errf(err, errlen, "%s: cannot write the JPEG bytes of images up to %lld (%s)",
                      wr->tmp, (long long)wr->n, errno ? strerror(errno) : "HDF5 error");
   wr->stage_fill = 0;
   return 0;
@@ -1179,7 +1180,7 @@ static int writer_grow(data_writer *wr, char *err, size_t errlen) {
     if (sh) wr->shapes = sh;
     ok = o && sh;
   }
-  if (!ok) return data_errf(err, errlen, "%s: out of memory at image %lld", wr->path, (long long)wr->n);
+  if (!ok) return util_errf(err, errlen, "%s: out of memory at image %lld", wr->path, (long long)wr->n);
   wr->cap = cap;
   return 0;
 }
@@ -1187,12 +1188,12 @@ static int writer_grow(data_writer *wr, char *err, size_t errlen) {
 int data_writer_append_jpeg(data_writer *wr, const uint8_t *jpeg, size_t len, int h, int w,
                             const uint64_t sum[3], const uint64_t sumsq[3], int32_t label,
                             char *err, size_t errlen) {
-  if (!wr->jpeg) return data_errf(err, errlen, "%s: not a JPEG file", wr->path);
+  if (!wr->jpeg) return util_errf(err, errlen, "%s: not a JPEG file", wr->path);
   if (label < 0 || label >= wr->num_classes)
-    return data_errf(err, errlen, "%s: label %d of image %lld is out of range [0, %d)", wr->path,
+    return util_errf(err, errlen, "%s: label %d of image %lld is out of range [0, %d)", wr->path,
                      label, (long long)wr->n, wr->num_classes);
   if (h < 1 || w < 1 || h > 65535 || w > 65535 || len == 0)
-    return data_errf(err, errlen, "%s: image %lld of %dx%d (%zu bytes) cannot be stored", wr->path,
+    return util_errf(err, errlen, "%s: image %lld of %dx%d (%zu bytes) cannot be stored", wr->path,
                      (long long)wr->n, w, h, len);
   if (writer_grow(wr, err, errlen) != 0) return -1;
   size_t done = 0;
@@ -1228,7 +1229,7 @@ static int writer_flush(data_writer *wr, char *err, size_t errlen) {
   if (fs >= 0) H5Sclose(fs);
   H5Sclose(ms);
   if (st < 0)
-    return data_errf(err, errlen, "%s: cannot write images %lld..%lld (%s)", wr->tmp,
+    return util_errf(err, errlen, "%s: cannot write images %lld..%lld (%s)", wr->tmp,
                      (long long)(wr->n - wr->fill), (long long)(wr->n - 1),
                      errno ? strerror(errno) : "HDF5 error");
   wr->fill = 0;
@@ -1237,9 +1238,9 @@ static int writer_flush(data_writer *wr, char *err, size_t errlen) {
 
 int data_writer_append(data_writer *wr, const uint8_t *pixels, int32_t label, char *err,
                        size_t errlen) {
-  if (wr->jpeg) return data_errf(err, errlen, "%s: a JPEG file takes encoded images", wr->path);
+  if (wr->jpeg) return util_errf(err, errlen, "%s: a JPEG file takes encoded images", wr->path);
   if (label < 0 || label >= wr->num_classes)
-    return data_errf(err, errlen, "%s: label %d of image %lld is out of range [0, %d)", wr->path,
+    return util_errf(err, errlen, "%s: label %d of image %lld is out of range [0, %d)", wr->path,
                      label, (long long)wr->n, wr->num_classes);
   if (writer_grow(wr, err, errlen) != 0) return -1;
   wr->pixels += (uint64_t)wr->h * (uint64_t)wr->w;
@@ -1359,7 +1360,7 @@ int data_commit_tmp(const char *path, char *err, size_t errlen) {
   if (rename(tmp, path) != 0) {
     int e = errno;
     unlink(tmp);
-    return data_errf(err, errlen, "%s: cannot rename to %s: %s", tmp, path, strerror(e));
+    return util_errf(err, errlen, "%s: cannot rename to %s: %s", tmp, path, strerror(e));
   }
   dir_of(path, dir, sizeof dir);
   fsync_path(dir); /* best effort: the file itself is whole */
@@ -1376,7 +1377,7 @@ int data_writer_finish(data_writer *wr, char *err, size_t errlen) {
 int data_writer_finish_tmp(data_writer *wr, char *err, size_t errlen) {
   data_hdf5_quiet();
   if (wr->n == 0) {
-    data_errf(err, errlen, "%s: no images to write (zero samples)", wr->path);
+    util_errf(err, errlen, "%s: no images to write (zero samples)", wr->path);
     data_writer_abort(wr);
     return -1;
   }
@@ -1389,7 +1390,7 @@ int data_writer_finish_tmp(data_writer *wr, char *err, size_t errlen) {
    * (see data_hdf5_close). */
   errno = 0;
   if (writer_metadata(wr) != 0 || H5Fflush(wr->file, H5F_SCOPE_GLOBAL) < 0) {
-    data_errf(err, errlen, "%s: cannot write /labels, /classes or the attributes (%s)", wr->tmp,
+    util_errf(err, errlen, "%s: cannot write /labels, /classes or the attributes (%s)", wr->tmp,
               errno ? strerror(errno) : "HDF5 error");
     data_writer_abort(wr);
     return -1;
@@ -1400,13 +1401,13 @@ int data_writer_finish_tmp(data_writer *wr, char *err, size_t errlen) {
   if (data_hdf5_close(wr->file) != 0) st = -1;
   wr->file = -1;
   if (st < 0) {
-    data_errf(err, errlen, "%s: cannot close (%s)", wr->tmp,
+    util_errf(err, errlen, "%s: cannot close (%s)", wr->tmp,
               errno ? strerror(errno) : "HDF5 error");
     data_writer_abort(wr);
     return -1;
   }
   if (fsync_path(wr->tmp) != 0) {
-    data_errf(err, errlen, "%s: cannot sync to disk: %s", wr->tmp, strerror(errno));
+    util_errf(err, errlen, "%s: cannot sync to disk: %s", wr->tmp, strerror(errno));
     data_writer_abort(wr);
     return -1;
   }

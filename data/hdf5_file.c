@@ -27,6 +27,7 @@
 
 #include "data.h"
 #include "internal.h"
+#include "util.h"
 
 static atomic_int close_failed;
 
@@ -48,6 +49,8 @@ void data_hdf5_discard(int64_t file_id) {
     /* best effort: the close below reports what matters */
   }
 }
+
+void data_hdf5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 int data_hdf5_close(int64_t file_id) {
   if (file_id <= 0) return 0;
@@ -97,7 +100,7 @@ static uint64_t le(const uint8_t *p, int n) {
 static int file_bytes(vlen_file *vf, uint64_t addr, size_t len, uint8_t *out, const char *what) {
   if (addr > (uint64_t)vf->eof || len > (uint64_t)vf->eof - addr ||
       pread(vf->fd, out, len, (off_t)addr) != (ssize_t)len)
-    return data_errf(vf->why, vf->whylen, "%s at byte %llu lies outside the file", what,
+    return util_errf(vf->why, vf->whylen, "%s at byte %llu lies outside the file", what,
                      (unsigned long long)addr);
   return 0;
 }
@@ -110,12 +113,12 @@ static int check_ref(vlen_file *vf, const uint8_t *ref) {
   if (file_bytes(vf, addr, 16, hdr, "a string's global heap") != 0) return -1;
   uint64_t size = le(hdr + 8, vf->ss);
   if (memcmp(hdr, "GCOL", 4) != 0 || hdr[4] != 1 || size < 4096 || size > (uint64_t)vf->eof - addr)
-    return data_errf(vf->why, vf->whylen,
+    return util_errf(vf->why, vf->whylen,
                      "the global heap collection at byte %llu (variable-length strings) is "
                      "corrupt",
                      (unsigned long long)addr);
   uint8_t *heap = malloc(size);
-  if (!heap) return data_errf(vf->why, vf->whylen, "out of memory");
+  if (!heap) return util_errf(vf->why, vf->whylen, "out of memory");
   uint8_t *seen = calloc(65536, 1);
   int rc = seen ? file_bytes(vf, addr, size, heap, "a global heap") : -1;
   const uint64_t objhdr = 8 + (uint64_t)vf->ss, start = (8 + (uint64_t)vf->ss + 7) / 8 * 8;
@@ -135,7 +138,7 @@ static int check_ref(vlen_file *vf, const uint8_t *ref) {
   free(seen);
   if (rc == 0 && (idx == 0 || found != len)) rc = -1;
   if (rc != 0 && vf->why[0] == '\0')
-    data_errf(vf->why, vf->whylen,
+    util_errf(vf->why, vf->whylen,
               "a variable-length string (%llu bytes, object %llu of the global heap at byte "
               "%llu) is corrupt",
               (unsigned long long)len, (unsigned long long)idx, (unsigned long long)addr);
@@ -146,10 +149,10 @@ static int check_ref(vlen_file *vf, const uint8_t *ref) {
 static int check_refs_at(vlen_file *vf, uint64_t addr, uint64_t n) {
   size_t esz = 8 + (size_t)vf->sa;
   if (n > (uint64_t)vf->eof / esz)
-    return data_errf(vf->why, vf->whylen, "%llu strings cannot fit in the file",
+    return util_errf(vf->why, vf->whylen, "%llu strings cannot fit in the file",
                      (unsigned long long)n);
   uint8_t *refs = malloc((size_t)n * esz + 1);
-  if (!refs) return data_errf(vf->why, vf->whylen, "out of memory");
+  if (!refs) return util_errf(vf->why, vf->whylen, "out of memory");
   int rc = file_bytes(vf, addr, (size_t)n * esz, refs, "the strings' references");
   for (uint64_t i = 0; rc == 0 && i < n; i++) rc = check_ref(vf, refs + i * esz);
   free(refs);
@@ -235,7 +238,7 @@ static int64_t find_attr(vlen_file *vf, const uint8_t *buf, uint64_t p, uint64_t
 static int check_attr(vlen_file *vf, hid_t obj, const char *name, uint64_t n) {
   H5O_info_t info;
   if (H5Oget_info2(obj, &info, H5O_INFO_BASIC) < 0)
-    return data_errf(vf->why, vf->whylen, "cannot locate its object header");
+    return util_errf(vf->why, vf->whylen, "cannot locate its object header");
   size_t esz = 8 + (size_t)vf->sa;
   uint64_t cont[16][2];
   int ncont = 0, v2 = 0, crt = 0;
@@ -258,7 +261,7 @@ static int check_attr(vlen_file *vf, hid_t obj, const char *name, uint64_t n) {
     p0 = 16;
     len = le(pre + 8, 4);
   } else {
-    return data_errf(vf->why, vf->whylen, "object header version %d is unknown", pre[0]);
+    return util_errf(vf->why, vf->whylen, "object header version %d is unknown", pre[0]);
   }
   if (!name && v2) return 0; /* HDF5 checksums version-2 headers */
   int64_t found = -1;
@@ -266,10 +269,10 @@ static int check_attr(vlen_file *vf, hid_t obj, const char *name, uint64_t n) {
     uint64_t a = chunk < 0 ? addr : cont[chunk][0], l = chunk < 0 ? p0 + len : cont[chunk][1];
     uint64_t skip = chunk < 0 ? p0 : (v2 ? 4 : 0), stop = l - (v2 ? 4 : 0);
     if (l > (uint64_t)vf->eof || stop < skip)
-      return data_errf(vf->why, vf->whylen, "an object header chunk at byte %llu is corrupt",
+      return util_errf(vf->why, vf->whylen, "an object header chunk at byte %llu is corrupt",
                        (unsigned long long)a);
     uint8_t *buf = malloc(l);
-    if (!buf) return data_errf(vf->why, vf->whylen, "out of memory");
+    if (!buf) return util_errf(vf->why, vf->whylen, "out of memory");
     if (file_bytes(vf, a, l, buf, "an object header chunk") != 0) {
       free(buf);
       return -1;
@@ -285,14 +288,14 @@ static int check_attr(vlen_file *vf, hid_t obj, const char *name, uint64_t n) {
     if (found == -2) break;
   }
   if (found == -3)
-    return data_errf(vf->why, vf->whylen,
+    return util_errf(vf->why, vf->whylen,
                      "an attribute message in the object header at byte %llu is corrupt (its "
                      "name, type, space or data do not fit in it)",
                      (unsigned long long)addr);
   if (!name) return 0;
   if (found == -1 && v2) return 0; /* dense storage: HDF5 checksums version-2 headers */
   if (found < 0)
-    return data_errf(vf->why, vf->whylen,
+    return util_errf(vf->why, vf->whylen,
                      "its stored form was not found in the object header (corrupt, or stored "
                      "in a way this build does not check)");
   return check_refs_at(vf, (uint64_t)found, n);
@@ -319,7 +322,7 @@ static int check_dataset(vlen_file *vf, hid_t d, uint64_t n) {
   }
   if (fs >= 0) H5Sclose(fs);
   if (rc != 0 && vf->why[0] == '\0')
-    data_errf(vf->why, vf->whylen, "its storage cannot be checked (compact or filtered)");
+    util_errf(vf->why, vf->whylen, "its storage cannot be checked (compact or filtered)");
   return rc;
 }
 
@@ -345,7 +348,7 @@ int data_hdf5_check_vlen(int64_t obj, const char *attr, char *why, size_t whylen
   hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
   if (sp >= 0) H5Sclose(sp);
   if (a >= 0) H5Aclose(a);
-  if (n < 0) return data_errf(why, whylen, "cannot read its dataspace");
+  if (n < 0) return util_errf(why, whylen, "cannot read its dataspace");
   return attr ? check_attr(&vf, (hid_t)obj, attr, (uint64_t)n)
               : check_dataset(&vf, (hid_t)obj, (uint64_t)n);
 }
@@ -362,7 +365,7 @@ static int vlen_file_open(vlen_file *vf_out, hid_t obj, char *why, size_t whylen
   if (fcpl < 0 || H5Pget_sizes(fcpl, &sa, &ss) < 0 || (sa != 2 && sa != 4 && sa != 8) ||
       (ss != 2 && ss != 4 && ss != 8) || H5Fget_vfd_handle(file, H5P_DEFAULT, (void **)&fdp) < 0 ||
       !fdp || fstat(*fdp, &sb) != 0)
-    rc = data_errf(why, whylen, "cannot read the file's layout");
+    rc = util_errf(why, whylen, "cannot read the file's layout");
   if (fcpl >= 0) H5Pclose(fcpl);
   if (file >= 0) H5Fclose(file); /* the extra id H5Iget_file_id made */
   if (rc != 0) return -1;

@@ -23,18 +23,10 @@
 
 #include "data.h"
 #include "internal.h"
+#include "util.h"
 
 #define MAX_PIXELS (1ll << 28)     /* decoded pixels: 768 MiB of RGB at most */
 #define MAX_FILE_BYTES (1ll << 30) /* an image file larger than this is refused */
-
-static void *xmalloc_or_die(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) {
-    fprintf(stderr, "data: out of memory allocating %zu bytes\n", n);
-    exit(1);
-  }
-  return p;
-}
 
 void data_image_free(data_image *img) {
   if (!img) return;
@@ -93,7 +85,7 @@ static int decode_jpeg(const uint8_t *buf, size_t len, const char *name, int min
     jpeg_destroy_decompress(&cinfo);
     free(stp->pixels);
     free(stp->row);
-    return data_errf(err, errlen, "%s: corrupt JPEG: %s", name, jerr.msg);
+    return util_errf(err, errlen, "%s: corrupt JPEG: %s", name, jerr.msg);
   }
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, buf, (unsigned long)len);
@@ -118,17 +110,17 @@ static int decode_jpeg(const uint8_t *buf, size_t len, const char *name, int min
   long long w = cinfo.output_width, h = cinfo.output_height;
   if (w <= 0 || h <= 0 || w * h > MAX_PIXELS) {
     jpeg_destroy_decompress(&cinfo);
-    return data_errf(err, errlen, "%s: JPEG of %lldx%lld pixels exceeds the limit of %lld", name, w,
+    return util_errf(err, errlen, "%s: JPEG of %lldx%lld pixels exceeds the limit of %lld", name, w,
                      h, MAX_PIXELS);
   }
   jpeg_start_decompress(&cinfo);
   if (cinfo.output_components != (cmyk ? 4 : 3)) {
     jpeg_destroy_decompress(&cinfo);
-    return data_errf(err, errlen, "%s: JPEG decodes to %d components, expected %d", name,
+    return util_errf(err, errlen, "%s: JPEG decodes to %d components, expected %d", name,
                      cinfo.output_components, cmyk ? 4 : 3);
   }
-  st.pixels = xmalloc_or_die((size_t)(w * h * 3));
-  if (cmyk) st.row = xmalloc_or_die((size_t)w * 4);
+  st.pixels = util_xmalloc((size_t)(w * h * 3));
+  if (cmyk) st.row = util_xmalloc((size_t)w * 4);
   while (cinfo.output_scanline < cinfo.output_height) {
     uint8_t *dst = st.pixels + (size_t)cinfo.output_scanline * (size_t)w * 3;
     JSAMPROW row = cmyk ? st.row : dst;
@@ -155,7 +147,7 @@ static int decode_jpeg(const uint8_t *buf, size_t len, const char *name, int min
   free(st.row);
   if (jerr.truncated) {
     free(st.pixels);
-    return data_errf(err, errlen, "%s: truncated JPEG: %s", name, jerr.msg);
+    return util_errf(err, errlen, "%s: truncated JPEG: %s", name, jerr.msg);
   }
   img->w = (int)w;
   img->h = (int)h;
@@ -171,7 +163,7 @@ int data_jpeg_decode_scaled(const uint8_t *buf, size_t len, const char *name, in
                             data_image *img, char *err, size_t errlen) {
   memset(img, 0, sizeof *img);
   if (len < 3 || buf[0] != 0xFF || buf[1] != 0xD8 || buf[2] != 0xFF)
-    return data_errf(err, errlen, "%s: not a JPEG (bad first bytes)", name);
+    return util_errf(err, errlen, "%s: not a JPEG (bad first bytes)", name);
   return decode_jpeg(buf, len, name, 0, scale_num < 1 ? 8 : scale_num > 8 ? 8 : scale_num, img,
                      err, errlen);
 }
@@ -194,7 +186,7 @@ int data_jpeg_encode(const uint8_t *pixels, int w, int h, int c, int quality, co
   *len = 0;
   if (w < 1 || h < 1 || w > 65535 || h > 65535 || (c != 1 && c != 3) || quality < 1 ||
       quality > 100)
-    return data_errf(err, errlen, "%s: cannot encode a %dx%dx%d image at quality %d", name, w, h,
+    return util_errf(err, errlen, "%s: cannot encode a %dx%dx%d image at quality %d", name, w, h,
                      c, quality);
   struct jpeg_compress_struct cinfo;
   jpeg_errmgr jerr;
@@ -207,7 +199,7 @@ int data_jpeg_encode(const uint8_t *pixels, int w, int h, int c, int quality, co
   if (setjmp(jerr.jb)) {
     jpeg_destroy_compress(&cinfo);
     free(stp->out);
-    return data_errf(err, errlen, "%s: JPEG encoding failed: %s", name, jerr.msg);
+    return util_errf(err, errlen, "%s: JPEG encoding failed: %s", name, jerr.msg);
   }
   jpeg_create_compress(&cinfo);
   jpeg_mem_dest(&cinfo, &st.out, &st.len);
@@ -266,13 +258,13 @@ static int decode_png(const uint8_t *buf, size_t len, const char *name, data_ima
   png_state *volatile stp = &st;
   png_structp png =
       png_create_read_struct(PNG_LIBPNG_VER_STRING, &st, png_on_error, png_on_warning);
-  if (!png) return data_errf(err, errlen, "%s: cannot create a PNG reader", name);
+  if (!png) return util_errf(err, errlen, "%s: cannot create a PNG reader", name);
   png_infop info = png_create_info_struct(png);
   png_structp volatile pngv = png;
   png_infop volatile infov = info;
   if (!info) {
     png_destroy_read_struct(&png, NULL, NULL);
-    return data_errf(err, errlen, "%s: cannot create a PNG reader", name);
+    return util_errf(err, errlen, "%s: cannot create a PNG reader", name);
   }
   if (setjmp(png_jmpbuf(png))) {
     png_structp p = pngv;
@@ -280,7 +272,7 @@ static int decode_png(const uint8_t *buf, size_t len, const char *name, data_ima
     png_destroy_read_struct(&p, &i, NULL);
     free(stp->pixels);
     free(stp->rows);
-    return data_errf(err, errlen, "%s: corrupt PNG: %s", name, stp->msg);
+    return util_errf(err, errlen, "%s: corrupt PNG: %s", name, stp->msg);
   }
   png_set_read_fn(png, &st, png_read_mem);
   png_read_info(png, info);
@@ -305,8 +297,8 @@ static int decode_png(const uint8_t *buf, size_t len, const char *name, data_ima
              depth);
     png_longjmp(png, 1);
   }
-  st.pixels = xmalloc_or_die((size_t)w * h * 3);
-  st.rows = xmalloc_or_die((size_t)h * sizeof *st.rows);
+  st.pixels = util_xmalloc((size_t)w * h * 3);
+  st.rows = util_xmalloc((size_t)h * sizeof *st.rows);
   for (png_uint_32 y = 0; y < h; y++) st.rows[y] = st.pixels + (size_t)y * w * 3;
   png_read_image(png, st.rows);
   png_destroy_read_struct(&png, &info, NULL);
@@ -323,36 +315,36 @@ int data_image_decode(const uint8_t *buf, size_t len, const char *name, int min_
                       data_image *img, char *err, size_t errlen) {
   memset(img, 0, sizeof *img);
   static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  if (len == 0) return data_errf(err, errlen, "%s: empty file", name);
+  if (len == 0) return util_errf(err, errlen, "%s: empty file", name);
   if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF)
     return decode_jpeg(buf, len, name, min_short_side, 0, img, err, errlen);
   if (len >= 8 && memcmp(buf, png_sig, 8) == 0) return decode_png(buf, len, name, img, err, errlen);
-  return data_errf(err, errlen, "%s: not a JPEG or PNG image", name);
+  return util_errf(err, errlen, "%s: not a JPEG or PNG image", name);
 }
 
 int data_image_load(const char *path, int min_short_side, data_image *img, char *err,
                     size_t errlen) {
   memset(img, 0, sizeof *img);
   FILE *f = fopen(path, "rb");
-  if (!f) return data_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+  if (!f) return util_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
   struct stat sb;
   if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
     fclose(f);
-    return data_errf(err, errlen, "%s: not a regular file", path);
+    return util_errf(err, errlen, "%s: not a regular file", path);
   }
   if (sb.st_size > MAX_FILE_BYTES) {
     fclose(f);
-    return data_errf(err, errlen, "%s: file of %lld bytes exceeds the limit of %lld", path,
+    return util_errf(err, errlen, "%s: file of %lld bytes exceeds the limit of %lld", path,
                      (long long)sb.st_size, MAX_FILE_BYTES);
   }
   size_t len = (size_t)sb.st_size;
-  uint8_t *buf = xmalloc_or_die(len);
+  uint8_t *buf = util_xmalloc(len);
   size_t got = len ? fread(buf, 1, len, f) : 0;
   int rerr = ferror(f);
   fclose(f);
   if (got != len || rerr) {
     free(buf);
-    return data_errf(err, errlen, "%s: read error", path);
+    return util_errf(err, errlen, "%s: read error", path);
   }
   int rc = data_image_decode(buf, len, path, min_short_side, img, err, errlen);
   free(buf);
@@ -397,9 +389,9 @@ static void axis_make_gen(axis_coeffs *a, int lo_clip, int hi_clip, double in0, 
   double fscale = scale > 1 ? scale : 1;
   double support = 1.0 * fscale;
   a->kmax = (int)ceil(support) * 2 + 1;
-  a->start = xmalloc_or_die((size_t)n * sizeof(int));
-  a->count = xmalloc_or_die((size_t)n * sizeof(int));
-  a->w = xmalloc_or_die((size_t)n * (size_t)a->kmax * sizeof(int32_t));
+  a->start = util_xmalloc((size_t)n * sizeof(int));
+  a->count = util_xmalloc((size_t)n * sizeof(int));
+  a->w = util_xmalloc((size_t)n * (size_t)a->kmax * sizeof(int32_t));
   for (int i = 0; i < n; i++) {
     double center = in0 + (o0 + i + 0.5) * scale;
     int lo = (int)(center - support + 0.5);
@@ -409,7 +401,7 @@ static void axis_make_gen(axis_coeffs *a, int lo_clip, int hi_clip, double in0, 
     if (hi <= lo) hi = lo + 1 <= hi_clip ? lo + 1 : hi_clip, lo = hi - 1; /* never empty */
     if (hi - lo > a->kmax) hi = lo + a->kmax;
     double ww[64 + 1], total = 0;
-    double *wp = a->kmax <= 64 ? ww : xmalloc_or_die((size_t)a->kmax * sizeof(double));
+    double *wp = a->kmax <= 64 ? ww : util_xmalloc((size_t)a->kmax * sizeof(double));
     for (int k = 0; k < hi - lo; k++) {
       double x = (lo + k - center + 0.5) * (1.0 / fscale);
       double t = 1.0 - fabs(x);
@@ -512,8 +504,8 @@ static void resample_axes(const data_image *im, axis_coeffs ax, axis_coeffs ay, 
     if (ay.start[i] + ay.count[i] > r1) r1 = ay.start[i] + ay.count[i];
   }
   size_t rowlen = (size_t)out_w * c;
-  uint8_t *tmp = xmalloc_or_die((size_t)(r1 - r0) * rowlen);
-  int32_t *acc = xmalloc_or_die(rowlen * sizeof(int32_t)); /* one output row */
+  uint8_t *tmp = util_xmalloc((size_t)(r1 - r0) * rowlen);
+  int32_t *acc = util_xmalloc(rowlen * sizeof(int32_t)); /* one output row */
   const int32_t half = 1 << (RESAMPLE_BITS - 1);
   for (int y = r0; y < r1; y++) { /* horizontal pass over the rows the window needs */
     const uint8_t *s = src + (size_t)y * in_w * c;
@@ -599,9 +591,9 @@ void data_rrc_box(int width, int height, const double *area, const double *aspec
 int data_png_write(const char *path, int w, int h, int c, const uint8_t *pixels, char *err,
                    size_t errlen) {
   if (w <= 0 || h <= 0 || (c != 1 && c != 3))
-    return data_errf(err, errlen, "%s: cannot write a %dx%dx%d PNG", path, w, h, c);
+    return util_errf(err, errlen, "%s: cannot write a %dx%dx%d PNG", path, w, h, c);
   FILE *f = fopen(path, "wb");
-  if (!f) return data_errf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+  if (!f) return util_errf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
   png_state st;
   memset(&st, 0, sizeof st);
   png_state *volatile stp = &st;
@@ -614,7 +606,7 @@ int data_png_write(const char *path, int w, int h, int c, const uint8_t *pixels,
   if (!png || !info) {
     png_destroy_write_struct(&png, NULL);
     fclose(f);
-    return data_errf(err, errlen, "%s: cannot create a PNG writer", path);
+    return util_errf(err, errlen, "%s: cannot create a PNG writer", path);
   }
   if (setjmp(png_jmpbuf(png))) {
     png_structp p = pngv;
@@ -622,18 +614,18 @@ int data_png_write(const char *path, int w, int h, int c, const uint8_t *pixels,
     png_destroy_write_struct(&p, &i);
     fclose(fv);
     free(stp->rows);
-    return data_errf(err, errlen, "%s: cannot write PNG: %s", path, stp->msg);
+    return util_errf(err, errlen, "%s: cannot write PNG: %s", path, stp->msg);
   }
   png_init_io(png, f);
   png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
                c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  st.rows = xmalloc_or_die((size_t)h * sizeof *st.rows);
+  st.rows = util_xmalloc((size_t)h * sizeof *st.rows);
   for (int y = 0; y < h; y++) st.rows[y] = (png_bytep)(pixels + (size_t)y * w * c);
   png_set_rows(png, info, st.rows);
   png_write_png(png, info, PNG_TRANSFORM_IDENTITY, NULL);
   png_destroy_write_struct(&png, &info);
   free(st.rows);
-  if (fclose(f) != 0) return data_errf(err, errlen, "%s: write error: %s", path, strerror(errno));
+  if (fclose(f) != 0) return util_errf(err, errlen, "%s: write error: %s", path, strerror(errno));
   return 0;
 }

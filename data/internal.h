@@ -43,13 +43,6 @@ double data_rng_normal(data_rng *r);
  * Fisher-Yates draw). held_out has n bytes. Returns 0, or -1 out of memory. */
 int data_holdout_mask(int64_t n, double fraction, uint64_t seed, uint8_t *held_out);
 
-/* snprintf into err (if err and errlen); always returns -1 for `return data_errf(...)`. */
-int data_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* Turns off HDF5's automatic error-stack printing for the calling thread
- * (the thread-safe HDF5 build keeps one error stack per thread); we report
- * errors ourselves. */
-void data_hdf5_quiet(void);
 
 /* Per-channel mean and std of pixels scaled to [0, 1] from exact sums over
  * cnt pixels (a constant channel gets std 1): the writer's attributes, and
@@ -57,10 +50,5 @@ void data_hdf5_quiet(void);
 void data_stats_from_sums(const uint64_t *sum, const uint64_t *sumsq, double cnt, int c,
                           float *mean, float *sd);
 
-/* Monotonic seconds. */
-double data_now(void);
-
-/* Number of online CPUs (at least 1). */
-int data_num_cpus(void);
 
 #endif

@@ -30,6 +30,7 @@
 
 #include "data.h"
 #include "internal.h"
+#include "util.h"
 
 /* AlexNet's PCA lighting (Krizhevsky et al. 2012; the values of fb.resnet.torch
  * and torchvision's references): eigenvalues and eigenvectors (columns) of
@@ -143,7 +144,7 @@ static int sample_image(const data_loader *ld, reader_t *rd, int64_t idx, size_t
 static int too_small(const data_loader *ld, int64_t idx, int W, int H, char *err, size_t errlen) {
   int64_t li;
   const char *p = data_dataset_locate(&ld->ds, idx, &li);
-  return data_errf(err, errlen,
+  return util_errf(err, errlen,
                    "%s: sample %lld is %dx%d, smaller than the crop %dx%d (set data.resize or "
                    "data.crop_mode: random_resized)",
                    p, (long long)li, W, H, ld->crop, ld->crop);
@@ -192,7 +193,7 @@ static int augment(const data_loader *ld, reader_t *rd, int64_t idx, size_t len,
       int num = data_jpeg_scale_for(bw, bh, K, K);
       if (sample_image(ld, rd, idx, len, num, &img, &owned, err, errlen) != 0) return -1;
       if (work_room(rd, (size_t)K * K * ld->cin) != 0)
-        rc = data_errf(err, errlen, "%s: out of memory", ld->ds.path);
+        rc = util_errf(err, errlen, "%s: out of memory", ld->ds.path);
       else
         data_image_resize_box(&img, x0, y0, bw, bh, K, K, rd->work);
       if (rc == 0) write_view(ld, rd->work, K, 0, 0, flip, add, dst);
@@ -211,7 +212,7 @@ static int augment(const data_loader *ld, reader_t *rd, int64_t idx, size_t len,
       if (sample_image(ld, rd, idx, len, num, &img, &owned, err, errlen) != 0) return -1;
       size_t need = ld->views == 1 ? (size_t)K * K * ld->cin : (size_t)sw * sh * ld->cin;
       if (work_room(rd, need) != 0) {
-        rc = data_errf(err, errlen, "%s: out of memory", ld->ds.path);
+        rc = util_errf(err, errlen, "%s: out of memory", ld->ds.path);
       } else if (ld->views == 1) { /* only the centre window is resampled */
         data_image_resize_crop(&img, R, K, rd->work);
         sw = sh = K;
@@ -354,42 +355,42 @@ static int loader_configure(data_loader *ld, char *err, size_t errlen) {
   const data_dataset *ds = &ld->ds;
   const char *p = ds->path;
   if (o->ranks < 1 || o->rank < 0 || o->rank >= o->ranks)
-    return data_errf(err, errlen, "%s: rank %d is not in [0, %d)", p, o->rank, o->ranks);
+    return util_errf(err, errlen, "%s: rank %d is not in [0, %d)", p, o->rank, o->ranks);
   if (o->global_batch < 1)
-    return data_errf(err, errlen, "%s: global batch %d must be >= 1", p, o->global_batch);
+    return util_errf(err, errlen, "%s: global batch %d must be >= 1", p, o->global_batch);
   if (o->global_batch % o->ranks != 0)
-    return data_errf(err, errlen, "%s: global batch %d is not divisible by %d ranks", p,
+    return util_errf(err, errlen, "%s: global batch %d is not divisible by %d ranks", p,
                      o->global_batch, o->ranks);
-  if (o->crop < 1) return data_errf(err, errlen, "%s: crop %d must be >= 1", p, o->crop);
+  if (o->crop < 1) return util_errf(err, errlen, "%s: crop %d must be >= 1", p, o->crop);
   if (o->crop_mode != DATA_CROP_FIXED && o->crop_mode != DATA_CROP_RANDOM_RESIZED)
-    return data_errf(err, errlen, "%s: crop mode %d is not fixed (0) or random_resized (1)", p,
+    return util_errf(err, errlen, "%s: crop mode %d is not fixed (0) or random_resized (1)", p,
                      o->crop_mode);
   if (o->resize < 0 || (o->resize > 0 && o->resize < o->crop))
-    return data_errf(err, errlen, "%s: resize %d is smaller than the crop %d", p, o->resize,
+    return util_errf(err, errlen, "%s: resize %d is smaller than the crop %d", p, o->resize,
                      o->crop);
   if (o->reader_threads < 0 || o->reader_threads > 256)
-    return data_errf(err, errlen, "%s: reader threads %d is not in 0..256", p, o->reader_threads);
+    return util_errf(err, errlen, "%s: reader threads %d is not in 0..256", p, o->reader_threads);
   /* Windows of the stored image: each image must hold the crop. */
   int windows = o->train ? o->crop_mode == DATA_CROP_FIXED : o->resize == 0;
   if (windows && ds->encoding == DATA_ENCODING_RAW && (o->crop > ds->h || o->crop > ds->w))
-    return data_errf(err, errlen, "%s: /images are %dx%d, smaller than the crop %dx%d", p, ds->h,
+    return util_errf(err, errlen, "%s: /images are %dx%d, smaller than the crop %dx%d", p, ds->h,
                      ds->w, o->crop, o->crop);
   if (windows && (o->crop > ds->min_h || o->crop > ds->min_w))
-    return data_errf(err, errlen,
+    return util_errf(err, errlen,
                      "%s: the smallest images are %d high and %d wide, smaller than the crop %d "
                      "(set data.resize or data.crop_mode: random_resized)",
                      p, ds->min_h, ds->min_w, o->crop);
   ld->cin = ds->c;
   ld->cout = o->out_channels == 0 ? ds->c : o->out_channels;
   if (!(ld->cout == ds->c || (ld->cout == 3 && ds->c == 1)))
-    return data_errf(err, errlen,
+    return util_errf(err, errlen,
                      "%s: out_channels %d with %d-channel images (1 -> 3 replicates gray; 3 -> 1 "
                      "is not supported)",
                      p, o->out_channels, ds->c);
   if (!(o->lighting >= 0 && isfinite(o->lighting)))
-    return data_errf(err, errlen, "%s: lighting %g must be >= 0", p, (double)o->lighting);
+    return util_errf(err, errlen, "%s: lighting %g must be >= 0", p, (double)o->lighting);
   if (o->prefetch < 0 || o->prefetch > 64)
-    return data_errf(err, errlen, "%s: prefetch %d is not in 0..64", p, o->prefetch);
+    return util_errf(err, errlen, "%s: prefetch %d is not in 0..64", p, o->prefetch);
   for (int c = 0; c < ld->cout; c++) {
     if (o->std[0] == 0) { /* the file's statistics; gray replicated to 3 uses channel 0 */
       ld->mean[c] = ds->mean[ds->c == 1 ? 0 : c];
@@ -398,7 +399,7 @@ static int loader_configure(data_loader *ld, char *err, size_t errlen) {
       ld->mean[c] = o->mean[c];
       ld->std[c] = o->std[c];
       if (!(o->std[c] > 0) || !isfinite(o->std[c]) || !isfinite(o->mean[c]))
-        return data_errf(err, errlen,
+        return util_errf(err, errlen,
                          "%s: normalization std[%d] = %g, mean[%d] = %g: std must be > 0", p, c,
                          (double)o->std[c], c, (double)o->mean[c]);
     }
@@ -413,9 +414,9 @@ static int loader_configure(data_loader *ld, char *err, size_t errlen) {
 
 int data_loader_open(const data_loader_opts *o, data_loader **out, char *err, size_t errlen) {
   *out = NULL;
-  if (!o || !o->path) return data_errf(err, errlen, "data loader: no dataset path");
+  if (!o || !o->path) return util_errf(err, errlen, "data loader: no dataset path");
   data_loader *ld = calloc(1, sizeof *ld);
-  if (!ld) return data_errf(err, errlen, "%s: out of memory", o->path);
+  if (!ld) return util_errf(err, errlen, "%s: out of memory", o->path);
   ld->o = *o;
   ld->held = -1;
   ld->ds.file_id = ld->ds.images_id = -1;
@@ -427,16 +428,16 @@ int data_loader_open(const data_loader_opts *o, data_loader **out, char *err, si
   if (o->indices) {
     if (o->num_indices <= 0) {
       loader_free(ld);
-      return data_errf(err, errlen, "%s: empty subset of indices (zero samples)", o->path);
+      return util_errf(err, errlen, "%s: empty subset of indices (zero samples)", o->path);
     }
     ld->subset = malloc((size_t)o->num_indices * sizeof(int64_t));
     if (!ld->subset) {
       loader_free(ld);
-      return data_errf(err, errlen, "%s: out of memory", o->path);
+      return util_errf(err, errlen, "%s: out of memory", o->path);
     }
     for (int64_t i = 0; i < o->num_indices; i++) {
       if (o->indices[i] < 0 || o->indices[i] >= ld->ds.n) {
-        data_errf(err, errlen, "%s: indices[%lld] = %lld is out of range [0, %lld)", o->path,
+        util_errf(err, errlen, "%s: indices[%lld] = %lld is out of range [0, %lld)", o->path,
                   (long long)i, (long long)o->indices[i], (long long)ld->ds.n);
         loader_free(ld);
         return -1;
@@ -468,7 +469,7 @@ int data_loader_open(const data_loader_opts *o, data_loader **out, char *err, si
   }
   if (!ok) {
     loader_free(ld);
-    return data_errf(err, errlen, "%s: out of memory for %d batch buffers of %zu MiB", o->path,
+    return util_errf(err, errlen, "%s: out of memory for %d batch buffers of %zu MiB", o->path,
                      ld->nslots, (nimg * sizeof(float)) >> 20);
   }
   pthread_mutex_init(&ld->io_mu, NULL);
@@ -481,7 +482,7 @@ int data_loader_open(const data_loader_opts *o, data_loader **out, char *err, si
     if (!a || pthread_create(&ld->readers[i].thread, NULL, reader_main, a) != 0) {
       free(a);
       data_loader_close(ld);
-      return data_errf(err, errlen, "%s: cannot start reader thread %d", o->path, i);
+      return util_errf(err, errlen, "%s: cannot start reader thread %d", o->path, i);
     }
     ld->readers[i].started = 1;
   }
@@ -520,9 +521,9 @@ const data_dataset *data_loader_dataset(const data_loader *ld) {
 
 int data_loader_start_epoch(data_loader *ld, int64_t epoch, int64_t first_step, char *err,
                             size_t errlen) {
-  if (epoch < 0) return data_errf(err, errlen, "%s: epoch %lld < 0", ld->ds.path, (long long)epoch);
+  if (epoch < 0) return util_errf(err, errlen, "%s: epoch %lld < 0", ld->ds.path, (long long)epoch);
   if (first_step < 0 || first_step > ld->steps)
-    return data_errf(err, errlen, "%s: first step %lld is not in [0, %lld]", ld->ds.path,
+    return util_errf(err, errlen, "%s: first step %lld is not in [0, %lld]", ld->ds.path,
                      (long long)first_step, (long long)ld->steps);
   pthread_mutex_lock(&ld->mu);
   atomic_fetch_add(&ld->abort_seq, 1);
@@ -557,14 +558,14 @@ int data_loader_next(data_loader *ld, data_batch *b, char *err, size_t errlen) {
   }
   if (!ld->have_epoch) {
     pthread_mutex_unlock(&ld->mu);
-    return data_errf(err, errlen, "%s: data_loader_next before data_loader_start_epoch",
+    return util_errf(err, errlen, "%s: data_loader_next before data_loader_start_epoch",
                      ld->ds.path);
   }
   if (ld->next_consume >= ld->steps) {
     pthread_mutex_unlock(&ld->mu);
     return 0;
   }
-  double t0 = data_now();
+  double t0 = util_now();
   int s = -1;
   for (;;) {
     for (int i = 0; i < ld->nslots && s < 0; i++)
@@ -574,7 +575,7 @@ int data_loader_next(data_loader *ld, data_batch *b, char *err, size_t errlen) {
   }
   slot_t *slot = &ld->slots[s];
   if (slot->status != 0) { /* stays READY: every later call reports the same error */
-    data_errf(err, errlen, "%s", slot->err);
+    util_errf(err, errlen, "%s", slot->err);
     pthread_mutex_unlock(&ld->mu);
     return -1;
   }
@@ -589,6 +590,6 @@ int data_loader_next(data_loader *ld, data_batch *b, char *err, size_t errlen) {
   b->count = slot->count;
   b->views = ld->views;
   b->step = slot->step;
-  b->wait_ms = 1e3 * (data_now() - t0);
+  b->wait_ms = 1e3 * (util_now() - t0);
   return 1;
 }

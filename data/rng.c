@@ -1,18 +1,16 @@
 /*
  * data/rng.c: the counter-based random numbers of data/ (see internal.h),
  * the deterministic epoch permutation and hold-out split every rank computes
- * alike, and the small helpers the other files share.
+ * alike.
  */
-#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "data.h"
 #include "internal.h"
+#include "util.h"
 
 /* splitmix64's output function: a bijective 64-bit mixer. */
 static uint64_t mix64(uint64_t x) {
@@ -48,31 +46,6 @@ double data_rng_normal(data_rng *r) {
   double u1 = 1.0 - data_rng_uniform(r); /* (0, 1]: log is finite */
   double u2 = data_rng_uniform(r);
   return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-int data_errf(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
-void data_hdf5_quiet(void) {
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-double data_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-int data_num_cpus(void) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n < 1 ? 1 : (int)n;
 }
 
 void data_epoch_permutation(int64_t n, uint64_t seed, int64_t epoch, int shuffle, int64_t *perm) {
@@ -118,20 +91,20 @@ int data_holdout_split(int64_t n, double fraction, uint64_t seed, int64_t **keep
                        int64_t **held, int64_t *num_held, char *err, size_t errlen) {
   *keep = *held = NULL;
   *num_keep = *num_held = 0;
-  if (n <= 0) return data_errf(err, errlen, "hold-out split of %lld samples", (long long)n);
+  if (n <= 0) return util_errf(err, errlen, "hold-out split of %lld samples", (long long)n);
   if (!(fraction >= 0 && fraction < 1))
-    return data_errf(err, errlen, "hold-out fraction %g is not in [0, 1)", fraction);
+    return util_errf(err, errlen, "hold-out fraction %g is not in [0, 1)", fraction);
   uint8_t *mask = malloc((size_t)n);
   int64_t nh = data_holdout_count(n, fraction);
   int64_t *k = malloc((size_t)(n - nh + 1) * sizeof *k);
   int64_t *h = malloc((size_t)(nh + 1) * sizeof *h);
   if (!mask || !k || !h) {
     free(mask), free(k), free(h);
-    return data_errf(err, errlen, "out of memory splitting %lld samples", (long long)n);
+    return util_errf(err, errlen, "out of memory splitting %lld samples", (long long)n);
   }
   if (data_holdout_mask(n, fraction, seed, mask) != 0) {
     free(mask), free(k), free(h);
-    return data_errf(err, errlen, "out of memory splitting %lld samples", (long long)n);
+    return util_errf(err, errlen, "out of memory splitting %lld samples", (long long)n);
   }
   int64_t a = 0, b = 0;
   for (int64_t i = 0; i < n; i++) {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "util.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
@@ -122,19 +123,12 @@ int dist_local_size(void) { return g.local_size; }
 int dist_local_rank(void) { return g.local_rank; }
 
 int dist_default_threads(void) {
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  if (cores < 1) cores = 1;
+  long cores = util_cpu_count();
   long per_rank = cores / (g.local_size > 0 ? g.local_size : 1);
   return per_rank >= 1 ? (int)per_rank : 1;
 }
 
 MPI_Comm dist_comm(void) { return g.comm; }
-
-double dist_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Fatal errors                                                              */
@@ -225,7 +219,7 @@ int dist_agree(int local_error, char *msg, size_t msglen) {
 }
 
 double dist_allreduce_average_plain(float *grads, size_t n) {
-  double t0 = dist_now();
+  double t0 = util_now();
   if (g.size > 1) {
     int slot = dist_watchdog_arm("plain allreduce of %zu floats", n);
     for (size_t done = 0; done < n;) {
@@ -237,5 +231,5 @@ double dist_allreduce_average_plain(float *grads, size_t n) {
     const float scale = 1.0f / (float)g.size;
     for (size_t i = 0; i < n; i++) grads[i] *= scale;
   }
-  return 1e3 * (dist_now() - t0);
+  return 1e3 * (util_now() - t0);
 }

@@ -28,9 +28,6 @@ void dist_mpi_failed(int rc, const char *call, const char *file, int line)
  * (errors returned, not fatal inside MPI). Valid between init and finalize. */
 MPI_Comm dist_comm(void);
 
-/* Monotonic clock in seconds. */
-double dist_now(void);
-
 /* Starts the watchdog thread; probe is a communicator of its own, used only
  * when a deadline passes to ask the peers whether they are alive. */
 void dist_watchdog_start(MPI_Comm probe);

@@ -55,6 +55,7 @@
 
 #include "dist.h"
 #include "internal.h"
+#include "util.h"
 
 #define DEFAULT_BUCKET_MB 25.0
 /* Largest bucket: its count must fit an MPI int with room to spare. */
@@ -804,7 +805,7 @@ void dist_reducer_ready(dist_reducer *r, size_t offset, size_t count) {
 }
 
 double dist_reducer_finish(dist_reducer *r) {
-  double t0 = dist_now();
+  double t0 = util_now();
   if (psgd_active(r)) {
     dist_powersgd_reduce(r->psgd); /* also on one rank: the same step on any count */
   } else if (r->has_thread) {
@@ -822,7 +823,7 @@ double dist_reducer_finish(dist_reducer *r) {
   r->released = 0;
   r->in_pass = 0;
   r->passes++;
-  return 1e3 * (dist_now() - t0);
+  return 1e3 * (util_now() - t0);
 }
 
 size_t dist_reducer_wire_floats(const dist_reducer *r) {

@@ -27,6 +27,7 @@
 
 #include "dist.h"
 #include "internal.h"
+#include "util.h"
 
 /* Concurrent collectives: the main thread's and each reducer's thread. */
 #define WD_SLOTS 16
@@ -40,7 +41,7 @@
 
 typedef struct {
   int used;
-  double deadline; /* dist_now() seconds */
+  double deadline; /* util_now() seconds */
   double timeout;  /* the timeout in force when armed, for the message */
   char what[192];  /* the collective, e.g. "allreduce of bucket 3 (25.0 MB)" */
 } wd_slot;
@@ -91,9 +92,9 @@ static int probe_peers(double window, char *list, size_t listlen) {
   for (int p = 0; p < size; p++)
     if (p != rank) MPI_Isend(&out, 1, MPI_INT, p, 1, wd.probe, &req[n++]);
   int pending = nrecv;
-  double end = dist_now() + window;
+  double end = util_now() + window;
   int *done = calloc((size_t)nrecv, sizeof *done);
-  while (pending > 0 && done && dist_now() < end) {
+  while (pending > 0 && done && util_now() < end) {
     int outcount = 0;
     if (MPI_Testsome(nrecv, req, &outcount, done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) break;
     if (outcount == MPI_UNDEFINED) break;
@@ -165,7 +166,7 @@ static void *watchdog_main(void *arg) {
       continue;
     }
     double deadline = wd.slot[first].deadline;
-    if (dist_now() >= deadline) {
+    if (util_now() >= deadline) {
       wd_slot s = wd.slot[first];
       pthread_mutex_unlock(&wd.mu);
       fire(&s);
@@ -232,7 +233,7 @@ int dist_watchdog_arm(const char *fmt, ...) {
     dist_abort(1, "dist: more than %d collectives at once under the watchdog", WD_SLOTS);
   }
   /* The thread only needs waking when this deadline is the new earliest. */
-  double deadline = dist_now() + wd.timeout;
+  double deadline = util_now() + wd.timeout;
   int wake = 1;
   for (int j = 0; j < WD_SLOTS; j++)
     if (wd.slot[j].used && wd.slot[j].deadline <= deadline) wake = 0;

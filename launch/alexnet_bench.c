@@ -21,12 +21,7 @@
 
 #include "nn.h"
 #include "tool.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "util.h"
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -57,11 +52,11 @@ static double sgemm_gflops(int m, int n, int k) {
   for (size_t i = 0; i < (size_t)k * n; i++) b[i] = (float)(i % 5) * 0.1f;
   double best = 1e30;
   int reps = 0;
-  double start = now();
-  while (reps < 3 || (reps < 20 && now() - start < 0.3)) {
-    double t0 = now();
+  double start = util_now();
+  while (reps < 3 || (reps < 20 && util_now() - start < 0.3)) {
+    double t0 = util_now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
-    double t = now() - t0;
+    double t = util_now() - t0;
     if (t < best) best = t;
     reps++;
   }
@@ -171,14 +166,14 @@ int main(int argc, char **argv) {
   net.training = 1;
   for (int s = -warmup; s < steps; s++) {
     net.dropout_seed = (uint64_t)(s + warmup);
-    double t0 = now();
+    double t0 = util_now();
     nn_forward(&net, x, batch);
     nn_loss(&net, labels, batch, NULL, NULL);
-    double t1 = now();
+    double t1 = util_now();
     nn_backward(&net, x, batch, NULL, NULL);
-    double t2 = now();
+    double t2 = util_now();
     nn_sgd_step(&net, momentum, &sgd);
-    double t3 = now();
+    double t3 = util_now();
     if (s < 0) continue;
     t_step[s] = t3 - t0, t_fwd[s] = t1 - t0, t_bwd[s] = t2 - t1, t_upd[s] = t3 - t2;
     for (int l = 0; l < L; l++) {
@@ -190,9 +185,9 @@ int main(int argc, char **argv) {
   net.training = 0;
   net.no_grad = 1;
   for (int s = -1; s < steps; s++) {
-    double t0 = now();
+    double t0 = util_now();
     nn_forward(&net, x, batch);
-    if (s >= 0) t_inf[s] = now() - t0;
+    if (s >= 0) t_inf[s] = util_now() - t0;
   }
   double step = median(t_step, steps), inf = median(t_inf, steps);
   double train_ips = batch / step, fwd_ips = batch / inf;

@@ -23,6 +23,7 @@
 #include "data.h"
 #include "dist.h"
 #include "tool.h"
+#include "util.h"
 
 static const char usage[] =
     "usage:\n"
@@ -212,14 +213,8 @@ static void remove_tmp_on_signals(char (*paths)[TMP_PATH_LEN], int n) {
   for (int i = 0; i < 3; i++) sigaction(sigs[i], &sa, NULL);
 }
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int convert(args_t *a, int rank, int ranks) {
-  double t0 = now();
+  double t0 = util_now();
   char(*paths)[TMP_PATH_LEN] = NULL;
   int npaths = output_paths(a, rank, ranks, &paths);
   if (npaths < 0) {
@@ -274,7 +269,7 @@ static int convert(args_t *a, int rank, int ranks) {
     int64_t sum[3] = {st.written, st.written_val, st.skipped};
     dist_allreduce_sum_int64(sum, 3);
     st.written = sum[0], st.written_val = sum[1], st.skipped = sum[2];
-    st.seconds = now() - t0; /* the agreements above waited for the slowest rank */
+    st.seconds = util_now() - t0; /* the agreements above waited for the slowest rank */
   }
   free(paths);
   if (rc != 0) {

@@ -16,6 +16,7 @@
 
 #include "data.h"
 #include "tool.h"
+#include "util.h"
 
 static const char usage[] =
     "usage: alexnet-loader-bench DATA [--crop 224] [--batch 64] [--reader-threads 1]\n"
@@ -72,16 +73,10 @@ int main(int argc, char **argv) {
       rc = data_loader_start_epoch(ld, ++epoch, 0, err, sizeof err);
       continue;
     }
-    if (++done == warmup) {
-      struct timespec ts;
-      clock_gettime(CLOCK_MONOTONIC, &ts);
-      t0 = ts.tv_sec + 1e-9 * ts.tv_nsec;
-    }
+    if (++done == warmup) t0 = util_now();
     if (done > warmup) images += b.count;
   }
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  double t = ts.tv_sec + 1e-9 * ts.tv_nsec - t0;
+  double t = util_now() - t0;
   const data_dataset *ds = data_loader_dataset(ld);
   if (rc == 0)
     printf(

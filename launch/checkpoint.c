@@ -3,6 +3,7 @@
  * load (format, version, completeness marker, shapes, checksum).
  */
 #include "checkpoint.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,18 +20,7 @@
 
 void (*ckpt_test_on_tensor)(int64_t hdf5_file, long written) = NULL;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* HDF5 prints its own error stack by default; we report errors ourselves. */
-static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 /* FNV-1a over 64-bit words (a byte-wise FNV of 0.5 GB would cost a second):
  * detects truncation and bit rot, not tampering. */
@@ -196,13 +186,13 @@ static uint64_t meta_checksum(const ckpt_meta *m, const int input[3]);
 
 int ckpt_save(const char *path, const nn_net *net, const float *momentum, const ckpt_meta *meta,
               char *err, size_t errlen) {
-  quiet_hdf5();
+  data_hdf5_quiet();
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   unlink(tmp);
   hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (file < 0) {
-    set_err(err, errlen, "checkpoint %s: cannot create %s: %s; the previous checkpoint is kept",
+    util_errf(err, errlen, "checkpoint %s: cannot create %s: %s; the previous checkpoint is kept",
             path, tmp, errno ? strerror(errno) : "HDF5 error");
     unlink(tmp); /* H5Fcreate may leave an empty file behind (a full disk) */
     return -1;
@@ -277,14 +267,14 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
     saved_errno = errno;
   }
   if (!ok) {
-    set_err(err, errlen, "checkpoint %s: writing %s failed%s%s (%s); the previous checkpoint is kept",
+    util_errf(err, errlen, "checkpoint %s: writing %s failed%s%s (%s); the previous checkpoint is kept",
             path, tmp, c.failed ? " at tensor " : "", c.failed ? c.failed_name : "",
             saved_errno ? strerror(saved_errno) : "HDF5 error");
     unlink(tmp);
     return -1;
   }
   if (rename(tmp, path) != 0) {
-    set_err(err, errlen, "checkpoint %s: cannot rename %s: %s", path, tmp, strerror(errno));
+    util_errf(err, errlen, "checkpoint %s: cannot rename %s: %s", path, tmp, strerror(errno));
     unlink(tmp);
     return -1;
   }
@@ -305,35 +295,35 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
 /* Loading                                                                   */
 
 static hid_t open_checked(const char *path, char *err, size_t errlen) {
-  quiet_hdf5();
+  data_hdf5_quiet();
   if (access(path, R_OK) != 0) {
-    set_err(err, errlen, "checkpoint %s: %s", path, strerror(errno));
+    util_errf(err, errlen, "checkpoint %s: %s", path, strerror(errno));
     return -1;
   }
   if (H5Fis_hdf5(path) <= 0) {
-    set_err(err, errlen, "checkpoint %s: not an HDF5 file (truncated or another format)", path);
+    util_errf(err, errlen, "checkpoint %s: not an HDF5 file (truncated or another format)", path);
     return -1;
   }
   hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (file < 0) {
-    set_err(err, errlen, "checkpoint %s: cannot open as HDF5 (truncated or corrupt)", path);
+    util_errf(err, errlen, "checkpoint %s: cannot open as HDF5 (truncated or corrupt)", path);
     return -1;
   }
   char why[512];
   int corrupt;
   if (data_hdf5_check_attrs(file, why, sizeof why) != 0) {
-    set_err(err, errlen, "checkpoint %s: corrupt root attributes: %s", path, why);
+    util_errf(err, errlen, "checkpoint %s: corrupt root attributes: %s", path, why);
     data_hdf5_close(file);
     return -1;
   }
   char *format = attr_read_string_checked(file, "format", &corrupt, why, sizeof why);
   if (corrupt) {
-    set_err(err, errlen, "checkpoint %s: attribute format is corrupt: %s", path, why);
+    util_errf(err, errlen, "checkpoint %s: attribute format is corrupt: %s", path, why);
     data_hdf5_close(file);
     return -1;
   }
   if (!format || strcmp(format, CKPT_FORMAT_NAME) != 0) {
-    set_err(err, errlen, "checkpoint %s: attribute format is '%s', expected '%s'", path,
+    util_errf(err, errlen, "checkpoint %s: attribute format is '%s', expected '%s'", path,
             format ? format : "(missing)", CKPT_FORMAT_NAME);
     free(format);
     data_hdf5_close(file);
@@ -343,7 +333,7 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
   int version = 0;
   if (attr_read(file, "version", H5T_NATIVE_INT, 1, &version) != 0 || version < 1 ||
       version > CKPT_FORMAT_VERSION) {
-    set_err(err, errlen,
+    util_errf(err, errlen,
             "checkpoint %s: format version %d is not supported (this program reads up to %d)",
             path, version, CKPT_FORMAT_VERSION);
     data_hdf5_close(file);
@@ -351,7 +341,7 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
   }
   int complete = 0;
   if (attr_read(file, "complete", H5T_NATIVE_INT, 1, &complete) != 0 || complete != 1) {
-    set_err(err, errlen, "checkpoint %s: incomplete (its writer was interrupted)", path);
+    util_errf(err, errlen, "checkpoint %s: incomplete (its writer was interrupted)", path);
     data_hdf5_close(file);
     return -1;
   }
@@ -415,29 +405,29 @@ static uint64_t meta_checksum(const ckpt_meta *m, const int input[3]) {
 static int check_meta(const char *path, const ckpt_meta *m, const int input[3], char *err,
                       size_t errlen) {
   if (m->step < 0 || m->step > CKPT_MAX_STEP) {
-    set_err(err, errlen, "checkpoint %s: attribute step = %lld is out of range [0, 2^40]", path,
+    util_errf(err, errlen, "checkpoint %s: attribute step = %lld is out of range [0, 2^40]", path,
             (long long)m->step);
     return -1;
   }
   if (m->epoch < 0 || m->epoch > m->step) {
-    set_err(err, errlen, "checkpoint %s: attribute epoch = %lld is out of range [0, step = %lld]",
+    util_errf(err, errlen, "checkpoint %s: attribute epoch = %lld is out of range [0, step = %lld]",
             path, (long long)m->epoch, (long long)m->step);
     return -1;
   }
   if (m->step_in_epoch < 0 || m->step_in_epoch > m->step) {
-    set_err(err, errlen,
+    util_errf(err, errlen,
             "checkpoint %s: attribute step_in_epoch = %lld is out of range [0, step = %lld]", path,
             (long long)m->step_in_epoch, (long long)m->step);
     return -1;
   }
   if (m->num_classes < 1 || m->num_classes > (1 << 24)) {
-    set_err(err, errlen, "checkpoint %s: attribute num_classes = %d is out of range [1, 2^24]",
+    util_errf(err, errlen, "checkpoint %s: attribute num_classes = %d is out of range [1, 2^24]",
             path, m->num_classes);
     return -1;
   }
   for (int i = 0; i < 3; i++) {
     if (input[i] < 1 || input[i] > 65535 || (i == 0 && input[0] > 4096)) {
-      set_err(err, errlen,
+      util_errf(err, errlen,
               "checkpoint %s: attribute input = [%d, %d, %d] (C, H, W) is out of range", path,
               input[0], input[1], input[2]);
       return -1;
@@ -445,12 +435,12 @@ static int check_meta(const char *path, const ckpt_meta *m, const int input[3], 
   }
   for (int i = 0; i < 3; i++) {
     if (!isfinite(m->mean[i])) {
-      set_err(err, errlen, "checkpoint %s: attribute mean[%d] = %g is not finite", path, i,
+      util_errf(err, errlen, "checkpoint %s: attribute mean[%d] = %g is not finite", path, i,
               (double)m->mean[i]);
       return -1;
     }
     if (!isfinite(m->std[i]) || !(m->std[i] > 0)) {
-      set_err(err, errlen, "checkpoint %s: attribute std[%d] = %g must be finite and > 0", path,
+      util_errf(err, errlen, "checkpoint %s: attribute std[%d] = %g must be finite and > 0", path,
               i, (double)m->std[i]);
       return -1;
     }
@@ -463,7 +453,7 @@ static int check_meta(const char *path, const ckpt_meta *m, const int input[3], 
 static int meta_attr(hid_t file, const char *path, const char *name, hid_t type, int n,
                      void *value, char *err, size_t errlen) {
   if (attr_read(file, name, type, n, value) == 0) return 0;
-  set_err(err, errlen, "checkpoint %s: attribute %s is missing or not %d %s value%s", path, name,
+  util_errf(err, errlen, "checkpoint %s: attribute %s is missing or not %d %s value%s", path, name,
           n, H5Tget_class(type) == H5T_FLOAT ? "floating-point" : "integer", n == 1 ? "" : "s");
   return -1;
 }
@@ -485,7 +475,7 @@ static int read_meta_open(hid_t file, const char *path, ckpt_meta *m, char *err,
   if (H5Aexists(file, "meta_checksum") > 0 &&
       (attr_read(file, "meta_checksum", H5T_NATIVE_UINT64, 1, &stored) != 0 ||
        stored != meta_checksum(m, input))) {
-    set_err(err, errlen,
+    util_errf(err, errlen,
             "checkpoint %s: attribute checksum mismatch (step, epoch, step_in_epoch, seed, "
             "num_classes, input, mean or std was changed: the file is corrupt)",
             path);
@@ -505,7 +495,7 @@ static int read_meta_open(hid_t file, const char *path, ckpt_meta *m, char *err,
   }
   if (!corrupt) m->class_names = read_class_names(file, m->num_classes, &corrupt, why, sizeof why);
   if (corrupt) {
-    set_err(err, errlen, "checkpoint %s: %s: %s", path,
+    util_errf(err, errlen, "checkpoint %s: %s: %s", path,
             m->class_names || m->config_yaml ? "/classes" : "attribute arch, config or /classes",
             why);
     ckpt_meta_free(m);
@@ -538,7 +528,7 @@ static void read_tensor(void *vctx, const char *name, size_t offset, size_t coun
   read_ctx *c = vctx;
   if (c->failed) return;
   if (H5Lexists(c->group, name, H5P_DEFAULT) <= 0) {
-    set_err(c->err, c->errlen, "checkpoint %s: %s/%s is missing (a checkpoint of another model?)",
+    util_errf(c->err, c->errlen, "checkpoint %s: %s/%s is missing (a checkpoint of another model?)",
             c->path, c->prefix, name);
     c->failed = 1;
     return;
@@ -559,12 +549,12 @@ static void read_tensor(void *vctx, const char *name, size_t offset, size_t coun
     for (int i = 0; i < rank && i < 8; i++)
       snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu", i ? "x" : "",
                (unsigned long long)hd[i]);
-    set_err(c->err, c->errlen,
+    util_errf(c->err, c->errlen,
             "checkpoint %s: %s/%s has shape %s, the model needs %s (a checkpoint of another model?)",
             c->path, c->prefix, name, got[0] ? got : "?", want);
     c->failed = 1;
   } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->base + offset) < 0) {
-    set_err(c->err, c->errlen, "checkpoint %s: cannot read %s/%s (truncated or corrupt)", c->path,
+    util_errf(c->err, c->errlen, "checkpoint %s: cannot read %s/%s (truncated or corrupt)", c->path,
             c->prefix, name);
     c->failed = 1;
   } else {
@@ -574,7 +564,7 @@ static void read_tensor(void *vctx, const char *name, size_t offset, size_t coun
     const float *v = c->base + offset;
     for (size_t i = 0; i < count && !c->failed; i++) {
       if (!isfinite(v[i])) {
-        set_err(c->err, c->errlen,
+        util_errf(c->err, c->errlen,
                 "checkpoint %s: %s/%s holds a non-finite value (%g at flat index %zu)", c->path,
                 c->prefix, name, (double)v[i], i);
         c->failed = 1;
@@ -592,7 +582,7 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
   ckpt_meta local;
   int rc = read_meta_open(file, path, &local, err, errlen);
   if (rc == 0 && local.num_classes != net->num_classes) {
-    set_err(err, errlen, "checkpoint %s: has %d classes, the model has %d", path,
+    util_errf(err, errlen, "checkpoint %s: has %d classes, the model has %d", path,
             local.num_classes, net->num_classes);
     rc = -1;
   }
@@ -600,13 +590,13 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
    * predict) may serve another input size of the same channels. */
   if (rc == 0 && (local.input.c != net->input.c ||
                   (momentum && (local.input.h != net->input.h || local.input.w != net->input.w)))) {
-    set_err(err, errlen, "checkpoint %s: attribute input = [%d, %d, %d], the model takes "
+    util_errf(err, errlen, "checkpoint %s: attribute input = [%d, %d, %d], the model takes "
             "[%d, %d, %d] (C, H, W)", path, local.input.c, local.input.h, local.input.w,
             net->input.c, net->input.h, net->input.w);
     rc = -1;
   }
   if (rc == 0 && momentum && !local.has_momentum) {
-    set_err(err, errlen, "checkpoint %s: holds no optimizer state (weights only); use it as "
+    util_errf(err, errlen, "checkpoint %s: holds no optimizer state (weights only); use it as "
             "checkpoint.init, not to resume", path);
     rc = -1;
   }
@@ -616,7 +606,7 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
     c.base = net->params;
     c.prefix = "model";
     if (c.group < 0) {
-      set_err(err, errlen, "checkpoint %s: group /model is missing", path);
+      util_errf(err, errlen, "checkpoint %s: group /model is missing", path);
       rc = -1;
     } else {
       nn_visit_params(net, read_tensor, &c);
@@ -634,7 +624,7 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
     c.base = momentum ? momentum : scratch;
     c.prefix = "optimizer/momentum";
     if (c.group < 0 || !c.base) {
-      set_err(err, errlen, "checkpoint %s: group /optimizer/momentum is missing", path);
+      util_errf(err, errlen, "checkpoint %s: group /optimizer/momentum is missing", path);
       rc = -1;
     } else {
       nn_visit_params(net, read_tensor, &c);
@@ -646,7 +636,7 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
   uint64_t stored = 0;
   if (rc == 0 && (attr_read(file, "checksum", H5T_NATIVE_UINT64, 1, &stored) != 0 ||
                   stored != c.hash)) {
-    set_err(err, errlen, "checkpoint %s: checksum mismatch (the file is corrupt)", path);
+    util_errf(err, errlen, "checkpoint %s: checksum mismatch (the file is corrupt)", path);
     rc = -1;
   }
   data_hdf5_close(file);
@@ -712,7 +702,7 @@ int ckpt_load_latest(const char *dir, nn_net *net, float *momentum, ckpt_meta *m
   int64_t *steps;
   int count = list_steps(dir, &steps);
   if (count < 0) {
-    set_err(err, errlen, "checkpoint directory %s: %s", dir, strerror(errno));
+    util_errf(err, errlen, "checkpoint directory %s: %s", dir, strerror(errno));
     return -1;
   }
   int found = 0;

@@ -14,6 +14,7 @@
  * that --set overrides can repair a file before anything is judged.
  */
 #include "config.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -329,16 +330,6 @@ static const void *cfield(const cfg_config *c, size_t off) {
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 void cfg_sb_printf(cfg_strbuf *b, const char *fmt, ...) {
   if (b->failed) return;
   for (;;) {
@@ -579,9 +570,9 @@ int cfg_fail(cfg_walker *w, yaml_mark_t m, const char *path, const char *fmt, ..
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (w->from_set)
-    set_err(w->err, w->errlen, "--set: %s: %s", path, msg);
+    util_errf(w->err, w->errlen, "--set: %s: %s", path, msg);
   else
-    set_err(w->err, w->errlen, "%s:%zu:%zu: %s%s%s", w->c->source, m.line + 1, m.column + 1, path,
+    util_errf(w->err, w->errlen, "%s:%zu:%zu: %s%s%s", w->c->source, m.line + 1, m.column + 1, path,
             *path ? ": " : "", msg);
   return -1;
 }
@@ -770,18 +761,18 @@ static int walk_section(cfg_walker *w, const char *prefix, const yaml_node_t *ma
 static void yaml_error(const yaml_parser_t *p, const char *name, char *err, size_t errlen) {
   const char *problem = p->problem ? p->problem : "cannot parse";
   if (!name) {
-    set_err(err, errlen, "%s%s%s%s", problem, p->context ? " (" : "", p->context ? p->context : "",
+    util_errf(err, errlen, "%s%s%s%s", problem, p->context ? " (" : "", p->context ? p->context : "",
             p->context ? ")" : "");
   } else if (p->error == YAML_READER_ERROR) {
-    set_err(err, errlen, "%s: not a YAML text: %s at byte %zu", name, problem, p->problem_offset);
+    util_errf(err, errlen, "%s: not a YAML text: %s at byte %zu", name, problem, p->problem_offset);
   } else if (p->error == YAML_MEMORY_ERROR) {
-    set_err(err, errlen, "%s: out of memory while parsing YAML", name);
+    util_errf(err, errlen, "%s: out of memory while parsing YAML", name);
   } else if (p->context) {
-    set_err(err, errlen, "%s:%zu:%zu: invalid YAML: %s (%s at line %zu, column %zu)", name,
+    util_errf(err, errlen, "%s:%zu:%zu: invalid YAML: %s (%s at line %zu, column %zu)", name,
             p->problem_mark.line + 1, p->problem_mark.column + 1, problem, p->context,
             p->context_mark.line + 1, p->context_mark.column + 1);
   } else {
-    set_err(err, errlen, "%s:%zu:%zu: invalid YAML: %s", name, p->problem_mark.line + 1,
+    util_errf(err, errlen, "%s:%zu:%zu: invalid YAML: %s", name, p->problem_mark.line + 1,
             p->problem_mark.column + 1, problem);
   }
 }
@@ -793,7 +784,7 @@ static int parse_document(const char *text, size_t len, const char *name, yaml_d
                           char *err, size_t errlen) {
   yaml_parser_t parser;
   if (!yaml_parser_initialize(&parser)) {
-    set_err(err, errlen, "out of memory while parsing YAML");
+    util_errf(err, errlen, "out of memory while parsing YAML");
     return -1;
   }
   yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
@@ -813,10 +804,10 @@ static int parse_document(const char *text, size_t len, const char *name, yaml_d
     yaml_node_t *root = yaml_document_get_root_node(&extra);
     if (root) {
       if (name)
-        set_err(err, errlen, "%s:%zu:%zu: expected one YAML document, found a second one", name,
+        util_errf(err, errlen, "%s:%zu:%zu: expected one YAML document, found a second one", name,
                 root->start_mark.line + 1, root->start_mark.column + 1);
       else
-        set_err(err, errlen, "expected one YAML document, found a second one");
+        util_errf(err, errlen, "expected one YAML document, found a second one");
       yaml_document_delete(&extra);
       yaml_document_delete(doc);
       yaml_parser_delete(&parser);
@@ -856,13 +847,13 @@ int cfg_load(const char *path, cfg_config *c, char *err, size_t errlen) {
   cfg_init(c, path);
   FILE *f = fopen(path, "rb");
   if (!f) {
-    set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    util_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return -1;
   }
   char *text = malloc(MAX_CONFIG_BYTES + 1);
   if (!text) {
     fclose(f);
-    set_err(err, errlen, "%s: out of memory", path);
+    util_errf(err, errlen, "%s: out of memory", path);
     return -1;
   }
   size_t len = fread(text, 1, MAX_CONFIG_BYTES + 1, f);
@@ -871,17 +862,17 @@ int cfg_load(const char *path, cfg_config *c, char *err, size_t errlen) {
   fclose(f);
   if (read_error) {
     free(text);
-    set_err(err, errlen, "%s: cannot read: %s", path, strerror(saved));
+    util_errf(err, errlen, "%s: cannot read: %s", path, strerror(saved));
     return -1;
   }
   if (len > MAX_CONFIG_BYTES) {
     free(text);
-    set_err(err, errlen, "%s: larger than %u MiB; not a config file", path, MAX_CONFIG_BYTES >> 20);
+    util_errf(err, errlen, "%s: larger than %u MiB; not a config file", path, MAX_CONFIG_BYTES >> 20);
     return -1;
   }
   if (memchr(text, '\0', len)) {
     free(text);
-    set_err(err, errlen, "%s: not a YAML text: contains a NUL byte", path);
+    util_errf(err, errlen, "%s: not a YAML text: contains a NUL byte", path);
     return -1;
   }
   text[len] = '\0';
@@ -896,7 +887,7 @@ int cfg_set(cfg_config *c, const char *assignment, char *err, size_t errlen) {
   size_t klen = eq ? (size_t)(eq - assignment) : 0;
   while (klen && assignment[klen - 1] == ' ') klen--;
   if (!eq || klen == 0 || klen >= sizeof path) {
-    set_err(err, errlen, "--set: expected key.path=value, got \"%.200s\"", assignment);
+    util_errf(err, errlen, "--set: expected key.path=value, got \"%.200s\"", assignment);
     return -1;
   }
   memcpy(path, assignment, klen);
@@ -911,7 +902,7 @@ int cfg_set(cfg_config *c, const char *assignment, char *err, size_t errlen) {
       snprintf(head, sizeof head, "%.*s", (int)(dot - path), path);
       int hk = find_key(head);
       if (hk >= 0 && keys[hk].kind != K_SECTION) {
-        set_err(err, errlen, "--set: %s: unknown key (%s has no sub-keys)", path, head);
+        util_errf(err, errlen, "--set: %s: unknown key (%s has no sub-keys)", path, head);
         return -1;
       }
       if (hk < 0) break;
@@ -923,7 +914,7 @@ int cfg_set(cfg_config *c, const char *assignment, char *err, size_t errlen) {
     int n = child_names(prefix, names, CFG_MAX_KEYS);
     snprintf(pre, sizeof pre, "%s%s", prefix, *prefix ? "." : "");
     cfg_suggest(hint, sizeof hint, name, names, n, pre);
-    set_err(err, errlen, "--set: %s: unknown key %s", path, hint);
+    util_errf(err, errlen, "--set: %s: unknown key %s", path, hint);
     return -1;
   }
   const char *value = eq + 1;
@@ -931,7 +922,7 @@ int cfg_set(cfg_config *c, const char *assignment, char *err, size_t errlen) {
   yaml_document_t doc;
   char perr[1024];
   if (parse_document(value, strlen(value), NULL, &doc, perr, sizeof perr)) {
-    set_err(err, errlen, "--set: %s: invalid YAML value \"%.200s\": %s", path, value, perr);
+    util_errf(err, errlen, "--set: %s: invalid YAML value \"%.200s\": %s", path, value, perr);
     return -1;
   }
   yaml_node_t *root = yaml_document_get_root_node(&doc);
@@ -942,14 +933,14 @@ int cfg_set(cfg_config *c, const char *assignment, char *err, size_t errlen) {
     root = id ? yaml_document_get_node(&doc, id) : NULL;
     if (!root) {
       yaml_document_delete(&doc);
-      set_err(err, errlen, "--set: %s: out of memory", path);
+      util_errf(err, errlen, "--set: %s: out of memory", path);
       return -1;
     }
   }
   cfg_config copy;
   if (copy_config(&copy, c)) {
     yaml_document_delete(&doc);
-    set_err(err, errlen, "--set: %s: out of memory", path);
+    util_errf(err, errlen, "--set: %s: out of memory", path);
     return -1;
   }
   cfg_walker w = {&doc, &copy, 1, err, errlen};
@@ -990,7 +981,7 @@ static int invalid(const cfg_config *c, char *err, size_t errlen, const char *ke
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  set_err(err, errlen, "%s: %s: %s", where(c, K(key), loc, sizeof loc), key, msg);
+  util_errf(err, errlen, "%s: %s: %s", where(c, K(key), loc, sizeof loc), key, msg);
   return -1;
 }
 
@@ -1158,7 +1149,7 @@ int cfg_validate(const cfg_config *c, char *err, size_t errlen) {
 
 int cfg_check_ranks(const cfg_config *c, int ranks, char *err, size_t errlen) {
   if (ranks < 1) {
-    set_err(err, errlen, "%s: %d ranks", c->source, ranks);
+    util_errf(err, errlen, "%s: %d ranks", c->source, ranks);
     return -1;
   }
   if (c->train.batch_size % ranks)
@@ -1692,7 +1683,7 @@ int cfg_model_specs(const cfg_config *c, nn_layer_spec **specs, int *count, nn_s
     char why[512];
     if (nn_preset(c->model.arch, &o, &s, &n, input, why, sizeof why)) {
       char loc[CFG_PATH_MAX + 32];
-      set_err(err, errlen, "%s: model.arch: %s", where(c, K("model.arch"), loc, sizeof loc), why);
+      util_errf(err, errlen, "%s: model.arch: %s", where(c, K("model.arch"), loc, sizeof loc), why);
       return -1;
     }
   } else {
@@ -1700,7 +1691,7 @@ int cfg_model_specs(const cfg_config *c, nn_layer_spec **specs, int *count, nn_s
     n = c->model.num_features + pool + c->model.num_classifier;
     s = calloc(n ? (size_t)n : 1, sizeof *s);
     if (!s) {
-      set_err(err, errlen, "%s: model: out of memory for %d layers", c->source, n);
+      util_errf(err, errlen, "%s: model: out of memory for %d layers", c->source, n);
       return -1;
     }
     if (c->model.num_features)
@@ -1735,7 +1726,7 @@ int cfg_build_net(const cfg_config *c, nn_net *net, char *err, size_t errlen) {
   char why[1024];
   int rc = nn_net_build(net, specs, count, input, why, sizeof why);
   free(specs);
-  if (rc) set_err(err, errlen, "%s: model: %s", c->source, why);
+  if (rc) util_errf(err, errlen, "%s: model: %s", c->source, why);
   return rc;
 }
 

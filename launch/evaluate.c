@@ -11,12 +11,7 @@
 #include <time.h>
 
 #include "dist.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "util.h"
 
 /* Averages the softmax of `views` consecutive rows of logits into probs
  * (classes), in double for a stable sum. */
@@ -39,7 +34,7 @@ int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_d
   net->training = 0;
   net->no_grad = 1;
   double *probs = malloc((size_t)classes * sizeof(double));
-  double t0 = now();
+  double t0 = util_now();
   /* sums: loss, top-1 hits, top-5 hits, samples */
   double sums[4] = {0, 0, 0, 0};
   int failed = 0;
@@ -93,7 +88,7 @@ int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_d
     r->top1 = sums[1] / sums[3];
     r->top5 = sums[2] / sums[3];
   }
-  r->seconds = now() - t0;
+  r->seconds = util_now() - t0;
   r->images_per_sec = r->seconds > 0 ? sums[3] / r->seconds : 0;
   return 0;
 }

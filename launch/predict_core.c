@@ -12,27 +12,7 @@
 #include <string.h>
 
 #include "config.h"
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) {
-    fprintf(stderr, "out of memory (%zu bytes)\n", n);
-    exit(1);
-  }
-  return p;
-}
+#include "util.h"
 
 /* ------------------------------------------------------------------------ */
 /* The model                                                                 */
@@ -47,20 +27,20 @@ static int build_from_meta(const char *path, const ckpt_meta *m, nn_net *net, ch
     snprintf(name, sizeof name, "%s (stored config)", path);
     if (cfg_load_string(m->config_yaml, name, &c, msg, sizeof msg) != 0) {
       cfg_free(&c);
-      return fail(err, errlen, "checkpoint %s: its stored config does not load: %s", path, msg);
+      return util_errf(err, errlen, "checkpoint %s: its stored config does not load: %s", path, msg);
     }
     if (c.model.num_classes == 0) c.model.num_classes = m->num_classes;
     int rc = cfg_build_net(&c, net, msg, sizeof msg);
     cfg_free(&c);
-    if (rc != 0) return fail(err, errlen, "checkpoint %s: %s", path, msg);
+    if (rc != 0) return util_errf(err, errlen, "checkpoint %s: %s", path, msg);
     return 0;
   }
   if (strcmp(m->arch, "custom") == 0 || !m->arch[0])
-    return fail(err, errlen,
+    return util_errf(err, errlen,
                 "checkpoint %s: no stored config and arch '%s': the network cannot be rebuilt",
                 path, m->arch);
   if (m->input.h != m->input.w || m->input.h <= 0 || m->input.c <= 0)
-    return fail(err, errlen, "checkpoint %s: input %dx%dx%d does not fit preset '%s' (square)",
+    return util_errf(err, errlen, "checkpoint %s: input %dx%dx%d does not fit preset '%s' (square)",
                 path, m->input.c, m->input.h, m->input.w, m->arch);
   nn_preset_opts o = {
       .num_classes = m->num_classes, .in_channels = m->input.c, .input_size = m->input.h};
@@ -68,10 +48,10 @@ static int build_from_meta(const char *path, const ckpt_meta *m, nn_net *net, ch
   int count = 0;
   nn_shape input;
   if (nn_preset(m->arch, &o, &specs, &count, &input, msg, sizeof msg) != 0)
-    return fail(err, errlen, "checkpoint %s: arch: %s", path, msg);
+    return util_errf(err, errlen, "checkpoint %s: arch: %s", path, msg);
   int rc = nn_net_build(net, specs, count, input, msg, sizeof msg);
   free(specs);
-  if (rc != 0) return fail(err, errlen, "checkpoint %s: arch '%s': %s", path, m->arch, msg);
+  if (rc != 0) return util_errf(err, errlen, "checkpoint %s: arch '%s': %s", path, m->arch, msg);
   return 0;
 }
 
@@ -83,12 +63,12 @@ int predict_load_model(const char *path, nn_net *net, ckpt_meta *meta, char *err
   }
   int rc = 0;
   if (!(meta->std[0] > 0 && meta->std[1] > 0 && meta->std[2] > 0))
-    rc = fail(err, errlen, "checkpoint %s: attribute std [%g, %g, %g] must be > 0", path,
+    rc = util_errf(err, errlen, "checkpoint %s: attribute std [%g, %g, %g] must be > 0", path,
               (double)meta->std[0], (double)meta->std[1], (double)meta->std[2]);
   if (rc == 0) rc = build_from_meta(path, meta, net, err, errlen);
   if (rc == 0 && (net->input.c != meta->input.c || net->input.h != meta->input.h ||
                   net->input.w != meta->input.w)) {
-    rc = fail(err, errlen,
+    rc = util_errf(err, errlen,
               "checkpoint %s: the rebuilt network takes %dx%dx%d inputs, the checkpoint says "
               "%dx%dx%d",
               path, net->input.c, net->input.h, net->input.w, meta->input.c, meta->input.h,
@@ -116,11 +96,11 @@ void predict_free_names(char **names, int n) {
 static char *read_text(const char *path, size_t *len, char *err, size_t errlen) {
   FILE *f = fopen(path, "rb");
   if (!f) {
-    fail(err, errlen, "labels %s: %s", path, strerror(errno));
+    util_errf(err, errlen, "labels %s: %s", path, strerror(errno));
     return NULL;
   }
   size_t cap = 4096, used = 0;
-  char *buf = xmalloc(cap);
+  char *buf = util_xmalloc(cap);
   size_t got;
   while ((got = fread(buf + used, 1, cap - used - 1, f)) > 0) {
     used += got;
@@ -128,7 +108,7 @@ static char *read_text(const char *path, size_t *len, char *err, size_t errlen) 
       if (cap > ((size_t)1 << 30)) {
         fclose(f);
         free(buf);
-        fail(err, errlen, "labels %s: larger than 1 GiB", path);
+        util_errf(err, errlen, "labels %s: larger than 1 GiB", path);
         return NULL;
       }
       cap *= 2;
@@ -136,7 +116,7 @@ static char *read_text(const char *path, size_t *len, char *err, size_t errlen) 
       if (!grown) {
         free(buf);
         fclose(f);
-        fail(err, errlen, "labels %s: out of memory", path);
+        util_errf(err, errlen, "labels %s: out of memory", path);
         return NULL;
       }
       buf = grown;
@@ -146,7 +126,7 @@ static char *read_text(const char *path, size_t *len, char *err, size_t errlen) 
   fclose(f);
   if (bad) {
     free(buf);
-    fail(err, errlen, "labels %s: read error", path);
+    util_errf(err, errlen, "labels %s: read error", path);
     return NULL;
   }
   buf[used] = '\0';
@@ -158,7 +138,7 @@ char **predict_class_names(const char *labels_path, const ckpt_meta *meta, int n
                            size_t errlen) {
   char **names = calloc((size_t)n, sizeof(char *));
   if (!names) {
-    fail(err, errlen, "out of memory for %d class names", n);
+    util_errf(err, errlen, "out of memory for %d class names", n);
     return NULL;
   }
   if (labels_path) {
@@ -171,7 +151,7 @@ char **predict_class_names(const char *labels_path, const ckpt_meta *meta, int n
     if (memchr(text, '\0', len)) {
       free(text);
       free(names);
-      fail(err, errlen, "labels %s: not a text file (it holds NUL bytes)", labels_path);
+      util_errf(err, errlen, "labels %s: not a text file (it holds NUL bytes)", labels_path);
       return NULL;
     }
     int lines = 0;
@@ -180,7 +160,7 @@ char **predict_class_names(const char *labels_path, const ckpt_meta *meta, int n
       size_t l = end ? (size_t)(end - p) : strlen(p);
       if (lines < n) {
         size_t k = l > 0 && p[l - 1] == '\r' ? l - 1 : l;
-        names[lines] = xmalloc(k + 1);
+        names[lines] = util_xmalloc(k + 1);
         memcpy(names[lines], p, k);
         names[lines][k] = '\0';
       }
@@ -190,7 +170,7 @@ char **predict_class_names(const char *labels_path, const ckpt_meta *meta, int n
     free(text);
     if (lines != n) {
       predict_free_names(names, n);
-      fail(err, errlen, "labels %s: %d line%s, but the model has %d classes (one name per line)",
+      util_errf(err, errlen, "labels %s: %d line%s, but the model has %d classes (one name per line)",
            labels_path, lines, lines == 1 ? "" : "s", n);
       return NULL;
     }
@@ -200,7 +180,7 @@ char **predict_class_names(const char *labels_path, const ckpt_meta *meta, int n
     if (meta && meta->class_names && meta->num_classes == n) {
       names[i] = strdup(meta->class_names[i]);
     } else {
-      names[i] = xmalloc(16);
+      names[i] = util_xmalloc(16);
       snprintf(names[i], 16, "%d", i);
     }
     if (!names[i]) {
@@ -325,8 +305,8 @@ void predict_bilinear(const float *src, int h, int w, float *dst, int oh, int ow
 void predict_activation_overlay(const float *act, nn_shape shape, const uint8_t *rgb, int w, int h,
                                 uint8_t *out) {
   size_t plane = (size_t)shape.h * shape.w;
-  float *mean = xmalloc(plane * sizeof(float));
-  float *big = xmalloc((size_t)w * h * sizeof(float));
+  float *mean = util_xmalloc(plane * sizeof(float));
+  float *big = util_xmalloc((size_t)w * h * sizeof(float));
   for (size_t i = 0; i < plane; i++) mean[i] = 0;
   for (int c = 0; c < shape.c; c++)
     for (size_t i = 0; i < plane; i++) mean[i] += act[(size_t)c * plane + i];

@@ -15,6 +15,7 @@
 
 #include "checkpoint.h"
 #include "tool.h"
+#include "util.h"
 
 const trainer_hooks *trainer_test_hooks = NULL;
 
@@ -26,12 +27,6 @@ static void on_stop_signal(int sig) {
 void trainer_catch_signals(void) {
   signal(SIGTERM, on_stop_signal);
   signal(SIGINT, on_stop_signal);
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static const char *last_ckpt(const trainer *t) {
@@ -274,7 +269,7 @@ void trainer_open(trainer *t, cfg_config *c) {
   if (c->model.sync_batchnorm) t->net.bn_reduce = bn_allreduce;
   t->first_step = t->step;
   t->epoch_start = t->step_in_epoch;
-  t->start = now();
+  t->start = util_now();
 }
 
 int trainer_running(const trainer *t) {
@@ -323,7 +318,7 @@ static void end_epoch(trainer *t, trainer_stats *s) {
 int trainer_step(trainer *t, trainer_stats *s, char *err, size_t errlen) {
   cfg_config *c = t->cfg;
   memset(s, 0, sizeof *s);
-  double t0 = now();
+  double t0 = util_now();
   data_batch b;
   int got = next_batch(t, &b, err, errlen);
   if (got < 0) return -1;
@@ -333,7 +328,7 @@ int trainer_step(trainer *t, trainer_stats *s, char *err, size_t errlen) {
   }
   const trainer_hooks *hooks = trainer_test_hooks;
   if (hooks && hooks->on_batch) hooks->on_batch(t->step, &b);
-  double t1 = now();
+  double t1 = util_now();
   double lr = cfg_lr_at(c, (double)t->step / (double)t->steps_per_epoch);
   t->sgd.lr = t->lars.lr = (float)lr;
   /* Dropout masks: a function of (seed, step, sample's place in the global
@@ -345,13 +340,13 @@ int trainer_step(trainer *t, trainer_stats *s, char *err, size_t errlen) {
   int c1 = 0, c5 = 0;
   float loss = nn_loss(&t->net, b.labels, b.count, &c1, &c5);
   if (hooks && hooks->on_loss) hooks->on_loss(t->step, &loss);
-  double t2 = now();
+  double t2 = util_now();
   t->grad_hook.bad_layer = -1;
   dist_reducer_begin(t->reducer);
   nn_backward(&t->net, b.images, b.count, on_grad_ready, &t->grad_hook);
-  double t3 = now();
+  double t3 = util_now();
   double comm_ms = dist_reducer_finish(t->reducer);
-  double t4 = now();
+  double t4 = util_now();
   int bad_layer = t->grad_hook.bad_layer;
   char msg[4096] = "";
   int failed = !isfinite(loss) || bad_layer >= 0;
@@ -368,7 +363,7 @@ int trainer_step(trainer *t, trainer_stats *s, char *err, size_t errlen) {
   }
   if (c->optimizer.type == CFG_OPT_LARS) nn_lars_step(&t->net, t->momentum, &t->lars);
   else nn_sgd_step(&t->net, t->momentum, &t->sgd);
-  double t5 = now();
+  double t5 = util_now();
   double sums[5] = {loss * b.count, b.count, c1, c5, stop_signal != 0};
   dist_allreduce_sum_doubles(sums, 5);
   t->step++;
@@ -376,7 +371,7 @@ int trainer_step(trainer *t, trainer_stats *s, char *err, size_t errlen) {
   s->took_step = 1;
   s->stop = sums[4] > 0;
   s->log = c->log.every_steps > 0 && (t->step % c->log.every_steps == 0 || t->step == t->stop_at);
-  double elapsed = now() - t->start;
+  double elapsed = util_now() - t->start;
   s->m = (metrics_step){
       .step = t->step,
       .epoch = t->epoch,

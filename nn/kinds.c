@@ -10,12 +10,12 @@
  */
 #include <float.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "layers.h"
 #include "nn.h"
+#include "util.h"
 
 #define NN_MAX_ELEMENTS INT_MAX /* values of one sample's activation or one tensor */
 
@@ -43,17 +43,14 @@
 /* ------------------------------------------------------------------------ */
 /* Shape rules                                                               */
 
-static int set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* Sets l->out to (c, h, w) unless a dimension is < 1 or the sample has more
  * than NN_MAX_ELEMENTS values; -1 with a message otherwise. */
 static int set_out(nn_layer *l, int64_t c, int64_t h, int64_t w, char *err, size_t errlen) {
   if (c < 1 || h < 1 || w < 1)
-    return set_err(err, errlen, "%s (%s): output %lldx%lldx%lld is empty", l->name,
+    return util_errf(err, errlen, "%s (%s): output %lldx%lldx%lld is empty", l->name,
                    nn_kind_name(l->spec.kind), (long long)c, (long long)h, (long long)w);
   if (c > NN_MAX_ELEMENTS / h / w)
-    return set_err(err, errlen,
+    return util_errf(err, errlen,
                    "%s (%s): output %lldx%lldx%lld is too large (at most %d values per sample)",
                    l->name, nn_kind_name(l->spec.kind), (long long)c, (long long)h, (long long)w,
                    NN_MAX_ELEMENTS);
@@ -65,7 +62,7 @@ static int set_out(nn_layer *l, int64_t c, int64_t h, int64_t w, char *err, size
 static int set_weights(nn_layer *l, int64_t a, int64_t b, int64_t c, int64_t d, char *err,
                        size_t errlen) {
   if (a > NN_MAX_ELEMENTS / b / c / d)
-    return set_err(err, errlen, "%s (%s): weight %lldx%lldx%lldx%lld has more than %d values",
+    return util_errf(err, errlen, "%s (%s): weight %lldx%lldx%lldx%lld has more than %d values",
                    l->name, nn_kind_name(l->spec.kind), (long long)a, (long long)b, (long long)c,
                    (long long)d, NN_MAX_ELEMENTS);
   l->weight_count = (size_t)(a * b * c * d);
@@ -76,13 +73,13 @@ static int conv_shape(nn_layer *l, char *err, size_t errlen) {
   const nn_layer_spec *s = &l->spec;
   nn_shape in = l->in;
   if (in.c % s->groups || s->out % s->groups)
-    return set_err(err, errlen,
+    return util_errf(err, errlen,
                    "%s (conv): groups %d must divide in channels %d and out channels %d", l->name,
                    s->groups, in.c, s->out);
   int64_t ph = (int64_t)in.h + s->pad_top + s->pad_bottom;
   int64_t pw = (int64_t)in.w + s->pad_left + s->pad_right;
   if (ph < s->kernel_h || pw < s->kernel_w)
-    return set_err(
+    return util_errf(
         err, errlen, "%s (conv): kernel %dx%d does not fit input %dx%dx%d (padded %lldx%lld)",
         l->name, s->kernel_h, s->kernel_w, in.c, in.h, in.w, (long long)ph, (long long)pw);
   if (set_out(l, s->out, (ph - s->kernel_h) / s->stride_h + 1, (pw - s->kernel_w) / s->stride_w + 1,
@@ -131,12 +128,12 @@ static int maxpool_shape(nn_layer *l, char *err, size_t errlen) {
   nn_shape in = l->in;
   int kh = s->kernel_h, kw = s->kernel_w;
   if ((int64_t)kh * kw >= NN_POOL_MAX_WINDOW) /* the argmax is a 16-bit window index */
-    return set_err(err, errlen, "%s (maxpool): window %dx%d has more than %d cells", l->name, kh,
+    return util_errf(err, errlen, "%s (maxpool): window %dx%d has more than %d cells", l->name, kh,
                    kw, NN_POOL_MAX_WINDOW - 1);
   int64_t ph = (int64_t)in.h + s->pad_top + s->pad_bottom;
   int64_t pw = (int64_t)in.w + s->pad_left + s->pad_right;
   if (ph < kh || pw < kw)
-    return set_err(err, errlen, "%s (maxpool): window %dx%d does not fit input %dx%dx%d", l->name,
+    return util_errf(err, errlen, "%s (maxpool): window %dx%d does not fit input %dx%dx%d", l->name,
                    kh, kw, in.c, in.h, in.w);
   if (set_out(l, in.c, (ph - kh) / s->stride_h + 1, (pw - kw) / s->stride_w + 1, err, errlen))
     return -1;
@@ -338,16 +335,6 @@ static const nn_kind_desc kinds[NN_KIND_COUNT] = {
 
 /* ------------------------------------------------------------------------ */
 /* Looking up and checking                                                   */
-
-static int set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
 
 const nn_kind_desc *nn_kind_info(nn_kind kind) {
   return (unsigned)kind < NN_KIND_COUNT ? &kinds[kind] : NULL;

@@ -16,16 +16,7 @@
 
 #include "layers.h"
 #include "nn.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
+#include "util.h"
 
 /* 64-byte aligned, zeroed; NULL on failure or overflow. */
 static float *alloc_floats(size_t count) {
@@ -38,12 +29,6 @@ static float *alloc_floats(size_t count) {
 }
 
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static const char *section_prefix(nn_section s) {
   switch (s) {
@@ -61,18 +46,18 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
                  size_t errlen) {
   memset(net, 0, sizeof *net);
   if (count <= 0) {
-    set_err(err, errlen, "the network has no layers");
+    util_errf(err, errlen, "the network has no layers");
     return -1;
   }
   if (input.c <= 0 || input.h <= 0 || input.w <= 0 ||
       (int64_t)input.c * input.h * input.w > INT_MAX) {
-    set_err(err, errlen, "input shape %dx%dx%d must be positive and at most %d values", input.c,
+    util_errf(err, errlen, "input shape %dx%dx%d must be positive and at most %d values", input.c,
             input.h, input.w, INT_MAX);
     return -1;
   }
   nn_layer *layers = calloc((size_t)count, sizeof *layers);
   if (!layers) {
-    set_err(err, errlen, "out of memory for %d layers", count);
+    util_errf(err, errlen, "out of memory for %d layers", count);
     return -1;
   }
   int index_in_section[3] = {0, 0, 0};
@@ -84,7 +69,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     l->spec = specs[i];
     nn_section sec = specs[i].section;
     if ((int)sec < 0 || (int)sec > 2 || sec < prev_section) {
-      set_err(err, errlen, "layer %d: sections must come in the order features, avgpool, "
+      util_errf(err, errlen, "layer %d: sections must come in the order features, avgpool, "
               "classifier", i);
       free(layers);
       return -1;
@@ -92,7 +77,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     prev_section = sec;
     if (sec == NN_AVGPOOL_SECTION) {
       if (index_in_section[sec]++ > 0 || specs[i].kind != NN_AVGPOOL) {
-        set_err(err, errlen, "layer %d: the avgpool section holds exactly one avgpool layer", i);
+        util_errf(err, errlen, "layer %d: the avgpool section holds exactly one avgpool layer", i);
         free(layers);
         return -1;
       }
@@ -108,13 +93,13 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     if (!problem)
       problem = nn_layer_follows(i > 0 ? &layers[i - 1].spec : NULL, &l->spec, why, sizeof why);
     if (problem) {
-      set_err(err, errlen, "%s (%s): %s; input shape %dx%dx%d", l->name,
+      util_errf(err, errlen, "%s (%s): %s; input shape %dx%dx%d", l->name,
               nn_kind_name(l->spec.kind), problem, shape.c, shape.h, shape.w);
       free(layers);
       return -1;
     }
     if (kind->shape(l, why, sizeof why) != 0) {
-      set_err(err, errlen, "%s; input shape %dx%dx%d", why, shape.c, shape.h, shape.w);
+      util_errf(err, errlen, "%s; input shape %dx%dx%d", why, shape.c, shape.h, shape.w);
       free(layers);
       return -1;
     }
@@ -127,7 +112,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     shape = l->out;
   }
   if (shape.h != 1 || shape.w != 1) {
-    set_err(err, errlen, "the last layer %s must give a flat output (classes), not %dx%dx%d",
+    util_errf(err, errlen, "the last layer %s must give a flat output (classes), not %dx%dx%d",
             layers[count - 1].name, shape.c, shape.h, shape.w);
     free(layers);
     return -1;
@@ -153,7 +138,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     else l->bn_invstd = l->bn_mean + l->in.c;
   }
   if (oom) {
-    set_err(err, errlen, "out of memory for %zu parameters", offset);
+    util_errf(err, errlen, "out of memory for %zu parameters", offset);
     nn_net_free(net);
     return -1;
   }
@@ -253,7 +238,7 @@ static int backward_in_place(const nn_layer *l) { return nn_kind_info(l->spec.ki
 
 int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, size_t errlen) {
   if (batch <= 0) {
-    set_err(err, errlen, "batch size %d must be > 0", batch);
+    util_errf(err, errlen, "batch size %d must be > 0", batch);
     return -1;
   }
   free_activations(net);
@@ -348,7 +333,7 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
   net->batch = batch;
   return 0;
 oom:
-  set_err(err, errlen, "out of memory allocating activations for batch %d", batch);
+  util_errf(err, errlen, "out of memory allocating activations for batch %d", batch);
   free_activations(net);
   return -1;
 }
@@ -488,7 +473,7 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
   const int pool = omp_get_max_threads();
   for (int i = 0; i < net->num_layers; i++) {
     nn_layer *l = &net->layers[i];
-    double t0 = now_seconds();
+    double t0 = util_now();
     omp_set_num_threads(nn_layer_threads(l, n, pool));
     const nn_layer_spec *s = &l->spec;
     size_t in_count = nn_shape_size(l->in) * (size_t)n;
@@ -540,7 +525,7 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
     }
     l->output = y;
     in = y;
-    net->forward_seconds[i] = now_seconds() - t0;
+    net->forward_seconds[i] = util_now() - t0;
   }
   omp_set_num_threads(pool);
   return in;
@@ -556,7 +541,7 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
   const int pool = omp_get_max_threads(); /* per layer as in nn_forward */
   for (int i = net->num_layers - 1; i >= 0; i--) {
     nn_layer *l = &net->layers[i];
-    double t0 = now_seconds();
+    double t0 = util_now();
     omp_set_num_threads(nn_layer_threads(l, n, pool));
     const nn_layer_spec *s = &l->spec;
     const float *in = i > 0 ? net->layers[i - 1].output : x;
@@ -607,7 +592,7 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
       case NN_BATCHNORM: batchnorm_backward(net, l, n, in, dy, dx); break;
       case NN_KIND_COUNT: break;
     }
-    net->backward_seconds[i] = now_seconds() - t0;
+    net->backward_seconds[i] = util_now() - t0;
     if (l->weight_count && ready) ready(ctx, l->weight_offset, l->weight_count + l->bias_count);
     dy = dx;
   }
