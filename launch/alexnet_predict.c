@@ -238,7 +238,7 @@ int main(int argc, char **argv) {
     if (filled == 0) continue;
     const float *logits = nn_forward(&net, x, filled);
     for (int j = 0; j < filled; j++) {
-      predict_softmax(logits + (size_t)j * classes, classes, probs);
+      nn_softmax(classes, logits + (size_t)j * classes, probs);
       predict_top_k(probs, classes, top, best);
       if (nimages > 1) printf("%s:\n", images[which[j]]);
       for (int t = 0; t < top; t++) printf("%s: %.4f%%\n", names[best[t]], 100.0 * probs[best[t]]);

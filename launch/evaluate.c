@@ -16,15 +16,13 @@
 /* Averages the softmax of `views` consecutive rows of logits into probs
  * (classes), in double for a stable sum. */
 static void mean_softmax(const float *logits, int views, int classes, double *probs) {
+  double *one = util_xmalloc((size_t)classes * sizeof *one);
   for (int k = 0; k < classes; k++) probs[k] = 0;
   for (int v = 0; v < views; v++) {
-    const float *z = logits + (size_t)v * classes;
-    float max = z[0];
-    for (int k = 1; k < classes; k++) max = z[k] > max ? z[k] : max;
-    double sum = 0;
-    for (int k = 0; k < classes; k++) sum += exp((double)z[k] - max);
-    for (int k = 0; k < classes; k++) probs[k] += exp((double)z[k] - max) / sum / views;
+    nn_softmax(classes, logits + (size_t)v * classes, one);
+    for (int k = 0; k < classes; k++) probs[k] += one[k] / views;
   }
+  free(one);
 }
 
 int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d,

@@ -215,14 +215,6 @@ void predict_preprocess(const data_image *img, nn_shape input, const float mean[
   }
 }
 
-void predict_softmax(const float *logits, int n, double *p) {
-  double max = logits[0];
-  for (int k = 1; k < n; k++) max = logits[k] > max ? logits[k] : max;
-  double sum = 0;
-  for (int k = 0; k < n; k++) sum += (p[k] = exp((double)logits[k] - max));
-  for (int k = 0; k < n; k++) p[k] /= sum;
-}
-
 void predict_top_k(const double *p, int n, int k, int *idx) {
   /* k passes of selection: k is small (5) next to n (1000). */
   for (int j = 0; j < k; j++) {

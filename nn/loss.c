@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "layers.h"
+#include "nn.h"
 
 float nn_softmax_xent(int n, int classes, const float *logits, const int *labels, float *dlogits,
                       int *c1, int *c5) {
@@ -38,4 +39,12 @@ float nn_softmax_xent(int n, int classes, const float *logits, const int *labels
   if (c1) *c1 = hits1;
   if (c5) *c5 = hits5;
   return (float)(total / n);
+}
+
+void nn_softmax(int classes, const float *logits, double *probs) {
+  double max = logits[0];
+  for (int k = 1; k < classes; k++) max = logits[k] > max ? logits[k] : max;
+  double sum = 0;
+  for (int k = 0; k < classes; k++) sum += (probs[k] = exp((double)logits[k] - max));
+  for (int k = 0; k < classes; k++) probs[k] /= sum;
 }

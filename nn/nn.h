@@ -343,6 +343,11 @@ const float *nn_forward(nn_net *net, const float *x, int n);
  * of top-1 and top-5 hits. */
 float nn_loss(nn_net *net, const int *labels, int n, int *correct1, int *correct5);
 
+/* probs (classes) = softmax(logits (classes)) in double, the maximum taken
+ * out first. Cannot fail. (nn_loss computes the same fused with its
+ * gradient.) */
+void nn_softmax(int classes, const float *logits, double *probs);
+
 /* Called by nn_backward when the gradients of params [offset, offset+count)
  * are final; layers finish from the last to the first, so the offsets fall. */
 typedef void (*nn_grad_ready_fn)(void *ctx, size_t offset, size_t count);

@@ -1056,7 +1056,7 @@ static void test_bilinear(void) {
 static void test_top_k_and_softmax(void) {
   const float logits[6] = {1, 3, 3, -2, 0, 2};
   double p[6];
-  predict_softmax(logits, 6, p);
+  nn_softmax(6, logits, p);
   double sum = 0;
   for (int i = 0; i < 6; i++) sum += p[i];
   CU_ASSERT(fabs(sum - 1) < 1e-12);
