@@ -14,6 +14,8 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +87,22 @@ static int allowed(const char *cmd, const char *opt) {
     for (int i = 0; lists[l] && lists[l][i]; i++)
       if (strcmp(opt, lists[l][i]) == 0) return 1;
   return 0;
+}
+
+/* 1 when paths a and b name one file: the same string, or (once either
+ * exists) the same device and inode, or the same directory and base name. */
+static int same_file(const char *a, const char *b) {
+  if (strcmp(a, b) == 0) return 1;
+  struct stat sa, sb;
+  if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  char da[PATH_MAX], db[PATH_MAX], ra[PATH_MAX], rb[PATH_MAX];
+  snprintf(da, sizeof da, "%s", a);
+  snprintf(db, sizeof db, "%s", b);
+  const char *ba = strrchr(a, '/'), *bb = strrchr(b, '/');
+  if (strcmp(ba ? ba + 1 : a, bb ? bb + 1 : b) != 0) return 0;
+  snprintf(da, sizeof da, "%.*s", ba ? (int)(ba - a + 1) : 1, ba ? a : ".");
+  snprintf(db, sizeof db, "%.*s", bb ? (int)(bb - b + 1) : 1, bb ? b : ".");
+  return realpath(da, ra) && realpath(db, rb) && strcmp(ra, rb) == 0;
 }
 
 static int parse_args(int argc, char **argv, args_t *a) {
@@ -160,6 +178,9 @@ static int parse_args(int argc, char **argv, args_t *a) {
     return usage_error("%s", "--val-fraction needs --val-out");
   if (a->val_out && !(a->val_fraction > 0))
     return usage_error("%s", "--val-out needs --val-fraction > 0");
+  if (a->val_out && same_file(a->out, a->val_out))
+    return usage_error("--val-out %s is the same file as -o: give the validation split its own "
+                       "file", a->val_out);
   if (a->channels == 2) return usage_error("%s", "--channels must be 1 or 3");
   if (a->quality && a->encode != DATA_ENCODING_JPEG)
     return usage_error("%s", "--quality needs --encode jpeg");

@@ -88,6 +88,7 @@ static void csv_field(FILE *f, const char *s) {
 
 typedef struct {
   const char *path; /* the checkpoint evaluated */
+  const char *run_id; /* the run that wrote it */
   int64_t step, epoch;
   int ten_crop, ranks;
   const eval_result *r;
@@ -101,6 +102,7 @@ static void json_report(FILE *f, const report *rp, int with_classes) {
   fprintf(f, ",\"ten_crop\":%s,\"ranks\":%d,\"checkpoint\":", rp->ten_crop ? "true" : "false",
           rp->ranks);
   json_string(f, rp->path);
+  metrics_run_json(f, rp->run_id);
   if (with_classes && rp->d) {
     fprintf(f, ",\"per_class_top1\":[");
     for (int k = 0; k < rp->classes; k++)
@@ -295,10 +297,10 @@ static void evaluator_close(evaluator *e) {
 
 /* Rank 0 loads the weights of checkpoint (a file or a directory's newest)
  * and hands them, the file's path and its meta to every rank. info: step,
- * epoch, step_in_epoch, mean[3], std[3]. Returns 0, or -1 with the message
- * on every rank. */
+ * epoch, step_in_epoch, mean[3], std[3]; run_id (rank 0): the run that wrote
+ * it. Returns 0, or -1 with the message on every rank. */
 static int load_weights(evaluator *e, const char *ckpt, char *path, size_t pathlen,
-                        double info[9], char *msg, size_t msglen) {
+                        double info[9], char run_id[40], char *msg, size_t msglen) {
   int failed = 0;
   if (dist_rank() == 0) {
     ckpt_meta meta;
@@ -316,6 +318,7 @@ static int load_weights(evaluator *e, const char *ckpt, char *path, size_t pathl
       info[0] = (double)meta.step;
       info[1] = (double)meta.epoch;
       info[2] = (double)meta.step_in_epoch;
+      snprintf(run_id, 40, "%s", meta.run_id);
       for (int k = 0; k < 3; k++) info[3 + k] = meta.mean[k], info[6 + k] = meta.std[k];
       if (!(meta.std[0] > 0 && meta.std[1] > 0 && meta.std[2] > 0)) {
         snprintf(msg, msglen, "checkpoint %s: attribute std [%g, %g, %g] must be > 0", path,
@@ -354,7 +357,7 @@ static int report_one(const evaluator *e, const eval_args *a, report *rp) {
   int failed = 0;
   printf("%s (step %lld, epoch %lld): loss %.4f, top-1 %.2f%%, top-5 %.2f%% over %lld samples, "
          "%.1f images/s\n",
-         rp->path, (long long)rp->step, (long long)rp->epoch, r->loss, 100 * r->top1,
+         rp->path, (long long)rp->step, (long long)rp->epoch + 1, r->loss, 100 * r->top1,
          100 * r->top5, (long long)r->samples, r->images_per_sec);
   if (a->per_class) {
     printf("  %-5s %-32s %9s %9s %9s\n", "class", "name", "correct", "samples", "top-1");
@@ -404,9 +407,10 @@ int main(int argc, char **argv) {
 
   int any_failed = 0;
   for (int ci = 0; ci < a.ckpts.count; ci++) {
-    char path[CFG_PATH_MAX + 64] = "", msg[8192] = "";
+    char path[CFG_PATH_MAX + 64] = "", msg[8192] = "", run_id[40] = "";
     double info[9] = {0};
-    if (load_weights(&e, a.ckpts.items[ci], path, sizeof path, info, msg, sizeof msg) != 0) {
+    if (load_weights(&e, a.ckpts.items[ci], path, sizeof path, info, run_id, msg, sizeof msg) !=
+        0) {
       if (dist_rank() == 0) fprintf(stderr, "alexnet-eval: %s\n", msg);
       any_failed = 1;
       continue;
@@ -418,7 +422,10 @@ int main(int argc, char **argv) {
     memset(e.counts, 0, (size_t)classes * (2 + (size_t)classes) * sizeof(int64_t));
     if (eval_run(&e.net, e.data.val, 0, &r, &d, msg, sizeof msg) != 0) setup_exit(1, "%s", msg);
     if (dist_rank() != 0) continue;
-    report rp = {.path = path, .step = (int64_t)info[0], .epoch = (int64_t)info[1],
+    /* The epoch of the checkpoint's last step, 0-based as in the trainer's lines. */
+    int64_t epoch = (int64_t)info[1], step_in_epoch = (int64_t)info[2];
+    if (step_in_epoch == 0 && epoch > 0) epoch--;
+    report rp = {.path = path, .run_id = run_id, .step = (int64_t)info[0], .epoch = epoch,
                  .ten_crop = e.views == 10, .ranks = e.ranks, .r = &r, .d = &d,
                  .classes = classes};
     any_failed |= report_one(&e, &a, &rp);

@@ -37,7 +37,8 @@ static const char usage[] =
     "usage: alexnet-predict --checkpoint PATH [--labels FILE] [--top K]\n"
     "                       [--activation-maps OUT_DIR] [--batch N] [--threads N]\n"
     "                       [--precision fp32|bf16] IMAGE...\n"
-    "  --checkpoint PATH       a checkpoint of alexnet-train or import-torchvision.py\n"
+    "  --checkpoint PATH       a checkpoint of alexnet-train or import-torchvision.py, or a\n"
+    "                          checkpoint or run directory (its newest valid checkpoint)\n"
     "  --labels FILE           class names, one per line (default: the checkpoint's)\n"
     "  --top K                 classes printed per image (default 5)\n"
     "  --activation-maps DIR   write conv<k>_activation_map.png and activation_maps.png\n"
@@ -175,7 +176,8 @@ int main(int argc, char **argv) {
   int status = 0, classes = 0;
   const size_t dirlen = 4200;
   memset(&meta, 0, sizeof meta);
-  if (predict_load_model(ckpt, &net, &meta, err, sizeof err) != 0) {
+  char used[4200];
+  if (predict_load_any(ckpt, &net, &meta, used, sizeof used, err, sizeof err) != 0) {
     fprintf(stderr, "alexnet-predict: %s\n", err);
     status = 1;
     goto done;

@@ -49,14 +49,18 @@ static void describe(cfg_config *c, int print_config) {
   setup_exit(0, NULL);
 }
 
+/* What runs where: the first lines a user sees. */
 static void banner(const trainer *t) {
   const cfg_config *c = t->cfg;
   if (dist_rank() != 0) return;
   printf("alexnet-train: %s, %d rank%s x %d thread%s, global batch %d (%d per rank), "
-         "%lld steps per epoch, %d epochs, %zu parameters, %s products (kernel %s)\n",
+         "%lld steps per epoch, %d epoch%s, %zu parameters, %s products (kernel %s)\n",
          c->run.name, t->ranks, t->ranks > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "",
          c->train.batch_size, t->local_batch, (long long)t->steps_per_epoch, c->train.epochs,
-         t->net.num_params, t->net.kernel ? "bf16" : "fp32", nn_bf16_kernel_name(t->net.kernel));
+         c->train.epochs == 1 ? "" : "s", t->net.num_params, t->net.kernel ? "bf16" : "fp32",
+         nn_bf16_kernel_name(t->net.kernel));
+  printf("run directory %s (metrics.jsonl), checkpoints in %s, run %s\n", c->run.dir, t->ckpt_dir,
+         t->run_id);
   trainer_print_reducer(t);
   fflush(stdout);
 }
@@ -81,7 +85,7 @@ int main(int argc, char **argv) {
   trainer t;
   trainer_open(&t, &c);
   metrics_log log;
-  metrics_open(&log, "alexnet-train", c.run.dir, t.steps_per_epoch, c.train.epochs);
+  metrics_open(&log, "alexnet-train", c.run.dir, t.run_id, t.steps_per_epoch, c.train.epochs);
   banner(&t);
   trainer_catch_signals();
 

@@ -239,6 +239,7 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
          attr_write(file, "mean", H5T_NATIVE_FLOAT, 3, meta->mean) == 0 &&
          attr_write(file, "std", H5T_NATIVE_FLOAT, 3, meta->std) == 0 &&
          attr_write(file, "has_momentum", H5T_NATIVE_INT, 1, &has_momentum) == 0 &&
+         (!meta->run_id[0] || attr_write_string(file, "run_id", meta->run_id) == 0) &&
          attr_write(file, "checksum", H5T_NATIVE_UINT64, 1, &c.hash) == 0;
   }
   if (ok) {
@@ -493,10 +494,16 @@ static int read_meta_open(hid_t file, const char *path, ckpt_meta *m, char *err,
     free(arch);
     m->config_yaml = attr_read_string_checked(file, "config", &corrupt, why, sizeof why);
   }
+  if (!corrupt) {
+    char *run_id = attr_read_string_checked(file, "run_id", &corrupt, why, sizeof why);
+    snprintf(m->run_id, sizeof m->run_id, "%s", run_id ? run_id : "");
+    free(run_id);
+  }
   if (!corrupt) m->class_names = read_class_names(file, m->num_classes, &corrupt, why, sizeof why);
   if (corrupt) {
     util_errf(err, errlen, "checkpoint %s: %s: %s", path,
-            m->class_names || m->config_yaml ? "/classes" : "attribute arch, config or /classes",
+              m->class_names || m->config_yaml ? "/classes"
+                                               : "attribute arch, config, run_id or /classes",
             why);
     ckpt_meta_free(m);
     return -1;
@@ -665,8 +672,7 @@ void ckpt_step_path(const char *dir, int64_t step, char *path, size_t pathlen) {
   snprintf(path, pathlen, "%s/step-%08lld.h5", dir, (long long)step);
 }
 
-/* Steps of the step-<N>.h5 files of dir, sorted descending; returns count. */
-static int list_steps(const char *dir, int64_t **steps_out) {
+int ckpt_list_steps(const char *dir, int64_t **steps_out) {
   *steps_out = NULL;
   DIR *d = opendir(dir);
   if (!d) return errno == ENOENT ? 0 : -1;
@@ -700,7 +706,7 @@ static int list_steps(const char *dir, int64_t **steps_out) {
 int ckpt_load_latest(const char *dir, nn_net *net, float *momentum, ckpt_meta *meta,
                      char *path, size_t pathlen, char *err, size_t errlen) {
   int64_t *steps;
-  int count = list_steps(dir, &steps);
+  int count = ckpt_list_steps(dir, &steps);
   if (count < 0) {
     util_errf(err, errlen, "checkpoint directory %s: %s", dir, strerror(errno));
     return -1;
@@ -720,14 +726,60 @@ int ckpt_load_latest(const char *dir, nn_net *net, float *momentum, ckpt_meta *m
   return found;
 }
 
-void ckpt_prune(const char *dir, int keep) {
-  if (keep <= 0) return;
+int ckpt_verify(const char *path, const nn_net *net, ckpt_meta *meta, char *err, size_t errlen) {
+  nn_net scratch = *net; /* same layers and offsets, other storage */
+  float *params = malloc(net->num_params * sizeof(float));
+  float *buffers = net->num_buffers ? malloc(net->num_buffers * sizeof(float)) : NULL;
+  int rc = -1;
+  if (!params || (net->num_buffers && !buffers)) {
+    util_errf(err, errlen, "checkpoint %s: out of memory to verify it", path);
+  } else {
+    scratch.params = params;
+    scratch.buffers = buffers;
+    /* ckpt_load reads a stored momentum into scratch of its own (for the checksum). */
+    rc = ckpt_load(path, &scratch, NULL, meta, err, errlen);
+  }
+  free(params);
+  free(buffers);
+  return rc;
+}
+
+int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run_id,
+                   int64_t upto) {
   int64_t *steps;
-  int count = list_steps(dir, &steps);
-  for (int i = keep; i < count; i++) {
-    char p[4200];
+  int count = ckpt_list_steps(dir, &steps), kept = 0, deleted = 0;
+  for (int i = 0; i < count; i++) {
+    if (steps[i] > upto) continue; /* not written by this run's past: never counted */
+    char p[4200], why[4400];
     ckpt_step_path(dir, steps[i], p, sizeof p);
-    unlink(p);
+    ckpt_meta meta;
+    if (ckpt_read_meta(p, &meta, why, sizeof why) != 0) continue;
+    int ours = strcmp(meta.run_id, run_id) == 0;
+    ckpt_meta_free(&meta);
+    if (!ours || ckpt_verify(p, net, NULL, why, sizeof why) != 0) continue;
+    if (kept < keep) kept++;
+    else if (unlink(p) == 0) deleted++;
   }
   free(steps);
+  return deleted;
+}
+
+int ckpt_find_other_run(const char *dir, const char *run_id, char *path, size_t pathlen,
+                        char *other_run, size_t other_len) {
+  int64_t *steps;
+  int count = ckpt_list_steps(dir, &steps), found = 0;
+  for (int i = 0; i < count && !found; i++) {
+    char p[4200], why[4400];
+    ckpt_step_path(dir, steps[i], p, sizeof p);
+    ckpt_meta meta;
+    if (ckpt_read_meta(p, &meta, why, sizeof why) != 0) continue;
+    if (!run_id || strcmp(meta.run_id, run_id) != 0) {
+      snprintf(path, pathlen, "%s", p);
+      snprintf(other_run, other_len, "%s", meta.run_id[0] ? meta.run_id : "(no run id)");
+      found = 1;
+    }
+    ckpt_meta_free(&meta);
+  }
+  free(steps);
+  return found;
 }

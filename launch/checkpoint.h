@@ -35,6 +35,8 @@ typedef struct {
   float mean[3], std[3];  /* normalization the model was trained with */
   char **class_names;     /* num_classes strings or NULL, owned */
   int has_momentum;       /* set by ckpt_read_meta */
+  char run_id[40];        /* the run (lineage) that wrote it: set by a fresh start, kept
+                           * by every resume; "" = written before run ids existed */
 } ckpt_meta;
 
 /* Fault injection for tests (docs/reliability.md, "test hooks"): called by
@@ -68,8 +70,30 @@ void ckpt_meta_free(ckpt_meta *meta);
 int ckpt_load_latest(const char *dir, nn_net *net, float *momentum, ckpt_meta *meta, char *path,
                      size_t pathlen, char *err, size_t errlen);
 
-/* Deletes all but the newest `keep` step-<N>.h5 files of dir (keep <= 0: none). */
-void ckpt_prune(const char *dir, int keep);
+/* checkpoint.keep for run run_id, after it wrote step `upto` in dir: of the
+ * step-<N>.h5 files with N <= upto whose run_id attribute is run_id and
+ * that load and verify into a network shaped like net (read into scratch
+ * buffers: net is untouched), keeps the newest `keep` and deletes the older
+ * ones. Nothing else is ever deleted: other runs' files, broken files, files
+ * of later steps. Returns the number of files deleted. */
+int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run_id,
+                   int64_t upto);
+
+/* Loads path into scratch buffers shaped like net and verifies it (format,
+ * completeness, shapes, checksum) without touching net. Returns 0, or -1
+ * with the loader's message. */
+int ckpt_verify(const char *path, const nn_net *net, ckpt_meta *meta, char *err, size_t errlen);
+
+/* Looks for a checkpoint of dir written by another run than run_id (any run
+ * when run_id is NULL): a step-<N>.h5 file whose attributes read (complete,
+ * this format) and whose run_id differs. Returns 1 with the newest such
+ * file's path and run in path and other_run, 0 when there is none. */
+int ckpt_find_other_run(const char *dir, const char *run_id, char *path, size_t pathlen,
+                        char *other_run, size_t other_len);
+
+/* The steps N of dir's step-<N>.h5 files, newest first, in *steps (malloc'd).
+ * Returns the count (0 when dir does not exist), or -1 when it cannot be read. */
+int ckpt_list_steps(const char *dir, int64_t **steps);
 
 /* Path of the checkpoint of a step: "<dir>/step-<N>.h5" (N zero-padded to 8). */
 void ckpt_step_path(const char *dir, int64_t step, char *path, size_t pathlen);

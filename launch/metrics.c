@@ -19,9 +19,10 @@ void metrics_format_eta(double seconds, char *out, size_t len) {
   }
 }
 
-void metrics_open(metrics_log *m, const char *tool, const char *run_dir, int64_t steps_per_epoch,
-                  int epochs) {
+void metrics_open(metrics_log *m, const char *tool, const char *run_dir, const char *run_id,
+                  int64_t steps_per_epoch, int epochs) {
   memset(m, 0, sizeof *m);
+  snprintf(m->run, sizeof m->run, "%s", run_id);
   m->steps_per_epoch = steps_per_epoch;
   m->epochs = epochs;
   if (dist_rank() != 0) return;
@@ -56,9 +57,11 @@ void metrics_train(metrics_log *m, const metrics_step *s, int log) {
     fprintf(m->jsonl,
             "{\"step\":%lld,\"epoch\":%lld,\"split\":\"train\",\"loss\":%.6f,\"top1\":%.6f,"
             "\"top5\":%.6f,\"lr\":%.8g,\"images_per_sec\":%.2f,\"data_ms\":%.3f,"
-            "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"comm_ms\":%.3f,\"update_ms\":%.3f}\n",
+            "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"comm_ms\":%.3f,\"update_ms\":%.3f",
             (long long)s->step, (long long)s->epoch, s->loss, s->top1, s->top5, s->lr,
             s->images_per_sec, s->data_ms, s->forward_ms, s->backward_ms, s->comm_ms, s->update_ms);
+    metrics_run_json(m->jsonl, m->run);
+    fputs("}\n", m->jsonl);
     fflush(m->jsonl);
   }
 }
@@ -82,6 +85,7 @@ void metrics_val(metrics_log *m, int64_t step, int64_t epoch, const eval_result 
   fflush(stdout);
   if (m->jsonl) {
     metrics_val_json(m->jsonl, step, epoch, r);
+    metrics_run_json(m->jsonl, m->run);
     fputs("}\n", m->jsonl);
     fflush(m->jsonl);
   }
@@ -94,4 +98,19 @@ void metrics_newline(metrics_log *m) {
 void metrics_close(metrics_log *m) {
   if (m->jsonl) fclose(m->jsonl);
   m->jsonl = NULL;
+}
+
+void metrics_run_json(FILE *f, const char *run_id) {
+  /* Run ids are hex digits (trainer.c) or a checkpoint's attribute: escape
+   * what JSON cannot hold as is. */
+  fputs(",\"run\":\"", f);
+  for (const unsigned char *p = (const unsigned char *)run_id; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      fprintf(f, "\\%c", *p);
+    else if (*p < 0x20)
+      fprintf(f, "\\u%04x", *p);
+    else
+      fputc(*p, f);
+  }
+  fputc('"', f);
 }

@@ -5,9 +5,12 @@
  *
  *   train lines  {"step", "epoch", "split":"train", "loss", "top1", "top5", "lr",
  *                 "images_per_sec", "data_ms", "forward_ms", "backward_ms",
- *                 "comm_ms", "update_ms"}
+ *                 "comm_ms", "update_ms", "run"}
  *   val lines    {"step", "epoch", "split":"val", "loss", "top1", "top5", "samples",
- *                 "images_per_sec"} (+ "ten_crop", "ranks", "checkpoint" from eval)
+ *                 "images_per_sec", "run"} (eval: + "ten_crop", "ranks", "checkpoint")
+ *
+ * "run" is the run id of the checkpoints' lineage (trainer.h): a resumed run
+ * keeps it, a fresh one in the same run.dir has another.
  *
  * "epoch" in the file is 0-based: the epoch the step (or the evaluated
  * weights' last step) belongs to. The screen shows it 1-based ("epoch 3/3").
@@ -38,12 +41,14 @@ typedef struct {
   int tty;     /* stderr is a terminal: one updating progress line */
   int64_t steps_per_epoch;
   int epochs;
+  char run[40]; /* the run id every line ends with ("run":...) */
 } metrics_log;
 
 /* Rank 0 opens <run_dir>/metrics.jsonl for appending (on failure: a line on
- * stderr naming the file, and metrics go to the screen only). */
-void metrics_open(metrics_log *m, const char *tool, const char *run_dir, int64_t steps_per_epoch,
-                  int epochs);
+ * stderr naming the file, and metrics go to the screen only). Every line
+ * written ends with "run":run_id: several runs may share the file. */
+void metrics_open(metrics_log *m, const char *tool, const char *run_dir, const char *run_id,
+                  int64_t steps_per_epoch, int epochs);
 
 /* A step: the progress line on a terminal; when log is set, a "train" line
  * on stdout (not on a terminal) and in the file. */
@@ -52,14 +57,18 @@ void metrics_train(metrics_log *m, const metrics_step *s, int log);
 /* The trainer's evaluation of the weights after `step`, from 0-based epoch. */
 void metrics_val(metrics_log *m, int64_t step, int64_t epoch, const eval_result *r);
 
-/* Writes the shared head of a val line, without the closing brace, so that
- * callers (alexnet-eval) add their own keys: {"step":..,...,"images_per_sec":..  */
+/* Writes the shared head of a val line, without "run" and the closing
+ * brace, so that callers (alexnet-eval) add their own keys:
+ * {"step":..,...,"images_per_sec":..  */
 void metrics_val_json(FILE *f, int64_t step, int64_t epoch, const eval_result *r);
 
 /* Ends the progress line on a terminal (before other output). */
 void metrics_newline(metrics_log *m);
 
 void metrics_close(metrics_log *m);
+
+/* ,"run":"<run_id>" (the id as a JSON string) */
+void metrics_run_json(FILE *f, const char *run_id);
 
 /* "1h02m" / "3m07s", or "?" when seconds is negative or absurd. */
 void metrics_format_eta(double seconds, char *out, size_t len);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,4 +338,33 @@ int predict_conv_outputs(const nn_net *net, int *layers, int max) {
     count++;
   }
   return count;
+}
+
+int predict_load_any(const char *path, nn_net *net, ckpt_meta *meta, char *used, size_t usedlen,
+                     char *err, size_t errlen) {
+  struct stat st;
+  snprintf(used, usedlen, "%s", path);
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+    return predict_load_model(path, net, meta, err, errlen);
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/checkpoints", path);
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) snprintf(dir, sizeof dir, "%s", path);
+  int64_t *steps;
+  int count = ckpt_list_steps(dir, &steps);
+  if (count < 0) {
+    snprintf(err, errlen, "checkpoint directory %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  for (int i = 0; i < count; i++) {
+    char why[4600];
+    ckpt_step_path(dir, steps[i], used, usedlen);
+    if (predict_load_model(used, net, meta, why, sizeof why) == 0) {
+      free(steps);
+      return 0;
+    }
+    fprintf(stderr, "alexnet-predict: skipping %s\n", why);
+  }
+  free(steps);
+  snprintf(err, errlen, "checkpoint directory %s: no valid checkpoint (step-<N>.h5)", dir);
+  return -1;
 }

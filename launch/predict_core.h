@@ -27,6 +27,14 @@
  * meta are then left empty. net is not allocated for running (nn_net_alloc). */
 int predict_load_model(const char *path, nn_net *net, ckpt_meta *meta, char *err, size_t errlen);
 
+/* predict_load_model for a checkpoint file, or a directory as alexnet-eval
+ * takes it: a checkpoint directory stands for its newest checkpoint that
+ * loads (broken ones are named on stderr and skipped), a run directory for
+ * its checkpoints/ subdirectory. The file used goes to used (usedlen).
+ * Returns 0, or -1 with a message. */
+int predict_load_any(const char *path, nn_net *net, ckpt_meta *meta, char *used, size_t usedlen,
+                     char *err, size_t errlen);
+
 /* The names of n classes: the lines of labels_path when it is not NULL (one
  * name per line; CR before LF and a missing last newline are fine), else
  * the checkpoint's /classes, else "0", "1", ... Returns a malloc'd array of n

@@ -5,11 +5,14 @@
 #include "trainer.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +30,7 @@ static void on_stop_signal(int sig) {
 void trainer_catch_signals(void) {
   signal(SIGTERM, on_stop_signal);
   signal(SIGINT, on_stop_signal);
+  signal(SIGHUP, on_stop_signal); /* a closed terminal or ssh session */
 }
 
 static const char *last_ckpt(const trainer *t) {
@@ -72,6 +76,47 @@ static void share_buffers(trainer *t) {
 /* ------------------------------------------------------------------------ */
 /* Set-up                                                                    */
 
+/* A fresh run id: 16 hex digits from the kernel's random source (the clock
+ * and the pid when it cannot be read). */
+static void new_run_id(char *out, size_t len) {
+  uint64_t v = 0;
+  FILE *f = fopen("/dev/urandom", "rb");
+  if (!f || fread(&v, sizeof v, 1, f) != 1) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    v = nn_hash64((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec, (uint64_t)getpid());
+  }
+  if (f) fclose(f);
+  snprintf(out, len, "%016llx", (unsigned long long)v);
+}
+
+/* The run's lineage (docs/reliability.md, "Runs sharing a directory"): a
+ * resume continues the checkpoint's run id; a fresh start takes a new one,
+ * and refuses (status 2) when the checkpoint directory holds another run's
+ * checkpoints, which its pruning and auto-resume would otherwise mix with
+ * its own. Rank 0. Returns 0, or 2 with the message. */
+static int choose_run_id(trainer *t, const ckpt_meta *resumed, char *msg, size_t msglen) {
+  if (resumed && resumed->run_id[0]) {
+    snprintf(t->run_id, sizeof t->run_id, "%s", resumed->run_id);
+    return 0;
+  }
+  /* A checkpoint from before run ids: its run goes on under a new id (its
+   * own older files are then never pruned, only kept). */
+  new_run_id(t->run_id, sizeof t->run_id);
+  if (resumed) return 0;
+  char other[CFG_PATH_MAX + 64], other_run[64];
+  if (!ckpt_find_other_run(t->ckpt_dir, NULL, other, sizeof other, other_run, sizeof other_run))
+    return 0;
+  snprintf(msg, msglen,
+           "checkpoint directory %s holds checkpoints of another run (newest: %s, run %s), and "
+           "this run starts afresh (checkpoint.resume: %s); to continue that run use "
+           "checkpoint.resume=auto, to start a new one give it its own directory "
+           "(--set run.dir=DIR or --set checkpoint.dir=DIR), or move those files away",
+           t->ckpt_dir, other, other_run,
+           t->cfg->checkpoint.resume == CFG_RESUME_NEVER ? "never" : "auto found none to load");
+  return 2;
+}
+
 /* Weights: a resumed checkpoint, checkpoint.init, or a fresh initialization
  * on rank 0; then everything rank 0 has is broadcast. */
 static void initialize_state(trainer *t) {
@@ -99,15 +144,16 @@ static void initialize_state(trainer *t) {
     /* Not resumed: the momentum starts at zero, even when auto-resume tried a
      * broken checkpoint first (it may have filled the buffer before failing). */
     if (!resumed) memset(t->momentum, 0, t->net.num_params * sizeof(float));
-    if (resumed) {
+    if (!failed) failed = choose_run_id(t, resumed ? &meta : NULL, msg, sizeof msg);
+    if (resumed && !failed) {
       pos[0] = meta.step, pos[1] = meta.epoch, pos[2] = meta.step_in_epoch;
       printf("resuming from %s: step %lld, epoch %lld, step %lld of the epoch\n", from,
              (long long)meta.step, (long long)meta.epoch + 1, (long long)meta.step_in_epoch);
       snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", from);
-    } else if (!failed && c->checkpoint.init[0]) {
+    } else if (!failed && !resumed && c->checkpoint.init[0]) {
       failed = ckpt_load(c->checkpoint.init, &t->net, NULL, NULL, msg, sizeof msg) != 0;
       if (!failed) printf("initial weights from %s\n", c->checkpoint.init);
-    } else if (!failed) {
+    } else if (!failed && !resumed) {
       int paper = c->model.weight_init == CFG_INIT_PAPER ||
                   (c->model.weight_init == CFG_INIT_AUTO && strcmp(c->model.arch, "alexnet") == 0);
       if (paper)
@@ -120,19 +166,61 @@ static void initialize_state(trainer *t) {
     ckpt_meta_free(&meta);
     fflush(stdout);
   }
-  if (dist_agree(failed, msg, sizeof msg) != 0) setup_exit(1, "%s", msg);
+  if (dist_agree(failed, msg, sizeof msg) != 0) {
+    int status = failed; /* only rank 0 fails here: 1, or 2 for a refused fresh start */
+    dist_bcast_bytes(&status, sizeof status, 0);
+    setup_exit(status, "%s", msg);
+  }
   dist_set_timeout(c->dist.timeout_s);
   dist_bcast_bytes(pos, sizeof pos, 0);
+  dist_bcast_bytes(t->run_id, sizeof t->run_id, 0);
   dist_bcast_floats(t->net.params, t->net.num_params, 0);
   dist_bcast_floats(t->momentum, t->net.num_params, 0);
   share_buffers(t);
   t->step = pos[0], t->epoch = pos[1], t->step_in_epoch = pos[2];
 }
 
+/* Rank 0 takes an exclusive lock on <dir>/alexnet-train.lock, held until
+ * the process ends, and writes "<pid> <host>" into it: a second trainer on
+ * the same directory stops at once and names the first. Returns the file
+ * descriptor, or -1 with the message. */
+static int lock_dir(const char *dir, char *err, size_t errlen) {
+  char path[CFG_PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/alexnet-train.lock", dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot create the lock file %s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char holder[256] = "";
+    ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+    holder[n > 0 ? n : 0] = '\0';
+    holder[strcspn(holder, "\n")] = '\0';
+    long pid = 0;
+    char host[200] = "?";
+    sscanf(holder, "%ld %199s", &pid, host);
+    snprintf(err, errlen,
+             "%s is in use by another alexnet-train (pid %ld on host %s, lock %s); wait for it "
+             "to end, stop it, or give this run another run.dir",
+             dir, pid, host, path);
+    close(fd);
+    return -1;
+  }
+  char host[200] = "?", line[256];
+  gethostname(host, sizeof host - 1);
+  int len = snprintf(line, sizeof line, "%ld %s\n", (long)getpid(), host);
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len) {
+    /* The lock holds without its label; a second trainer then names pid 0. */
+  }
+  return fd;
+}
+
 /* run.dir, and a checkpoint directory that can be written: a problem fails
- * now, not at the first checkpoint after hours of training. */
+ * now, not at the first checkpoint after hours of training. Both are
+ * locked by rank 0 for the run's duration. */
 static void make_dirs(trainer *t) {
-  char err[4400];
+  char err[CFG_PATH_MAX * 2 + 512];
   int bad = setup_mkdirs(t->cfg->run.dir, err, sizeof err) != 0;
   if (dist_agree(bad, err, sizeof err) != 0) setup_exit(1, "%s", err);
   bad = dist_rank() == 0 && setup_mkdirs(t->ckpt_dir, err, sizeof err) != 0;
@@ -140,6 +228,17 @@ static void make_dirs(trainer *t) {
     snprintf(err, sizeof err, "checkpoint directory %s is not writable: %s", t->ckpt_dir,
              strerror(errno));
     bad = 1;
+  }
+  t->lock_fd[0] = t->lock_fd[1] = -1;
+  if (!bad && dist_rank() == 0) {
+    t->lock_fd[0] = lock_dir(t->cfg->run.dir, err, sizeof err);
+    bad = t->lock_fd[0] < 0;
+    char a[PATH_MAX], b[PATH_MAX];
+    int same = realpath(t->cfg->run.dir, a) && realpath(t->ckpt_dir, b) && strcmp(a, b) == 0;
+    if (!bad && !same) {
+      t->lock_fd[1] = lock_dir(t->ckpt_dir, err, sizeof err);
+      bad = t->lock_fd[1] < 0;
+    }
   }
   if (dist_agree(bad, err, sizeof err) != 0) setup_exit(1, "%s", err);
 }
@@ -264,8 +363,10 @@ void trainer_open(trainer *t, cfg_config *c) {
                          .weight_decay = (float)c->optimizer.weight_decay,
                          .nesterov = c->optimizer.nesterov,
                          .decay_bias = c->optimizer.decay_bias};
-  t->lars = (nn_lars_opts){.momentum = t->sgd.momentum, .weight_decay = t->sgd.weight_decay,
-                           .eta = (float)c->optimizer.lars_eta, .eps = (float)c->optimizer.lars_eps};
+  t->lars = (nn_lars_opts){.momentum = t->sgd.momentum,
+                           .weight_decay = t->sgd.weight_decay,
+                           .eta = (float)c->optimizer.lars_eta,
+                           .eps = (float)c->optimizer.lars_eps};
   if (c->model.sync_batchnorm) t->net.bn_reduce = bn_allreduce;
   t->first_step = t->step;
   t->epoch_start = t->step_in_epoch;
@@ -432,12 +533,13 @@ int trainer_checkpoint(trainer *t, char *err, size_t errlen) {
     memcpy(m.mean, t->data.mean, sizeof m.mean);
     memcpy(m.std, t->data.std, sizeof m.std);
     m.class_names = ds && ds->num_classes == t->net.num_classes ? ds->class_names : NULL;
+    snprintf(m.run_id, sizeof m.run_id, "%s", t->run_id);
     if (setup_mkdirs(t->ckpt_dir, msg, sizeof msg) != 0 ||
         ckpt_save(path, &t->net, t->momentum, &m, msg, sizeof msg) != 0) {
       failed = 1;
     } else {
       snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", path);
-      ckpt_prune(t->ckpt_dir, t->cfg->checkpoint.keep);
+      ckpt_prune_run(t->ckpt_dir, t->cfg->checkpoint.keep, &t->net, t->run_id, t->step);
     }
   }
   int agreed = dist_agree(failed, msg, sizeof msg);
@@ -466,6 +568,8 @@ int trainer_evaluate(trainer *t, eval_result *r, int64_t *epoch, char *err, size
 }
 
 void trainer_close(trainer *t) {
+  for (int i = 0; i < 2; i++)
+    if (t->lock_fd[i] >= 0) close(t->lock_fd[i]);
   dist_reducer_free(t->reducer);
   setup_free(&t->data);
   nn_net_free(&t->net);

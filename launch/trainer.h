@@ -60,8 +60,8 @@ typedef struct {
   float *momentum; /* (num_params), the SGD velocity */
   dist_reducer *reducer;
   trainer_grad_hook grad_hook;
-  nn_sgd_opts sgd;   /* optimizer.type sgd */
-  nn_lars_opts lars; /* optimizer.type lars */
+  nn_sgd_opts sgd;                    /* optimizer.type sgd */
+  nn_lars_opts lars;                  /* optimizer.type lars */
   int64_t step, epoch, step_in_epoch; /* the next step's position */
   int64_t steps_per_epoch, stop_at;   /* stop_at: train.max_steps or every epoch's steps */
   int64_t first_step;                 /* where this process started (for the ETA) */
@@ -71,6 +71,8 @@ typedef struct {
   double start;      /* monotonic seconds at trainer_open */
   char *config_yaml; /* the effective config, stored in checkpoints */
   char ckpt_dir[CFG_PATH_MAX];
+  int lock_fd[2];                    /* rank 0: the locks of run.dir and checkpoint dir */
+  char run_id[40];                   /* this run's lineage: in checkpoints and metrics */
   char last_ckpt[CFG_PATH_MAX + 64]; /* the newest checkpoint written or resumed, "" = none */
 } trainer;
 

@@ -2,7 +2,7 @@
 # tests/CMakeLists.txt: they share tests/faults/trainrun.c (runs of the debug
 # config through alexnet-train, checkpoint comparison through launch's loader)
 # and run the executables, so building them builds the tools.
-foreach(t test_faults test_determinism test_train)
+foreach(t test_faults test_determinism test_train test_runs)
   if(TARGET ${t})
     target_sources(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/faults/trainrun.c)
     target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/faults)
@@ -41,8 +41,20 @@ add_executable(alexnet-train-hooked ${CMAKE_CURRENT_LIST_DIR}/faults/hooked.c
 target_link_libraries(alexnet-train-hooked PRIVATE launch)
 set_target_properties(alexnet-train-hooked PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                                                       ${CMAKE_BINARY_DIR}/bin)
-foreach(t test_faults test_determinism test_train)
+foreach(t test_faults test_determinism test_train test_runs)
   if(TARGET ${t})
     add_dependencies(${t} alexnet-train-hooked)
   endif()
 endforeach()
+# The install target puts the tools under their bare names (issue 17, item 12).
+add_test(NAME install_tools COMMAND bash -c "
+  set -e
+  d=${CMAKE_BINARY_DIR}/test-tmp/install_tools; rm -rf \$d
+  cmake --install ${CMAKE_BINARY_DIR} --prefix \$d > /dev/null
+  for t in alexnet-train alexnet-eval alexnet-predict alexnet-convert alexnet-bench alexnet-plot-run; do
+    test -x \$d/bin/\$t
+  done
+  test ! -e \$d/bin/alexnet-train-hooked
+  if \$d/bin/alexnet-train --help 2> \$d/err; then exit 1; fi
+  grep -q 'usage: alexnet-train CONFIG' \$d/err
+  \$d/bin/alexnet-plot-run --help | grep -q 'usage: launch/plot-run'")

@@ -199,13 +199,29 @@ static void test_latest_and_prune(void) {
   nn_init_torch_default(&a, 30);
   CU_ASSERT(memcmp(a.params, b.params, a.num_params * sizeof(float)) == 0);
 
-  ckpt_prune(dir, 2);
-  ckpt_step_path(dir, 10, path, sizeof path);
+  /* checkpoint.keep 2 after step 40 of this run (run_id ""): of the files
+   * that verify, 30 and 20 stay and 10 goes; the truncated 40, another
+   * run's 25 and a later step 60 are neither counted nor deleted. */
+  ckpt_meta other = sample_meta();
+  snprintf(other.run_id, sizeof other.run_id, "other");
+  ckpt_step_path(dir, 25, path, sizeof path);
+  CU_ASSERT_FATAL(ckpt_save(path, &a, NULL, &other, err, sizeof err) == 0);
+  ckpt_step_path(dir, 60, path, sizeof path);
+  save_sample(path, &a);
+  CU_ASSERT(ckpt_prune_run(dir, 2, &a, "", 40) == 1);
+  const int64_t gone[] = {10}, kept[] = {20, 25, 30, 40, 60};
+  ckpt_step_path(dir, gone[0], path, sizeof path);
   CU_ASSERT(access(path, F_OK) != 0);
-  ckpt_step_path(dir, 20, path, sizeof path);
-  CU_ASSERT(access(path, F_OK) != 0);
-  ckpt_step_path(dir, 30, path, sizeof path);
-  CU_ASSERT(access(path, F_OK) == 0);
+  for (size_t k = 0; k < sizeof kept / sizeof *kept; k++) {
+    ckpt_step_path(dir, kept[k], path, sizeof path);
+    CU_ASSERT(access(path, F_OK) == 0);
+  }
+  /* Another run's newest file is found; none when asked for "other". */
+  char other_path[4200], other_run[64];
+  CU_ASSERT(ckpt_find_other_run(dir, "", other_path, sizeof other_path, other_run,
+                                sizeof other_run) == 1);
+  TU_ASSERT_CONTAINS(other_path, "step-00000025.h5");
+  CU_ASSERT_STRING_EQUAL(other_run, "other");
   nn_net_free(&a);
   nn_net_free(&b);
 }
