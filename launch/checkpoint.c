@@ -764,8 +764,8 @@ int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run
   return deleted;
 }
 
-int ckpt_find_other_run(const char *dir, const char *run_id, char *path, size_t pathlen,
-                        char *other_run, size_t other_len) {
+int ckpt_find_other_run(const char *dir, const char *run_id, const nn_net *net, char *path,
+                        size_t pathlen, char *other_run, size_t other_len) {
   int64_t *steps;
   int count = ckpt_list_steps(dir, &steps), found = 0;
   for (int i = 0; i < count && !found; i++) {
@@ -773,7 +773,8 @@ int ckpt_find_other_run(const char *dir, const char *run_id, char *path, size_t 
     ckpt_step_path(dir, steps[i], p, sizeof p);
     ckpt_meta meta;
     if (ckpt_read_meta(p, &meta, why, sizeof why) != 0) continue;
-    if (!run_id || strcmp(meta.run_id, run_id) != 0) {
+    if ((!run_id || strcmp(meta.run_id, run_id) != 0) &&
+        ckpt_verify(p, net, NULL, why, sizeof why) == 0) {
       snprintf(path, pathlen, "%s", p);
       snprintf(other_run, other_len, "%s", meta.run_id[0] ? meta.run_id : "(no run id)");
       found = 1;

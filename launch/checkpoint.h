@@ -85,11 +85,12 @@ int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run
 int ckpt_verify(const char *path, const nn_net *net, ckpt_meta *meta, char *err, size_t errlen);
 
 /* Looks for a checkpoint of dir written by another run than run_id (any run
- * when run_id is NULL): a step-<N>.h5 file whose attributes read (complete,
- * this format) and whose run_id differs. Returns 1 with the newest such
- * file's path and run in path and other_run, 0 when there is none. */
-int ckpt_find_other_run(const char *dir, const char *run_id, char *path, size_t pathlen,
-                        char *other_run, size_t other_len);
+ * when run_id is NULL) that auto-resume could take: a step-<N>.h5 file whose
+ * run_id differs and that loads and verifies into a network shaped like net.
+ * Returns 1 with the newest such file's path and run in path and other_run,
+ * 0 when there is none. */
+int ckpt_find_other_run(const char *dir, const char *run_id, const nn_net *net, char *path,
+                        size_t pathlen, char *other_run, size_t other_len);
 
 /* The steps N of dir's step-<N>.h5 files, newest first, in *steps (malloc'd).
  * Returns the count (0 when dir does not exist), or -1 when it cannot be read. */

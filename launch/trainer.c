@@ -91,10 +91,12 @@ static void new_run_id(char *out, size_t len) {
 }
 
 /* The run's lineage (docs/reliability.md, "Runs sharing a directory"): a
- * resume continues the checkpoint's run id; a fresh start takes a new one,
- * and refuses (status 2) when the checkpoint directory holds another run's
- * checkpoints, which its pruning and auto-resume would otherwise mix with
- * its own. Rank 0. Returns 0, or 2 with the message. */
+ * resume continues the checkpoint's run id; a fresh start takes a new one.
+ * With checkpoint.resume never, a fresh start refuses (status 2) a
+ * checkpoint directory holding another run's checkpoints that auto-resume
+ * would take, since a later auto-resume could not tell the two runs apart.
+ * (With auto, a fresh start means nothing there loads.) Rank 0. Returns 0,
+ * or 2 with the message. */
 static int choose_run_id(trainer *t, const ckpt_meta *resumed, char *msg, size_t msglen) {
   if (resumed && resumed->run_id[0]) {
     snprintf(t->run_id, sizeof t->run_id, "%s", resumed->run_id);
@@ -103,17 +105,17 @@ static int choose_run_id(trainer *t, const ckpt_meta *resumed, char *msg, size_t
   /* A checkpoint from before run ids: its run goes on under a new id (its
    * own older files are then never pruned, only kept). */
   new_run_id(t->run_id, sizeof t->run_id);
-  if (resumed) return 0;
+  if (resumed || t->cfg->checkpoint.resume != CFG_RESUME_NEVER) return 0;
   char other[CFG_PATH_MAX + 64], other_run[64];
-  if (!ckpt_find_other_run(t->ckpt_dir, NULL, other, sizeof other, other_run, sizeof other_run))
+  if (!ckpt_find_other_run(t->ckpt_dir, NULL, &t->net, other, sizeof other, other_run,
+                           sizeof other_run))
     return 0;
   snprintf(msg, msglen,
            "checkpoint directory %s holds checkpoints of another run (newest: %s, run %s), and "
-           "this run starts afresh (checkpoint.resume: %s); to continue that run use "
+           "this run starts afresh (checkpoint.resume: never); to continue that run use "
            "checkpoint.resume=auto, to start a new one give it its own directory "
            "(--set run.dir=DIR or --set checkpoint.dir=DIR), or move those files away",
-           t->ckpt_dir, other, other_run,
-           t->cfg->checkpoint.resume == CFG_RESUME_NEVER ? "never" : "auto found none to load");
+           t->ckpt_dir, other, other_run);
   return 2;
 }
 

@@ -218,7 +218,7 @@ static void test_latest_and_prune(void) {
   }
   /* Another run's newest file is found; none when asked for "other". */
   char other_path[4200], other_run[64];
-  CU_ASSERT(ckpt_find_other_run(dir, "", other_path, sizeof other_path, other_run,
+  CU_ASSERT(ckpt_find_other_run(dir, "", &a, other_path, sizeof other_path, other_run,
                                 sizeof other_run) == 1);
   TU_ASSERT_CONTAINS(other_path, "step-00000025.h5");
   CU_ASSERT_STRING_EQUAL(other_run, "other");
