@@ -121,16 +121,19 @@ static void test_overwritten(void) {
 }
 
 /* The synthetic set of a config without data is a function of run.seed: two
- * seeds, two files (before, the second run reused the first one's images). */
+ * seeds, two files (before, the second run reused the first one's images).
+ * Both runs share run.dir (where the sets are written) but not a checkpoint
+ * directory: a fresh run refuses another run's checkpoints. */
 static void test_synthetic_seed(void) {
   char run[4300], cmd[16384], out[1 << 14];
   snprintf(run, sizeof run, "%s/run", dir);
   for (int seed = 1; seed <= 2; seed++) {
     snprintf(cmd, sizeof cmd,
              "%s %s/configs/debug.yaml --set run.dir=%s --set run.seed=%d "
+             "--set checkpoint.dir=%s/checkpoints-seed%d "
              "--set train.max_steps=1 --set checkpoint.every_steps=0 --set checkpoint.resume=never "
              "--set dist.threads_per_rank=1",
-             tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, run, seed);
+             tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, run, seed, run, seed);
     int rc = tu_run_cmd(cmd, out, sizeof out);
     if (rc != 0) fprintf(stderr, "\n$ %s\n%s\n", cmd, out);
     CU_ASSERT(rc == 0);
