@@ -298,7 +298,7 @@ typedef struct {
   struct {
     dev_t dev;
     ino_t ino;
-  } *at;
+  } * at;
   int64_t n, cap;
 } dir_set;
 
@@ -428,8 +428,8 @@ static int64_t read_names_file(const char *path, strlist *out);
  * "ImageId,CLASS x y x y ..."; a name may omit the extension). Labels all
  * numbers: classes 0..max (names from class_names if given); else the
  * sorted distinct class names. Any mismatch is an error. */
-static int labels_list(const char *dir, const char *labels, const char *class_names,
-                       folder_job *fj, char *err, size_t errlen) {
+static int labels_list(const char *dir, const char *labels, const char *class_names, folder_job *fj,
+                       char *err, size_t errlen) {
   if (!is_dir(dir)) return util_errf(err, errlen, "%s: not a directory", dir);
   strlist names = {0}, tokens = {0};
   if (list_dir(dir, 0, &names) != 0) {
@@ -603,7 +603,8 @@ static int folder_consume(void *ctx, int64_t job, const uint8_t *slot, int statu
   int64_t k = fj->lo + job;
   int rc = 0;
   if (status != 0) {
-    if (strlist_add(&fj->skipped, msg) != 0) rc = util_errf(fj->err, sizeof fj->err, "out of memory");
+    if (strlist_add(&fj->skipped, msg) != 0)
+      rc = util_errf(fj->err, sizeof fj->err, "out of memory");
   } else {
     int val = fj->held && fj->held[k];
     data_writer *wr = val ? fj->wr_val : fj->wr;
@@ -644,8 +645,8 @@ static int folder_write(folder_job *fj, const data_convert_opts *o, const char *
                                          errlen);
   if (rc == 0 && fj->held)
     rc = fj->jpeg ? data_writer_create_jpeg(val_out, 3, nc, names, &fj->wr_val, err, errlen)
-                  : data_writer_create(val_out, size, size, 3, nc, names, o->compress,
-                                       &fj->wr_val, err, errlen);
+                  : data_writer_create(val_out, size, size, 3, nc, names, o->compress, &fj->wr_val,
+                                       err, errlen);
   if (rc == 0) {
     char perr[1024] = "";
     size_t slot = fj->jpeg ? sizeof(encoded_image) : (size_t)size * size * 3;

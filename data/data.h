@@ -112,9 +112,9 @@ int data_png_write(const char *path, int w, int h, int c, const uint8_t *pixels,
 
 typedef struct data_dataset data_dataset;
 struct data_dataset {
-  char path[4096]; /* the file; for shards the first file's path */
-  int64_t n;       /* samples */
-  int h, w, c;     /* raw: the stored image size; jpeg: the largest height and width */
+  char path[4096];  /* the file; for shards the first file's path */
+  int64_t n;        /* samples */
+  int h, w, c;      /* raw: the stored image size; jpeg: the largest height and width */
   int min_h, min_w; /* the smallest stored height and width (raw: h, w) */
   int encoding;     /* data_encoding */
   int num_classes;
@@ -256,22 +256,22 @@ typedef struct {
   int size;            /* imagefolder: output side, default 256 (0 = 256) */
   double val_fraction; /* imagefolder: held out into val_out, chosen by seed */
   const char *val_out;
-  int compress;              /* 0 = none, 1-9 = deflate level */
-  int threads;               /* decoding threads, 0 = all cores */
-  int progress;              /* 1: progress (a bar on a terminal) and the skipped list on stderr */
-  uint64_t seed;             /* imagefolder: the val split; synthetic: the samples */
-  const char *class_names;   /* idx, imagefolder --labels with numbers: class names, one a line */
-  int encode;                /* imagefolder: DATA_ENCODING_RAW (size x size centre crops) or
-                                DATA_ENCODING_JPEG (shorter side to size, aspect kept, JPEG) */
-  int quality;               /* JPEG quality 1..100 (0 = 90) */
-  int shards;                /* imagefolder: this many files data_shard_path(out, s, shards),
-                                shard s holding listed images [s*n/K, (s+1)*n/K); 0, 1 = one */
+  int compress;            /* 0 = none, 1-9 = deflate level */
+  int threads;             /* decoding threads, 0 = all cores */
+  int progress;            /* 1: progress (a bar on a terminal) and the skipped list on stderr */
+  uint64_t seed;           /* imagefolder: the val split; synthetic: the samples */
+  const char *class_names; /* idx, imagefolder --labels with numbers: class names, one a line */
+  int encode;              /* imagefolder: DATA_ENCODING_RAW (size x size centre crops) or
+                              DATA_ENCODING_JPEG (shorter side to size, aspect kept, JPEG) */
+  int quality;             /* JPEG quality 1..100 (0 = 90) */
+  int shards;              /* imagefolder: this many files data_shard_path(out, s, shards),
+                              shard s holding listed images [s*n/K, (s+1)*n/K); 0, 1 = one */
   int shard_rank, shard_ranks; /* write only shards s with s % shard_ranks == shard_rank */
-  int keep_tmp;              /* leave complete "<file>.tmp" files for data_commit_tmp */
-  const char *labels;        /* imagefolder: DIR is flat, this file gives each image's class:
-                                lines "filename label-or-class", or ImageNet's
-                                LOC_val_solution.csv ("ImageId,PredictionString") */
-  data_convert_stats *stats; /* optional: filled on success */
+  int keep_tmp;                /* leave complete "<file>.tmp" files for data_commit_tmp */
+  const char *labels;          /* imagefolder: DIR is flat, this file gives each image's class:
+                                  lines "filename label-or-class", or ImageNet's
+                                  LOC_val_solution.csv ("ImageId,PredictionString") */
+  data_convert_stats *stats;   /* optional: filled on success */
 } data_convert_opts;
 
 /* torchvision's ImageFolder layout: class = sorted subfolder names, images

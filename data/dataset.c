@@ -177,8 +177,8 @@ static int check_storage(const char *p, hid_t d, const char *name, char *err, si
     unsigned flags = 0, conf = 0;
     size_t nvals = 0;
     char fname[64] = "";
-    H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nvals, NULL, sizeof fname,
-                                     fname, &conf);
+    H5Z_filter_t id =
+        H5Pget_filter2(dcpl, (unsigned)i, &flags, &nvals, NULL, sizeof fname, fname, &conf);
     if (id < 0 || H5Zfilter_avail(id) <= 0 || H5Zget_filter_info(id, &conf) < 0 ||
         !(conf & H5Z_FILTER_CONFIG_DECODE_ENABLED))
       rc = util_errf(err, errlen,
@@ -429,7 +429,8 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
   if (od < 0) return -1;
   rc = read_ints(od, ds->offsets);
   H5Dclose(od);
-  if (rc != 0) return util_errf(err, errlen, "%s: cannot read /offsets (truncated or corrupt file?)", p);
+  if (rc != 0)
+    return util_errf(err, errlen, "%s: cannot read /offsets (truncated or corrupt file?)", p);
   if (ds->offsets[0] != 0)
     return util_errf(err, errlen, "%s: /offsets[0] = %lld, expected 0", p,
                      (long long)ds->offsets[0]);
@@ -437,8 +438,8 @@ static int open_jpeg(data_dataset *ds, hid_t file, char *err, size_t errlen) {
     if (ds->offsets[i + 1] <= ds->offsets[i] || ds->offsets[i + 1] > bytes)
       return util_errf(err, errlen,
                        "%s: /offsets[%lld] = %lld is not in (%lld, %lld] (the /jpeg bytes)", p,
-                       (long long)(i + 1), (long long)ds->offsets[i + 1],
-                       (long long)ds->offsets[i], (long long)bytes);
+                       (long long)(i + 1), (long long)ds->offsets[i + 1], (long long)ds->offsets[i],
+                       (long long)bytes);
   return 0;
 }
 
@@ -471,8 +472,7 @@ static int read_root_attrs(data_dataset *ds, hid_t file, char *err, size_t errle
   const char *p = ds->path;
   char fmt[256], why[512];
   int rc = attr_string(file, "format", fmt, sizeof fmt, why, sizeof why);
-  if (rc == -3)
-    return util_errf(err, errlen, "%s: root attribute 'format' is corrupt: %s", p, why);
+  if (rc == -3) return util_errf(err, errlen, "%s: root attribute 'format' is corrupt: %s", p, why);
   if (rc == -1)
     return util_errf(err, errlen, "%s: missing root attribute 'format' (not an %s file)", p,
                      DATA_FORMAT_NAME);
@@ -625,8 +625,10 @@ static int expand_spec(const char *spec, char ***out, char *err, size_t errlen) 
         list = l;
       }
       list[n] = strdup(literal ? item : g.gl_pathv[j]);
-      if (!list[n]) rc = util_errf(err, errlen, "out of memory listing the dataset files");
-      else n++;
+      if (!list[n])
+        rc = util_errf(err, errlen, "out of memory listing the dataset files");
+      else
+        n++;
     }
     if (!literal) globfree(&g);
   }
@@ -665,7 +667,7 @@ static int shards_agree(const data_dataset *a, const data_dataset *b, char *err,
 
 /* mean/std from exact sums, as the writer computes them. */
 void data_stats_from_sums(const uint64_t *sum, const uint64_t *sumsq, double cnt, int c,
-                            float *mean, float *sd) {
+                          float *mean, float *sd) {
   for (int k = 0; k < c; k++) {
     double m = (double)sum[k] / cnt / 255.0;
     double var = (double)sumsq[k] / cnt / (255.0 * 255.0) - m * m;
@@ -709,7 +711,7 @@ static int shards_merge(data_dataset *ds, data_dataset *sh, int k, char *err, si
   }
   if (exact) {
     data_stats_from_sums(ds->pixel_sum, ds->pixel_sumsq, (double)ds->pixel_count, ds->c, ds->mean,
-                    ds->std);
+                         ds->std);
   } else {
     ds->pixel_count = 0;
     for (int c = 0; c < ds->c; c++) {
@@ -721,8 +723,7 @@ static int shards_merge(data_dataset *ds, data_dataset *sh, int k, char *err, si
   }
   ds->labels = malloc((size_t)ds->n * sizeof(int32_t));
   ds->class_names = calloc((size_t)ds->num_classes, sizeof(char *));
-  if (ds->encoding == DATA_ENCODING_JPEG)
-    ds->shapes = malloc((size_t)ds->n * 2 * sizeof(int32_t));
+  if (ds->encoding == DATA_ENCODING_JPEG) ds->shapes = malloc((size_t)ds->n * 2 * sizeof(int32_t));
   if (!ds->labels || !ds->class_names || (ds->encoding == DATA_ENCODING_JPEG && !ds->shapes))
     return util_errf(err, errlen, "%s: out of memory", sh[0].path);
   for (int j = 0; j < k; j++) {
@@ -858,8 +859,9 @@ static int file_read_jpeg(data_dataset *ds, int64_t i, uint8_t *dst, size_t len,
   if (fs >= 0) H5Sclose(fs);
   if (check_truncated(ds, i, "/jpeg", err, errlen) != 0) return -1;
   if (st < 0)
-    return util_errf(err, errlen, "%s: cannot read sample %lld of /jpeg (truncated or corrupt file?)",
-                     ds->path, (long long)i);
+    return util_errf(err, errlen,
+                     "%s: cannot read sample %lld of /jpeg (truncated or corrupt file?)", ds->path,
+                     (long long)i);
   return 0;
 }
 
@@ -999,7 +1001,7 @@ struct data_writer {
   int jpeg;
   uint8_t *stage;
   size_t stage_fill, stage_cap;
-  int64_t total; /* bytes appended */
+  int64_t total;    /* bytes appended */
   int64_t *offsets; /* (cap + 1) */
   int32_t *shapes;  /* (cap, 2) */
 };
@@ -1180,7 +1182,8 @@ static int writer_grow(data_writer *wr, char *err, size_t errlen) {
     if (sh) wr->shapes = sh;
     ok = o && sh;
   }
-  if (!ok) return util_errf(err, errlen, "%s: out of memory at image %lld", wr->path, (long long)wr->n);
+  if (!ok)
+    return util_errf(err, errlen, "%s: out of memory at image %lld", wr->path, (long long)wr->n);
   wr->cap = cap;
   return 0;
 }
@@ -1311,19 +1314,17 @@ static int writer_metadata(data_writer *wr) {
   H5Pclose(dcpl);
 
   const char *fmt = DATA_FORMAT_NAME, *enc = wr->jpeg ? "jpeg" : "raw";
-  int32_t version = wr->jpeg ? DATA_FORMAT_VERSION : DATA_FORMAT_VERSION_RAW,
-          nc = wr->num_classes, ch = wr->c;
+  int32_t version = wr->jpeg ? DATA_FORMAT_VERSION : DATA_FORMAT_VERSION_RAW, nc = wr->num_classes,
+          ch = wr->c;
   float mean[3], sd[3];
   data_stats_from_sums(wr->sum, wr->sumsq, (double)wr->pixels, wr->c, mean, sd);
   uint64_t cnt = wr->pixels;
   if (st >= 0) st = write_attr(f, "format", str, str, 0, &fmt);
   if (st >= 0) st = write_attr(f, "version", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &version);
   if (st >= 0 && wr->jpeg) st = write_attr(f, "encoding", str, str, 0, &enc);
-  if (st >= 0 && wr->jpeg)
-    st = write_attr(f, "channels", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &ch);
+  if (st >= 0 && wr->jpeg) st = write_attr(f, "channels", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &ch);
   if (st >= 0) st = write_attr(f, "pixel_count", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &cnt);
-  if (st >= 0)
-    st = write_attr(f, "pixel_sum", H5T_STD_U64LE, H5T_NATIVE_UINT64, wr->c, wr->sum);
+  if (st >= 0) st = write_attr(f, "pixel_sum", H5T_STD_U64LE, H5T_NATIVE_UINT64, wr->c, wr->sum);
   if (st >= 0)
     st = write_attr(f, "pixel_sumsq", H5T_STD_U64LE, H5T_NATIVE_UINT64, wr->c, wr->sumsq);
   if (st >= 0) st = write_attr(f, "num_classes", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &nc);

@@ -50,7 +50,9 @@ void data_hdf5_discard(int64_t file_id) {
   }
 }
 
-void data_hdf5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+void data_hdf5_quiet(void) {
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
 
 int data_hdf5_close(int64_t file_id) {
   if (file_id <= 0) return 0;

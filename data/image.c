@@ -164,8 +164,11 @@ int data_jpeg_decode_scaled(const uint8_t *buf, size_t len, const char *name, in
   memset(img, 0, sizeof *img);
   if (len < 3 || buf[0] != 0xFF || buf[1] != 0xD8 || buf[2] != 0xFF)
     return util_errf(err, errlen, "%s: not a JPEG (bad first bytes)", name);
-  return decode_jpeg(buf, len, name, 0, scale_num < 1 ? 8 : scale_num > 8 ? 8 : scale_num, img,
-                     err, errlen);
+  return decode_jpeg(buf, len, name, 0,
+                     scale_num < 1   ? 8
+                     : scale_num > 8 ? 8
+                                     : scale_num,
+                     img, err, errlen);
 }
 
 int data_jpeg_scale_for(double bw, double bh, int need_w, int need_h) {
@@ -186,8 +189,8 @@ int data_jpeg_encode(const uint8_t *pixels, int w, int h, int c, int quality, co
   *len = 0;
   if (w < 1 || h < 1 || w > 65535 || h > 65535 || (c != 1 && c != 3) || quality < 1 ||
       quality > 100)
-    return util_errf(err, errlen, "%s: cannot encode a %dx%dx%d image at quality %d", name, w, h,
-                     c, quality);
+    return util_errf(err, errlen, "%s: cannot encode a %dx%dx%d image at quality %d", name, w, h, c,
+                     quality);
   struct jpeg_compress_struct cinfo;
   jpeg_errmgr jerr;
   jpeg_enc_state st = {NULL, 0};

@@ -43,12 +43,10 @@ double data_rng_normal(data_rng *r);
  * Fisher-Yates draw). held_out has n bytes. Returns 0, or -1 out of memory. */
 int data_holdout_mask(int64_t n, double fraction, uint64_t seed, uint8_t *held_out);
 
-
 /* Per-channel mean and std of pixels scaled to [0, 1] from exact sums over
  * cnt pixels (a constant channel gets std 1): the writer's attributes, and
  * shards' combined ones, computed alike so they agree bit for bit. */
 void data_stats_from_sums(const uint64_t *sum, const uint64_t *sumsq, double cnt, int c,
                           float *mean, float *sd);
-
 
 #endif

@@ -127,8 +127,8 @@ static int work_room(reader_t *rd, size_t n) {
 /* The picture of sample idx (stored bytes in rd->buf, len bytes) as an
  * image: raw pixels are used in place; a JPEG is decoded at scale_num/8
  * (*owned = 1: free it). */
-static int sample_image(const data_loader *ld, reader_t *rd, int64_t idx, size_t len,
-                        int scale_num, data_image *img, int *owned, char *err, size_t errlen) {
+static int sample_image(const data_loader *ld, reader_t *rd, int64_t idx, size_t len, int scale_num,
+                        data_image *img, int *owned, char *err, size_t errlen) {
   *owned = 0;
   memset(img, 0, sizeof *img);
   if (ld->ds.encoding == DATA_ENCODING_RAW) {

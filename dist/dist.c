@@ -32,21 +32,26 @@
 #define DIST_AGREE_MSG 1024
 
 static struct {
-  int initialized;    /* dist_init done, dist_finalize not yet */
-  int we_init_mpi;    /* MPI was initialized by dist_init (so we finalize it) */
+  int initialized; /* dist_init done, dist_finalize not yet */
+  int we_init_mpi; /* MPI was initialized by dist_init (so we finalize it) */
   int rank, size;
   int local_rank, local_size;
-  MPI_Comm comm;      /* dup of MPI_COMM_WORLD for the main thread's collectives */
-  MPI_Comm probe;     /* dup of MPI_COMM_WORLD for the watchdog's probe */
+  MPI_Comm comm;  /* dup of MPI_COMM_WORLD for the main thread's collectives */
+  MPI_Comm probe; /* dup of MPI_COMM_WORLD for the watchdog's probe */
 } g = {.size = 1, .local_size = 1};
 
 static const char *thread_level_name(int level) {
   switch (level) {
-    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
-    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
-    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
-    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
-    default: return "an unknown thread level";
+    case MPI_THREAD_SINGLE:
+      return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED:
+      return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+      return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE:
+      return "MPI_THREAD_MULTIPLE";
+    default:
+      return "an unknown thread level";
   }
 }
 
@@ -85,8 +90,8 @@ void dist_init(int *argc, char ***argv) {
                thread_level_name(provided));
 
   MPI_Comm local;
-  DIST_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g.rank, MPI_INFO_NULL,
-                                 &local));
+  DIST_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g.rank, MPI_INFO_NULL, &local));
   DIST_CHECK(MPI_Comm_rank(local, &g.local_rank));
   DIST_CHECK(MPI_Comm_size(local, &g.local_size));
   DIST_CHECK(MPI_Comm_free(&local));
@@ -117,10 +122,18 @@ void dist_finalize(void) {
   }
 }
 
-int dist_rank(void) { return g.rank; }
-int dist_size(void) { return g.size; }
-int dist_local_size(void) { return g.local_size; }
-int dist_local_rank(void) { return g.local_rank; }
+int dist_rank(void) {
+  return g.rank;
+}
+int dist_size(void) {
+  return g.size;
+}
+int dist_local_size(void) {
+  return g.local_size;
+}
+int dist_local_rank(void) {
+  return g.local_rank;
+}
 
 int dist_default_threads(void) {
   long cores = util_cpu_count();
@@ -128,7 +141,9 @@ int dist_default_threads(void) {
   return per_rank >= 1 ? (int)per_rank : 1;
 }
 
-MPI_Comm dist_comm(void) { return g.comm; }
+MPI_Comm dist_comm(void) {
+  return g.comm;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Fatal errors                                                              */

@@ -92,9 +92,9 @@ typedef struct {
 typedef enum { DIST_ALGO_AUTO, DIST_ALGO_MPI, DIST_ALGO_RING, DIST_ALGO_HIER } dist_algorithm;
 
 typedef struct {
-  double bucket_mb;        /* bucket size in MiB (2^20 bytes), (0, 4096]; 0 = 25 */
-  int overlap;             /* 1: a communication thread reduces buckets during backward */
-  dist_compress compress;  /* 16-bit wire format for slow networks */
+  double bucket_mb;         /* bucket size in MiB (2^20 bytes), (0, 4096]; 0 = 25 */
+  int overlap;              /* 1: a communication thread reduces buckets during backward */
+  dist_compress compress;   /* 16-bit wire format for slow networks */
   dist_algorithm algorithm; /* AUTO (0) unless a test or benchmark forces one */
   /* POWERSGD only: */
   int powersgd_rank;           /* >= 1 */

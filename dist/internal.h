@@ -12,11 +12,10 @@
 
 /* Every MPI call of dist goes through this: on failure it prints the call,
  * file:line, the rank and MPI_Error_string, then aborts the whole job. */
-#define DIST_CHECK(call)                                         \
-  do {                                                           \
-    int dist_rc_ = (call);                                       \
-    if (dist_rc_ != MPI_SUCCESS)                                 \
-      dist_mpi_failed(dist_rc_, #call, __FILE__, __LINE__);      \
+#define DIST_CHECK(call)                                                               \
+  do {                                                                                 \
+    int dist_rc_ = (call);                                                             \
+    if (dist_rc_ != MPI_SUCCESS) dist_mpi_failed(dist_rc_, #call, __FILE__, __LINE__); \
   } while (0)
 
 /* Prints "[rank R] dist: <call> failed at file:line: <MPI's message>" and

@@ -73,33 +73,33 @@
 
 /* One bucket in flight on the ring. */
 typedef struct {
-  int b;      /* bucket, -1 when the slot is free */
-  int step;   /* -1: fp16's MAX; 0 .. size-2: reduce-scatter; size-1 .. 2 size-3:
-                 allgather */
+  int b;        /* bucket, -1 when the slot is free */
+  int step;     /* -1: fp16's MAX; 0 .. size-2: reduce-scatter; size-1 .. 2 size-3:
+                   allgather */
   size_t count; /* elements of the bucket */
-  char *wire; /* (count) the bucket as sent: grads + lo, or a 16-bit copy */
-  char *tmp;  /* (count / size + 1) what a reduce-scatter step receives */
-  float max;  /* fp16: the largest |g| of the bucket over all ranks */
-  float down; /* fp16: the 2^-e that undoes the bucket's scale */
-  int wd;     /* watchdog slot */
+  char *wire;   /* (count) the bucket as sent: grads + lo, or a 16-bit copy */
+  char *tmp;    /* (count / size + 1) what a reduce-scatter step receives */
+  float max;    /* fp16: the largest |g| of the bucket over all ranks */
+  float down;   /* fp16: the 2^-e that undoes the bucket's scale */
+  int wd;       /* watchdog slot */
 } ring_slot;
 
 struct dist_reducer {
-  float *grads;            /* (n) averaged in place, not owned */
+  float *grads; /* (n) averaged in place, not owned */
   size_t n;
-  size_t bucket;           /* floats per bucket; the one at offset 0 may be shorter */
-  int nb;                  /* number of buckets */
-  size_t *ready;           /* (nb) floats of each bucket reported this pass */
-  int released;            /* buckets 0..released-1 are complete (main thread) */
-  int in_pass;             /* between begin and finish */
+  size_t bucket; /* floats per bucket; the one at offset 0 may be shorter */
+  int nb;        /* number of buckets */
+  size_t *ready; /* (nb) floats of each bucket reported this pass */
+  int released;  /* buckets 0..released-1 are complete (main thread) */
+  int in_pass;   /* between begin and finish */
   int overlap;
-  dist_compress compress;  /* the buckets' wire format (NONE under POWERSGD) */
-  dist_powersgd *psgd;     /* POWERSGD, else NULL */
-  int64_t psgd_start;      /* passes before PowerSGD takes over */
-  int64_t passes;          /* finished passes */
-  dist_algorithm algo;     /* MPI or RING (AUTO resolved at create) */
-  uint16_t *half;          /* (bucket) 16-bit wire copy, bf16 or fp16 bits;
-                              RING: (RING_WINDOW * bucket), one per slot */
+  dist_compress compress; /* the buckets' wire format (NONE under POWERSGD) */
+  dist_powersgd *psgd;    /* POWERSGD, else NULL */
+  int64_t psgd_start;     /* passes before PowerSGD takes over */
+  int64_t passes;         /* finished passes */
+  dist_algorithm algo;    /* MPI or RING (AUTO resolved at create) */
+  uint16_t *half;         /* (bucket) 16-bit wire copy, bf16 or fp16 bits;
+                             RING: (RING_WINDOW * bucket), one per slot */
   int rank;
   /* The ring's ranks: the world's, or under HIER the nodes' leaders (none
    * on the others: ring_comm MPI_COMM_NULL). */
@@ -115,21 +115,21 @@ struct dist_reducer {
   int bc_next;             /* leader: next bucket to broadcast */
   size_t esz;              /* bytes per element on the wire: 4 or 2 */
   ring_slot slot[RING_WINDOW];
-  char *ring_tmp;          /* (RING_WINDOW * (bucket / size + 1) * esz) */
+  char *ring_tmp;                   /* (RING_WINDOW * (bucket / size + 1) * esz) */
   MPI_Request req[2 * RING_WINDOW]; /* slot i: [2i] receive, [2i+1] send */
-  MPI_Comm comm;           /* the reducer's own duplicate of MPI_COMM_WORLD */
-  MPI_Op op16;             /* sums bf16 or fp16 in float, MPI_OP_NULL for none */
+  MPI_Comm comm;                    /* the reducer's own duplicate of MPI_COMM_WORLD */
+  MPI_Op op16;                      /* sums bf16 or fp16 in float, MPI_OP_NULL for none */
   int size;
-  float inv_size;          /* 1 / ranks, the same float the plain average uses */
+  float inv_size; /* 1 / ranks, the same float the plain average uses */
 
   /* The communication thread (overlap on and more than one rank). */
   int has_thread;
   pthread_t thread;
   pthread_mutex_t mu;
-  pthread_cond_t work;     /* main -> thread: issued grew, or stop */
-  pthread_cond_t done;     /* thread -> main: reduced grew */
-  int issued;              /* buckets handed to the thread this pass (under mu) */
-  int reduced;             /* buckets the thread finished this pass (under mu) */
+  pthread_cond_t work; /* main -> thread: issued grew, or stop */
+  pthread_cond_t done; /* thread -> main: reduced grew */
+  int issued;          /* buckets handed to the thread this pass (under mu) */
+  int reduced;         /* buckets the thread finished this pass (under mu) */
   int stop;
 };
 
@@ -262,7 +262,9 @@ static float max_abs(const float *g, int n) {
 /* ------------------------------------------------------------------------ */
 /* Buckets                                                                  */
 
-static size_t bucket_hi(const dist_reducer *r, int b) { return r->n - (size_t)b * r->bucket; }
+static size_t bucket_hi(const dist_reducer *r, int b) {
+  return r->n - (size_t)b * r->bucket;
+}
 static size_t bucket_lo(const dist_reducer *r, int b) {
   size_t hi = bucket_hi(r, b);
   return hi > r->bucket ? hi - r->bucket : 0;
@@ -329,8 +331,12 @@ static void wire_add(const dist_reducer *r, char *dst, const char *src, int n) {
       for (int i = 0; i < n; i++) d[i] += a[i];
       break;
     }
-    case DIST_COMPRESS_BF16: sum_bf16((void *)src, dst, &n, NULL); break;
-    case DIST_COMPRESS_FP16: sum_fp16((void *)src, dst, &n, NULL); break;
+    case DIST_COMPRESS_BF16:
+      sum_bf16((void *)src, dst, &n, NULL);
+      break;
+    case DIST_COMPRESS_FP16:
+      sum_fp16((void *)src, dst, &n, NULL);
+      break;
   }
 }
 
@@ -356,7 +362,8 @@ static void ring_post(dist_reducer *r, int i) {
   size_t rlo = chunk_lo(r, s->count, recv), rhi = chunk_lo(r, s->count, recv + 1);
   char *into = s->step < r->ring_size - 1 ? s->tmp : s->wire + rlo * r->esz;
   MPI_Datatype t = r->compress == DIST_COMPRESS_NONE ? MPI_FLOAT : MPI_UINT16_T;
-  int left = (r->ring_rank + r->ring_size - 1) % r->ring_size, right = (r->ring_rank + 1) % r->ring_size;
+  int left = (r->ring_rank + r->ring_size - 1) % r->ring_size,
+      right = (r->ring_rank + 1) % r->ring_size;
   /* The tag is the bucket: messages of one bucket between two ranks arrive
    * in the order sent, so its steps match up. */
   DIST_CHECK(MPI_Irecv(into, (int)(rhi - rlo), t, left, s->b, r->ring_comm, &r->req[2 * i]));
@@ -382,7 +389,9 @@ static void ring_start(dist_reducer *r, int i, int b) {
   uint16_t *h = r->half + (size_t)i * (r->n < r->bucket ? r->n : r->bucket);
   switch (r->compress) {
     case DIST_COMPRESS_POWERSGD: /* its buckets travel as NONE */
-    case DIST_COMPRESS_NONE: s->wire = (char *)g; break;
+    case DIST_COMPRESS_NONE:
+      s->wire = (char *)g;
+      break;
     case DIST_COMPRESS_BF16:
       for (int k = 0; k < count; k++) h[k] = bf16_from_float(g[k] * inv);
       s->wire = (char *)h;
@@ -436,7 +445,9 @@ static void ring_finish(dist_reducer *r, int i) {
     case DIST_COMPRESS_BF16:
       for (int k = 0; k < count; k++) g[k] = bf16_to_float(h[k]);
       break;
-    case DIST_COMPRESS_FP16: fp16_to_floats(h, g, count, s->down); break;
+    case DIST_COMPRESS_FP16:
+      fp16_to_floats(h, g, count, s->down);
+      break;
   }
   dist_watchdog_disarm(s->wd);
   if (r->local != MPI_COMM_NULL) { /* back to the node, in bucket order */
@@ -444,8 +455,8 @@ static void ring_finish(dist_reducer *r, int i) {
     while (r->bc_next < r->nb && r->bc_ready[r->bc_next]) {
       int c = r->bc_next++;
       size_t clo = bucket_lo(r, c);
-      DIST_CHECK(MPI_Ibcast(r->grads + clo, (int)(bucket_hi(r, c) - clo), MPI_FLOAT, 0,
-                            r->local_bc, &r->bc_req[c]));
+      DIST_CHECK(MPI_Ibcast(r->grads + clo, (int)(bucket_hi(r, c) - clo), MPI_FLOAT, 0, r->local_bc,
+                            &r->bc_req[c]));
     }
   }
   s->b = -1;
@@ -585,8 +596,10 @@ static void hier_member_pass(dist_reducer *r) {
 
 /* The pass of the ring algorithms (RING, HIER) on this rank. */
 static void ring_or_hier_pass(dist_reducer *r) {
-  if (r->algo == DIST_ALGO_HIER && !r->leader) hier_member_pass(r);
-  else ring_pass(r);
+  if (r->algo == DIST_ALGO_HIER && !r->leader)
+    hier_member_pass(r);
+  else
+    ring_pass(r);
 }
 
 static void *comm_thread_main(void *arg) {
@@ -620,7 +633,9 @@ static void *comm_thread_main(void *arg) {
 }
 
 /* Is this pass PowerSGD's (after its uncompressed start)? */
-static int psgd_active(const dist_reducer *r) { return r->psgd && r->passes >= r->psgd_start; }
+static int psgd_active(const dist_reducer *r) {
+  return r->psgd && r->passes >= r->psgd_start;
+}
 
 /* Hands buckets [0, upto) to the communication thread. */
 static void issue(dist_reducer *r, int upto) {
@@ -684,8 +699,8 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
   r->ring_rank = r->rank;
   r->leader = 1;
   if (algo == DIST_ALGO_HIER) {
-    DIST_CHECK(MPI_Comm_split_type(dist_comm(), MPI_COMM_TYPE_SHARED, r->rank, MPI_INFO_NULL,
-                                   &r->local));
+    DIST_CHECK(
+        MPI_Comm_split_type(dist_comm(), MPI_COMM_TYPE_SHARED, r->rank, MPI_INFO_NULL, &r->local));
     DIST_CHECK(MPI_Comm_dup(r->local, &r->local_bc));
     int lr;
     DIST_CHECK(MPI_Comm_rank(r->local, &lr));
@@ -709,8 +724,7 @@ dist_reducer *dist_reducer_create(float *grads, size_t n, const dist_reducer_opt
     }
   }
   for (int i = 0; i < 2 * RING_WINDOW; i++) r->req[i] = MPI_REQUEST_NULL;
-  if (!r->ready || (compress != DIST_COMPRESS_NONE && !r->half) ||
-      (ringlike && !r->ring_tmp))
+  if (!r->ready || (compress != DIST_COMPRESS_NONE && !r->half) || (ringlike && !r->ring_tmp))
     dist_abort(1, "dist: out of memory for a reducer of %zu floats", n);
 
   DIST_CHECK(MPI_Comm_dup(dist_comm(), &r->comm));
@@ -762,7 +776,9 @@ void dist_reducer_free(dist_reducer *r) {
   free(r);
 }
 
-dist_algorithm dist_reducer_algorithm(const dist_reducer *r) { return r->algo; }
+dist_algorithm dist_reducer_algorithm(const dist_reducer *r) {
+  return r->algo;
+}
 
 const char *dist_algorithm_name(dist_algorithm a) {
   return a == DIST_ALGO_MPI    ? "mpi"

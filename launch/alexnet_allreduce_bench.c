@@ -67,11 +67,16 @@ static double parse_number(const tool_spec *spec, const char *s, const char *opt
 }
 
 static options parse(int argc, char **argv) {
-  options o = {.n = ALEXNET_PARAMS, .buckets = {4, 25, 100}, .nbuckets = 3,
-               .compress = {DIST_COMPRESS_NONE}, .ncompress = 1, .algos = {DIST_ALGO_AUTO},
-               .nalgos = 1, .iters = 5, .pieces = 16};
-  const char *mb = NULL, *buckets = NULL, *compress = NULL, *algorithm = NULL,
-             *backward_ms = NULL;
+  options o = {.n = ALEXNET_PARAMS,
+               .buckets = {4, 25, 100},
+               .nbuckets = 3,
+               .compress = {DIST_COMPRESS_NONE},
+               .ncompress = 1,
+               .algos = {DIST_ALGO_AUTO},
+               .nalgos = 1,
+               .iters = 5,
+               .pieces = 16};
+  const char *mb = NULL, *buckets = NULL, *compress = NULL, *algorithm = NULL, *backward_ms = NULL;
   const tool_opt opts[] = {TOOL_OPT_STRING("--mb", &mb),
                            TOOL_OPT_STRING("--buckets", &buckets),
                            TOOL_OPT_STRING("--compress", &compress),
@@ -105,10 +110,14 @@ static options parse(int argc, char **argv) {
     o.ncompress = 0;
     for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
       if (o.ncompress == 3) tool_usage(spec, "--compress takes at most 3 formats");
-      if (!strcmp(t, "none")) o.compress[o.ncompress++] = DIST_COMPRESS_NONE;
-      else if (!strcmp(t, "bf16")) o.compress[o.ncompress++] = DIST_COMPRESS_BF16;
-      else if (!strcmp(t, "fp16")) o.compress[o.ncompress++] = DIST_COMPRESS_FP16;
-      else tool_usage(spec, "unknown compression %s (none, bf16, fp16)", t);
+      if (!strcmp(t, "none"))
+        o.compress[o.ncompress++] = DIST_COMPRESS_NONE;
+      else if (!strcmp(t, "bf16"))
+        o.compress[o.ncompress++] = DIST_COMPRESS_BF16;
+      else if (!strcmp(t, "fp16"))
+        o.compress[o.ncompress++] = DIST_COMPRESS_FP16;
+      else
+        tool_usage(spec, "unknown compression %s (none, bf16, fp16)", t);
     }
   }
   if (algorithm) {
@@ -117,11 +126,16 @@ static options parse(int argc, char **argv) {
     o.nalgos = 0;
     for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
       if (o.nalgos == 4) tool_usage(spec, "--algorithm takes at most 4 algorithms");
-      if (!strcmp(t, "auto")) o.algos[o.nalgos++] = DIST_ALGO_AUTO;
-      else if (!strcmp(t, "mpi")) o.algos[o.nalgos++] = DIST_ALGO_MPI;
-      else if (!strcmp(t, "ring")) o.algos[o.nalgos++] = DIST_ALGO_RING;
-      else if (!strcmp(t, "hier")) o.algos[o.nalgos++] = DIST_ALGO_HIER;
-      else tool_usage(spec, "unknown algorithm %s (auto, mpi, ring, hier)", t);
+      if (!strcmp(t, "auto"))
+        o.algos[o.nalgos++] = DIST_ALGO_AUTO;
+      else if (!strcmp(t, "mpi"))
+        o.algos[o.nalgos++] = DIST_ALGO_MPI;
+      else if (!strcmp(t, "ring"))
+        o.algos[o.nalgos++] = DIST_ALGO_RING;
+      else if (!strcmp(t, "hier"))
+        o.algos[o.nalgos++] = DIST_ALGO_HIER;
+      else
+        tool_usage(spec, "unknown algorithm %s (auto, mpi, ring, hier)", t);
     }
   }
   if (backward_ms) o.backward_ms = parse_number(spec, backward_ms, "--backward-ms");
@@ -135,7 +149,8 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void check(int rc, const char *call) {
-  if (rc != MPI_SUCCESS) dist_abort(1, "alexnet-allreduce-bench: %s failed (MPI error %d)", call, rc);
+  if (rc != MPI_SUCCESS)
+    dist_abort(1, "alexnet-allreduce-bench: %s failed (MPI error %d)", call, rc);
 }
 
 /* The slowest rank's value (the step waits for it). */
@@ -162,7 +177,7 @@ typedef struct {
   int overlap;
   dist_reducer *r;     /* during a run */
   dist_algorithm used; /* what the reducer resolved algo to */
-  double *tot, *exp; /* (iters) the slowest rank's total and finish wait, ms */
+  double *tot, *exp;   /* (iters) the slowest rank's total and finish wait, ms */
 } row;
 
 /* One run of a row; returns the slowest rank's total ms, *exposed its wait. */
@@ -171,8 +186,10 @@ static double run_once(const options *o, float *g, row *w, double *exposed_out) 
    * a ring reducer of 100 MiB buckets holds a few hundred MB of buffers. */
   if (w->kind == RUN_REDUCER || w->kind == RUN_BACKWARD) {
     dist_reducer_free(w->r);
-    dist_reducer_opts ro = {.bucket_mb = w->bucket_mb, .overlap = w->overlap,
-                            .compress = w->compress, .algorithm = w->algo};
+    dist_reducer_opts ro = {.bucket_mb = w->bucket_mb,
+                            .overlap = w->overlap,
+                            .compress = w->compress,
+                            .algorithm = w->algo};
     w->r = dist_reducer_create(g, o->n, &ro);
   }
   dist_barrier();
@@ -182,7 +199,9 @@ static double run_once(const options *o, float *g, row *w, double *exposed_out) 
       check(MPI_Allreduce(MPI_IN_PLACE, g, (int)o->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
             "MPI_Allreduce(SUM)");
       break;
-    case RUN_PLAIN: dist_allreduce_average_plain(g, o->n); break;
+    case RUN_PLAIN:
+      dist_allreduce_average_plain(g, o->n);
+      break;
     case RUN_REDUCER:
       dist_reducer_begin(w->r);
       dist_reducer_ready(w->r, 0, o->n);
@@ -224,8 +243,8 @@ static double median(double *v, int n) {
 
 static void report(const options *o, const row *w) {
   if (dist_rank() != 0) return;
-  const char *method = w->kind == RUN_RAW      ? "MPI_Allreduce"
-                       : w->kind == RUN_PLAIN  ? "plain average"
+  const char *method = w->kind == RUN_RAW       ? "MPI_Allreduce"
+                       : w->kind == RUN_PLAIN   ? "plain average"
                        : w->kind == RUN_REDUCER ? "reducer"
                        : w->overlap             ? "reducer+backward overlap"
                                                 : "reducer+backward no-overlap";
@@ -239,10 +258,11 @@ static void report(const options *o, const row *w) {
   char bucket[32] = "-";
   if (w->bucket_mb > 0) snprintf(bucket, sizeof bucket, "%g", w->bucket_mb);
   if (o->json) {
-    printf("{\"method\": \"%s\", \"ranks\": %d, \"floats\": %zu, \"bucket_mb\": %s, "
-           "\"compress\": \"%s\", \"algorithm\": \"%s\", \"time_ms\": %.2f, \"busbw_gbs\": %.3f",
-           method, p, o->n, w->bucket_mb > 0 ? bucket : "null", compress_name(w->compress), algo,
-           total, busbw);
+    printf(
+        "{\"method\": \"%s\", \"ranks\": %d, \"floats\": %zu, \"bucket_mb\": %s, "
+        "\"compress\": \"%s\", \"algorithm\": \"%s\", \"time_ms\": %.2f, \"busbw_gbs\": %.3f",
+        method, p, o->n, w->bucket_mb > 0 ? bucket : "null", compress_name(w->compress), algo,
+        total, busbw);
     if (with_exposed) printf(", \"exposed_ms\": %.2f", exposed);
     printf("}\n");
   } else {
@@ -264,7 +284,8 @@ int main(int argc, char **argv) {
   if (dist_rank() == 0 && !o.json) {
     printf("alexnet-allreduce-bench: %d ranks, %zu floats (%.1f MB), median of %d runs",
            dist_size(), o.n, o.n * sizeof(float) / 1e6, o.iters);
-    if (o.backward_ms > 0) printf(", backward stand-in %.0f ms in %d pieces", o.backward_ms, o.pieces);
+    if (o.backward_ms > 0)
+      printf(", backward stand-in %.0f ms in %d pieces", o.backward_ms, o.pieces);
     printf("\n%-28s %10s  %-8s %-5s %9s %11s %11s\n", "method", "bucket_MiB", "compress", "algo",
            "time_ms", "busbw_GB/s", "exposed_ms");
   }
@@ -275,12 +296,17 @@ int main(int argc, char **argv) {
   for (int a = 0; a < o.nalgos; a++)
     for (int c = 0; c < o.ncompress; c++)
       for (int b = 0; b < o.nbuckets; b++) {
-        rows[nrows++] = (row){.kind = RUN_REDUCER, .bucket_mb = o.buckets[b],
-                              .compress = o.compress[c], .algo = o.algos[a], .overlap = 1};
+        rows[nrows++] = (row){.kind = RUN_REDUCER,
+                              .bucket_mb = o.buckets[b],
+                              .compress = o.compress[c],
+                              .algo = o.algos[a],
+                              .overlap = 1};
         if (o.backward_ms > 0)
           for (int overlap = 1; overlap >= 0; overlap--)
-            rows[nrows++] = (row){.kind = RUN_BACKWARD, .bucket_mb = o.buckets[b],
-                                  .compress = o.compress[c], .algo = o.algos[a],
+            rows[nrows++] = (row){.kind = RUN_BACKWARD,
+                                  .bucket_mb = o.buckets[b],
+                                  .compress = o.compress[c],
+                                  .algo = o.algos[a],
                                   .overlap = overlap};
       }
   for (int i = 0; i < nrows; i++) {

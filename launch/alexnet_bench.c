@@ -92,10 +92,11 @@ static char *layer_table(const nn_net *net, double *fwd, double *bwd, int steps,
       if (roof > 0) printf(" %12.1f", roof);
       printf("\n");
     }
-    jlen += (size_t)snprintf(layers_json + jlen, 256, "%s{\"name\":\"%s\",\"kind\":\"%s\","
+    jlen += (size_t)snprintf(layers_json + jlen, 256,
+                             "%s{\"name\":\"%s\",\"kind\":\"%s\","
                              "\"forward_ms\":%.3f,\"backward_ms\":%.3f,\"sgemm_gflops\":%.1f}",
-                             l ? "," : "", ly->name, nn_kind_name(ly->spec.kind), f * 1e3,
-                             b * 1e3, roof);
+                             l ? "," : "", ly->name, nn_kind_name(ly->spec.kind), f * 1e3, b * 1e3,
+                             roof);
   }
   return layers_json;
 }
@@ -136,7 +137,8 @@ int main(int argc, char **argv) {
   }
   if (nn_preset(arch, &opts, &specs, &count, &input, err, sizeof err) != 0 ||
       nn_net_build(&net, specs, count, input, err, sizeof err) != 0 ||
-      (net.kernel = kernel, nn_net_alloc(&net, batch, (size_t)workspace_mib, err, sizeof err)) != 0) {
+      (net.kernel = kernel, nn_net_alloc(&net, batch, (size_t)workspace_mib, err, sizeof err)) !=
+          0) {
     fprintf(stderr, "alexnet-bench: %s\n", err);
     return 1;
   }
@@ -202,12 +204,13 @@ int main(int argc, char **argv) {
   double big = sgemm_gflops(2048, 2048, 2048);
 
   if (!json) {
-    printf("alexnet-bench: %s, batch %d, %d threads, %zu parameters, %.2f GFLOPs/sample forward, "
-           "%s (kernel %s)\n",
-           arch, batch, threads, net.num_params, flops / 1e9, bf16 ? "bf16" : "fp32",
-           nn_bf16_kernel_name(kernel));
-    printf("%-14s %-8s %10s %10s %10s %10s %12s\n", "layer", "kind", "fwd ms", "bwd ms",
-           "fwd GF/s", "bwd GF/s", "sgemm GF/s");
+    printf(
+        "alexnet-bench: %s, batch %d, %d threads, %zu parameters, %.2f GFLOPs/sample forward, "
+        "%s (kernel %s)\n",
+        arch, batch, threads, net.num_params, flops / 1e9, bf16 ? "bf16" : "fp32",
+        nn_bf16_kernel_name(kernel));
+    printf("%-14s %-8s %10s %10s %10s %10s %12s\n", "layer", "kind", "fwd ms", "bwd ms", "fwd GF/s",
+           "bwd GF/s", "sgemm GF/s");
   }
   char *layers_json = layer_table(&net, fwd, bwd, steps, batch, json);
   double train_gflops = 3 * flops * batch / step / 1e9;
@@ -215,22 +218,25 @@ int main(int argc, char **argv) {
     printf("step: forward %.1f ms, backward %.1f ms, update %.1f ms, total %.1f ms\n",
            median(t_fwd, steps) * 1e3, median(t_bwd, steps) * 1e3, median(t_upd, steps) * 1e3,
            step * 1e3);
-    printf("train: %.1f images/s (%.1f GFLOP/s achieved); inference: %.1f images/s "
-           "(%.1f GFLOP/s); sgemm 2048^3: %.1f GFLOP/s; peak RSS %.0f MiB\n",
-           train_ips, train_gflops, fwd_ips, flops * batch / inf / 1e9, big, rss_mib);
-    printf("memory: parameters + gradients + momentum %.0f MiB, activations and workspace "
-           "%.0f MiB, input batch %.0f MiB\n", params_mib, act_mib, input_mib);
+    printf(
+        "train: %.1f images/s (%.1f GFLOP/s achieved); inference: %.1f images/s "
+        "(%.1f GFLOP/s); sgemm 2048^3: %.1f GFLOP/s; peak RSS %.0f MiB\n",
+        train_ips, train_gflops, fwd_ips, flops * batch / inf / 1e9, big, rss_mib);
+    printf(
+        "memory: parameters + gradients + momentum %.0f MiB, activations and workspace "
+        "%.0f MiB, input batch %.0f MiB\n",
+        params_mib, act_mib, input_mib);
   } else {
-    printf("{\"arch\":\"%s\",\"batch\":%d,\"threads\":%d,\"precision\":\"%s\",\"kernel\":\"%s\","
-           "\"train_images_per_sec\":%.2f,"
-           "\"forward_images_per_sec\":%.2f,\"step_ms\":%.2f,\"forward_ms\":%.2f,"
-           "\"backward_ms\":%.2f,\"update_ms\":%.2f,\"train_gflops\":%.1f,"
-           "\"sgemm_2048_gflops\":%.1f,\"peak_rss_mib\":%.0f,\"state_mib\":%.0f,"
-           "\"activation_mib\":%.0f,\"layers\":[%s]}\n",
-           arch, batch, threads, bf16 ? "bf16" : "fp32", nn_bf16_kernel_name(kernel), train_ips,
-           fwd_ips, step * 1e3, median(t_fwd, steps) * 1e3,
-           median(t_bwd, steps) * 1e3, median(t_upd, steps) * 1e3, train_gflops, big,
-           rss_mib, params_mib, act_mib, layers_json);
+    printf(
+        "{\"arch\":\"%s\",\"batch\":%d,\"threads\":%d,\"precision\":\"%s\",\"kernel\":\"%s\","
+        "\"train_images_per_sec\":%.2f,"
+        "\"forward_images_per_sec\":%.2f,\"step_ms\":%.2f,\"forward_ms\":%.2f,"
+        "\"backward_ms\":%.2f,\"update_ms\":%.2f,\"train_gflops\":%.1f,"
+        "\"sgemm_2048_gflops\":%.1f,\"peak_rss_mib\":%.0f,\"state_mib\":%.0f,"
+        "\"activation_mib\":%.0f,\"layers\":[%s]}\n",
+        arch, batch, threads, bf16 ? "bf16" : "fp32", nn_bf16_kernel_name(kernel), train_ips,
+        fwd_ips, step * 1e3, median(t_fwd, steps) * 1e3, median(t_bwd, steps) * 1e3,
+        median(t_upd, steps) * 1e3, train_gflops, big, rss_mib, params_mib, act_mib, layers_json);
   }
   free(layers_json);
   free(fwd), free(bwd), free(t_step), free(t_fwd), free(t_bwd), free(t_upd), free(t_inf);

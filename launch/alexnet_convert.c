@@ -13,12 +13,12 @@
  * all ranks agree that all are complete are they renamed, else all removed.
  */
 #include <errno.h>
-#include <signal.h>
-#include <sys/stat.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,7 +30,8 @@
 static const char usage[] =
     "usage:\n"
     "  alexnet-convert imagefolder DIR -o OUT.h5 [--size 256] [--val-fraction F --val-out VAL.h5]\n"
-    "                  [--seed S] [--compress 0-9] [--threads N] [--encode raw|jpeg] [--quality Q]\n"
+    "                  [--seed S] [--compress 0-9] [--threads N] [--encode raw|jpeg] [--quality "
+    "Q]\n"
     "                  [--shards K] [--labels FILE [--class-names FILE]]\n"
     "  alexnet-convert cifar10 DIR -o OUT.h5 [--split train|test] [--compress 0-9]\n"
     "  alexnet-convert cifar100 DIR -o OUT.h5 [--split train|test] [--compress 0-9]\n"
@@ -71,9 +72,9 @@ typedef struct {
 /* Which options each command takes. */
 static int allowed(const char *cmd, const char *opt) {
   static const char *const common[] = {"-o", "--compress", NULL};
-  static const char *const folder[] = {
-      "--size",   "--val-fraction", "--val-out", "--seed",        "--threads", "--encode",
-      "--quality", "--shards",      "--labels",  "--class-names", NULL};
+  static const char *const folder[] = {"--size",    "--val-fraction", "--val-out", "--seed",
+                                       "--threads", "--encode",       "--quality", "--shards",
+                                       "--labels",  "--class-names",  NULL};
   static const char *const cifar[] = {"--split", NULL};
   static const char *const idx[] = {"--class-names", NULL};
   static const char *const synth[] = {"--n",        "--size",    "--classes", "--seed",
@@ -94,7 +95,8 @@ static int allowed(const char *cmd, const char *opt) {
 static int same_file(const char *a, const char *b) {
   if (strcmp(a, b) == 0) return 1;
   struct stat sa, sb;
-  if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
   char da[PATH_MAX], db[PATH_MAX], ra[PATH_MAX], rb[PATH_MAX];
   snprintf(da, sizeof da, "%s", a);
   snprintf(db, sizeof db, "%s", b);
@@ -179,16 +181,19 @@ static int parse_args(int argc, char **argv, args_t *a) {
   if (a->val_out && !(a->val_fraction > 0))
     return usage_error("%s", "--val-out needs --val-fraction > 0");
   if (a->val_out && same_file(a->out, a->val_out))
-    return usage_error("--val-out %s is the same file as -o: give the validation split its own "
-                       "file", a->val_out);
+    return usage_error(
+        "--val-out %s is the same file as -o: give the validation split its own "
+        "file",
+        a->val_out);
   if (a->channels == 2) return usage_error("%s", "--channels must be 1 or 3");
   if (a->quality && a->encode != DATA_ENCODING_JPEG)
     return usage_error("%s", "--quality needs --encode jpeg");
   if (a->class_names && strcmp(a->cmd, "imagefolder") == 0 && !a->labels)
     return usage_error("%s", "--class-names with imagefolder needs --labels");
   if (a->shards > 1 && a->val_out)
-    return usage_error("%s", "--val-fraction with --shards: convert the validation images on "
-                             "their own");
+    return usage_error("%s",
+                       "--val-fraction with --shards: convert the validation images on "
+                       "their own");
   if (strcmp(a->cmd, "synthetic") == 0 && !(a->have_n && a->have_size && a->have_classes))
     return usage_error("%s", "synthetic needs --n, --size and --classes");
   return 0;
@@ -213,9 +218,9 @@ static int output_paths(const args_t *a, int rank, int ranks, char (**out)[TMP_P
   int k = a->shards > 1 ? (int)a->shards : 1, n = 0;
   char(*p)[TMP_PATH_LEN] = calloc((size_t)k + 1, TMP_PATH_LEN);
   if (!p) return -1;
-  if (k == 1 && rank == 0)
-    snprintf(p[n++], TMP_PATH_LEN, "%s", a->out);
-  for (int s = rank; k > 1 && s < k; s += ranks) data_shard_path(a->out, s, k, p[n++], TMP_PATH_LEN);
+  if (k == 1 && rank == 0) snprintf(p[n++], TMP_PATH_LEN, "%s", a->out);
+  for (int s = rank; k > 1 && s < k; s += ranks)
+    data_shard_path(a->out, s, k, p[n++], TMP_PATH_LEN);
   if (a->val_out && rank == 0) snprintf(p[n++], TMP_PATH_LEN, "%s", a->val_out);
   *out = p;
   return n;
@@ -268,8 +273,8 @@ static int convert(args_t *a, int rank, int ranks) {
   if (strcmp(a->cmd, "imagefolder") == 0)
     rc = data_convert_imagefolder(a->pos[0], a->out, &o, err, sizeof err);
   else if (strcmp(a->cmd, "cifar10") == 0 || strcmp(a->cmd, "cifar100") == 0)
-    rc = data_convert_cifar(a->pos[0], strcmp(a->cmd, "cifar100") == 0, a->split, a->out, &o,
-                            err, sizeof err);
+    rc = data_convert_cifar(a->pos[0], strcmp(a->cmd, "cifar100") == 0, a->split, a->out, &o, err,
+                            sizeof err);
   else if (strcmp(a->cmd, "idx") == 0)
     rc = data_convert_idx(a->pos[0], a->pos[1], a->out, &o, err, sizeof err);
   else

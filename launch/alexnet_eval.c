@@ -38,7 +38,6 @@
 #include "setup.h"
 #include "tool.h"
 
-
 static const char usage[] =
     "usage: alexnet-eval CONFIG --checkpoint PATH|DIR [PATH...] [--ten-crop] [--data VAL.h5]\n"
     "                    [--per-class] [--confusion FILE.csv] [--precision fp32|bf16]\n"
@@ -87,7 +86,7 @@ static void csv_field(FILE *f, const char *s) {
 }
 
 typedef struct {
-  const char *path; /* the checkpoint evaluated */
+  const char *path;   /* the checkpoint evaluated */
   const char *run_id; /* the run that wrote it */
   int64_t step, epoch;
   int ten_crop, ranks;
@@ -259,8 +258,10 @@ static void evaluator_open(evaluator *e, cfg_config *c, int threads) {
   e->ranks = dist_size();
   if (setup_resolve(c, &e->data, err, sizeof err) != 0) setup_exit(1, "%s", err);
   if (!e->data.val_path[0])
-    setup_exit(2, "%s: data: no validation data (data.val, data.synthetic, data.val_fraction or "
-                  "--data)", c->source);
+    setup_exit(2,
+               "%s: data: no validation data (data.val, data.synthetic, data.val_fraction or "
+               "--data)",
+               c->source);
   if (setup_open_loaders(c, &e->data, 0, err, sizeof err) != 0) setup_exit(1, "%s", err);
   if (setup_build_net(c, &e->data, &e->net, err, sizeof err) != 0) setup_exit(2, "%s", err);
   e->views = c->eval.ten_crop ? 10 : 1;
@@ -283,8 +284,8 @@ static void evaluator_open(evaluator *e, cfg_config *c, int threads) {
   if (dist_rank() == 0)
     printf("alexnet-eval: %s, %lld samples of %s, %s, %d rank%s x %d thread%s, batch %d\n",
            c->run.name, (long long)data_loader_size(e->data.val), e->data.val_path,
-           e->views == 10 ? "ten crops" : "center crop", e->ranks, e->ranks > 1 ? "s" : "",
-           threads, threads > 1 ? "s" : "", c->eval.batch_size);
+           e->views == 10 ? "ten crops" : "center crop", e->ranks, e->ranks > 1 ? "s" : "", threads,
+           threads > 1 ? "s" : "", c->eval.batch_size);
 }
 
 static void evaluator_close(evaluator *e) {
@@ -299,8 +300,8 @@ static void evaluator_close(evaluator *e) {
  * and hands them, the file's path and its meta to every rank. info: step,
  * epoch, step_in_epoch, mean[3], std[3]; run_id (rank 0): the run that wrote
  * it. Returns 0, or -1 with the message on every rank. */
-static int load_weights(evaluator *e, const char *ckpt, char *path, size_t pathlen,
-                        double info[9], char run_id[40], char *msg, size_t msglen) {
+static int load_weights(evaluator *e, const char *ckpt, char *path, size_t pathlen, double info[9],
+                        char run_id[40], char *msg, size_t msglen) {
   int failed = 0;
   if (dist_rank() == 0) {
     ckpt_meta meta;
@@ -355,10 +356,11 @@ static int report_one(const evaluator *e, const eval_args *a, report *rp) {
   const eval_result *r = rp->r;
   const eval_detail *d = rp->d;
   int failed = 0;
-  printf("%s (step %lld, epoch %lld): loss %.4f, top-1 %.2f%%, top-5 %.2f%% over %lld samples, "
-         "%.1f images/s\n",
-         rp->path, (long long)rp->step, (long long)rp->epoch + 1, r->loss, 100 * r->top1,
-         100 * r->top5, (long long)r->samples, r->images_per_sec);
+  printf(
+      "%s (step %lld, epoch %lld): loss %.4f, top-1 %.2f%%, top-5 %.2f%% over %lld samples, "
+      "%.1f images/s\n",
+      rp->path, (long long)rp->step, (long long)rp->epoch + 1, r->loss, 100 * r->top1,
+      100 * r->top5, (long long)r->samples, r->images_per_sec);
   if (a->per_class) {
     printf("  %-5s %-32s %9s %9s %9s\n", "class", "name", "correct", "samples", "top-1");
     for (int k = 0; k < e->classes; k++)
@@ -417,16 +419,22 @@ int main(int argc, char **argv) {
     }
     eval_result r;
     int classes = e.classes;
-    eval_detail d = {.hits = e.counts, .totals = e.counts + classes,
-                     .confusion = e.counts + 2 * classes};
+    eval_detail d = {
+        .hits = e.counts, .totals = e.counts + classes, .confusion = e.counts + 2 * classes};
     memset(e.counts, 0, (size_t)classes * (2 + (size_t)classes) * sizeof(int64_t));
     if (eval_run(&e.net, e.data.val, 0, &r, &d, msg, sizeof msg) != 0) setup_exit(1, "%s", msg);
     if (dist_rank() != 0) continue;
     /* The epoch of the checkpoint's last step, 0-based as in the trainer's lines. */
     int64_t epoch = (int64_t)info[1], step_in_epoch = (int64_t)info[2];
     if (step_in_epoch == 0 && epoch > 0) epoch--;
-    report rp = {.path = path, .run_id = run_id, .step = (int64_t)info[0], .epoch = epoch,
-                 .ten_crop = e.views == 10, .ranks = e.ranks, .r = &r, .d = &d,
+    report rp = {.path = path,
+                 .run_id = run_id,
+                 .step = (int64_t)info[0],
+                 .epoch = epoch,
+                 .ten_crop = e.views == 10,
+                 .ranks = e.ranks,
+                 .r = &r,
+                 .d = &d,
                  .classes = classes};
     any_failed |= report_one(&e, &a, &rp);
   }

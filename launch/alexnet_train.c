@@ -53,12 +53,13 @@ static void describe(cfg_config *c, int print_config) {
 static void banner(const trainer *t) {
   const cfg_config *c = t->cfg;
   if (dist_rank() != 0) return;
-  printf("alexnet-train: %s, %d rank%s x %d thread%s, global batch %d (%d per rank), "
-         "%lld steps per epoch, %d epoch%s, %zu parameters, %s products (kernel %s)\n",
-         c->run.name, t->ranks, t->ranks > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "",
-         c->train.batch_size, t->local_batch, (long long)t->steps_per_epoch, c->train.epochs,
-         c->train.epochs == 1 ? "" : "s", t->net.num_params, t->net.kernel ? "bf16" : "fp32",
-         nn_bf16_kernel_name(t->net.kernel));
+  printf(
+      "alexnet-train: %s, %d rank%s x %d thread%s, global batch %d (%d per rank), "
+      "%lld steps per epoch, %d epoch%s, %zu parameters, %s products (kernel %s)\n",
+      c->run.name, t->ranks, t->ranks > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "",
+      c->train.batch_size, t->local_batch, (long long)t->steps_per_epoch, c->train.epochs,
+      c->train.epochs == 1 ? "" : "s", t->net.num_params, t->net.kernel ? "bf16" : "fp32",
+      nn_bf16_kernel_name(t->net.kernel));
   printf("run directory %s (metrics.jsonl), checkpoints in %s, run %s\n", c->run.dir, t->ckpt_dir,
          t->run_id);
   trainer_print_reducer(t);
@@ -71,8 +72,7 @@ int main(int argc, char **argv) {
   int print_config = 0, summary = 0;
   const tool_opt opts[] = {TOOL_OPT_LIST("--set", &sets),
                            TOOL_OPT_FLAG("--print-config", &print_config),
-                           TOOL_OPT_FLAG("--summary", &summary),
-                           TOOL_OPT_END};
+                           TOOL_OPT_FLAG("--summary", &summary), TOOL_OPT_END};
   const tool_spec spec = {"alexnet-train", usage, opts, &args};
   tool_parse(&spec, argc, argv);
   if (args.count != 1) tool_usage(&spec, args.count ? "more than one CONFIG" : "no CONFIG given");
@@ -112,8 +112,10 @@ int main(int argc, char **argv) {
   if (trainer_checkpoint(&t, err, sizeof err) != 0) setup_exit(1, "%s", err);
   if (s.stop) {
     if (dist_rank() == 0)
-      printf("stopped by a signal at step %lld; checkpoint %s written; resume with the same "
-             "command\n", (long long)t.step, t.last_ckpt);
+      printf(
+          "stopped by a signal at step %lld; checkpoint %s written; resume with the same "
+          "command\n",
+          (long long)t.step, t.last_ckpt);
   } else {
     if (t.data.val) {
       if (trainer_evaluate(&t, &r, &epoch, err, sizeof err) != 0) setup_exit(1, "%s", err);

@@ -3,7 +3,6 @@
  * load (format, version, completeness marker, shapes, checksum).
  */
 #include "checkpoint.h"
-#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "data.h"
+#include "util.h"
 
 void (*ckpt_test_on_tensor)(int64_t hdf5_file, long written) = NULL;
 
@@ -143,11 +143,11 @@ static void write_tensor(void *vctx, const char *name, size_t offset, size_t cou
   hsize_t hd[4];
   for (int i = 0; i < ndim; i++) hd[i] = (hsize_t)dims[i];
   hid_t space = ndim == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(ndim, hd, NULL);
-  hid_t ds = H5Dcreate2(c->group, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT,
-                        H5P_DEFAULT);
-  herr_t st = ds >= 0 ? H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                 c->base + offset)
-                      : -1;
+  hid_t ds =
+      H5Dcreate2(c->group, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t st = ds >= 0
+                  ? H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->base + offset)
+                  : -1;
   if (ds >= 0) H5Dclose(ds);
   H5Sclose(space);
   if (st < 0) {
@@ -193,7 +193,7 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
   hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (file < 0) {
     util_errf(err, errlen, "checkpoint %s: cannot create %s: %s; the previous checkpoint is kept",
-            path, tmp, errno ? strerror(errno) : "HDF5 error");
+              path, tmp, errno ? strerror(errno) : "HDF5 error");
     unlink(tmp); /* H5Fcreate may leave an empty file behind (a full disk) */
     return -1;
   }
@@ -214,8 +214,10 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
     hid_t mom = opt >= 0 ? H5Gcreate2(opt, "momentum", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
     c.group = mom;
     c.base = momentum;
-    if (mom < 0) ok = 0;
-    else nn_visit_params(net, write_tensor, &c);
+    if (mom < 0)
+      ok = 0;
+    else
+      nn_visit_params(net, write_tensor, &c);
     if (mom >= 0) H5Gclose(mom);
     if (opt >= 0) H5Gclose(opt);
   }
@@ -268,9 +270,10 @@ int ckpt_save(const char *path, const nn_net *net, const float *momentum, const 
     saved_errno = errno;
   }
   if (!ok) {
-    util_errf(err, errlen, "checkpoint %s: writing %s failed%s%s (%s); the previous checkpoint is kept",
-            path, tmp, c.failed ? " at tensor " : "", c.failed ? c.failed_name : "",
-            saved_errno ? strerror(saved_errno) : "HDF5 error");
+    util_errf(err, errlen,
+              "checkpoint %s: writing %s failed%s%s (%s); the previous checkpoint is kept", path,
+              tmp, c.failed ? " at tensor " : "", c.failed ? c.failed_name : "",
+              saved_errno ? strerror(saved_errno) : "HDF5 error");
     unlink(tmp);
     return -1;
   }
@@ -325,7 +328,7 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
   }
   if (!format || strcmp(format, CKPT_FORMAT_NAME) != 0) {
     util_errf(err, errlen, "checkpoint %s: attribute format is '%s', expected '%s'", path,
-            format ? format : "(missing)", CKPT_FORMAT_NAME);
+              format ? format : "(missing)", CKPT_FORMAT_NAME);
     free(format);
     data_hdf5_close(file);
     return -1;
@@ -335,8 +338,8 @@ static hid_t open_checked(const char *path, char *err, size_t errlen) {
   if (attr_read(file, "version", H5T_NATIVE_INT, 1, &version) != 0 || version < 1 ||
       version > CKPT_FORMAT_VERSION) {
     util_errf(err, errlen,
-            "checkpoint %s: format version %d is not supported (this program reads up to %d)",
-            path, version, CKPT_FORMAT_VERSION);
+              "checkpoint %s: format version %d is not supported (this program reads up to %d)",
+              path, version, CKPT_FORMAT_VERSION);
     data_hdf5_close(file);
     return -1;
   }
@@ -388,10 +391,10 @@ static char **read_class_names(hid_t file, int count, int *corrupt, char *why, s
  * only.) */
 static uint64_t meta_checksum(const ckpt_meta *m, const int input[3]) {
   uint64_t h = 0xCBF29CE484222325ull;
-  const void *parts[] = {&m->step, &m->epoch, &m->step_in_epoch, &m->seed, &m->num_classes,
-                         input, m->mean, m->std};
-  const size_t sizes[] = {8, 8, 8, 8, sizeof(int), 3 * sizeof(int), 3 * sizeof(float),
-                          3 * sizeof(float)};
+  const void *parts[] = {&m->step,        &m->epoch, &m->step_in_epoch, &m->seed,
+                         &m->num_classes, input,     m->mean,           m->std};
+  const size_t sizes[] = {
+      8, 8, 8, 8, sizeof(int), 3 * sizeof(int), 3 * sizeof(float), 3 * sizeof(float)};
   for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
     for (size_t i = 0; i < sizes[k]; i++)
       h = (h ^ ((const uint8_t *)parts[k])[i]) * 0x100000001B3ull;
@@ -407,42 +410,42 @@ static int check_meta(const char *path, const ckpt_meta *m, const int input[3], 
                       size_t errlen) {
   if (m->step < 0 || m->step > CKPT_MAX_STEP) {
     util_errf(err, errlen, "checkpoint %s: attribute step = %lld is out of range [0, 2^40]", path,
-            (long long)m->step);
+              (long long)m->step);
     return -1;
   }
   if (m->epoch < 0 || m->epoch > m->step) {
     util_errf(err, errlen, "checkpoint %s: attribute epoch = %lld is out of range [0, step = %lld]",
-            path, (long long)m->epoch, (long long)m->step);
+              path, (long long)m->epoch, (long long)m->step);
     return -1;
   }
   if (m->step_in_epoch < 0 || m->step_in_epoch > m->step) {
     util_errf(err, errlen,
-            "checkpoint %s: attribute step_in_epoch = %lld is out of range [0, step = %lld]", path,
-            (long long)m->step_in_epoch, (long long)m->step);
+              "checkpoint %s: attribute step_in_epoch = %lld is out of range [0, step = %lld]",
+              path, (long long)m->step_in_epoch, (long long)m->step);
     return -1;
   }
   if (m->num_classes < 1 || m->num_classes > (1 << 24)) {
     util_errf(err, errlen, "checkpoint %s: attribute num_classes = %d is out of range [1, 2^24]",
-            path, m->num_classes);
+              path, m->num_classes);
     return -1;
   }
   for (int i = 0; i < 3; i++) {
     if (input[i] < 1 || input[i] > 65535 || (i == 0 && input[0] > 4096)) {
       util_errf(err, errlen,
-              "checkpoint %s: attribute input = [%d, %d, %d] (C, H, W) is out of range", path,
-              input[0], input[1], input[2]);
+                "checkpoint %s: attribute input = [%d, %d, %d] (C, H, W) is out of range", path,
+                input[0], input[1], input[2]);
       return -1;
     }
   }
   for (int i = 0; i < 3; i++) {
     if (!isfinite(m->mean[i])) {
       util_errf(err, errlen, "checkpoint %s: attribute mean[%d] = %g is not finite", path, i,
-              (double)m->mean[i]);
+                (double)m->mean[i]);
       return -1;
     }
     if (!isfinite(m->std[i]) || !(m->std[i] > 0)) {
       util_errf(err, errlen, "checkpoint %s: attribute std[%d] = %g must be finite and > 0", path,
-              i, (double)m->std[i]);
+                i, (double)m->std[i]);
       return -1;
     }
   }
@@ -451,11 +454,11 @@ static int check_meta(const char *path, const ckpt_meta *m, const int input[3], 
 
 /* Reads one numeric attribute of read_meta_open, naming it when it is
  * missing or of the wrong kind. */
-static int meta_attr(hid_t file, const char *path, const char *name, hid_t type, int n,
-                     void *value, char *err, size_t errlen) {
+static int meta_attr(hid_t file, const char *path, const char *name, hid_t type, int n, void *value,
+                     char *err, size_t errlen) {
   if (attr_read(file, name, type, n, value) == 0) return 0;
   util_errf(err, errlen, "checkpoint %s: attribute %s is missing or not %d %s value%s", path, name,
-          n, H5Tget_class(type) == H5T_FLOAT ? "floating-point" : "integer", n == 1 ? "" : "s");
+            n, H5Tget_class(type) == H5T_FLOAT ? "floating-point" : "integer", n == 1 ? "" : "s");
   return -1;
 }
 
@@ -464,8 +467,7 @@ static int read_meta_open(hid_t file, const char *path, ckpt_meta *m, char *err,
   int input[3] = {0, 0, 0};
   if (meta_attr(file, path, "step", H5T_NATIVE_INT64, 1, &m->step, err, errlen) ||
       meta_attr(file, path, "epoch", H5T_NATIVE_INT64, 1, &m->epoch, err, errlen) ||
-      meta_attr(file, path, "step_in_epoch", H5T_NATIVE_INT64, 1, &m->step_in_epoch, err,
-                errlen) ||
+      meta_attr(file, path, "step_in_epoch", H5T_NATIVE_INT64, 1, &m->step_in_epoch, err, errlen) ||
       meta_attr(file, path, "seed", H5T_NATIVE_UINT64, 1, &m->seed, err, errlen) ||
       meta_attr(file, path, "num_classes", H5T_NATIVE_INT, 1, &m->num_classes, err, errlen) ||
       meta_attr(file, path, "input", H5T_NATIVE_INT, 3, input, err, errlen) ||
@@ -477,9 +479,9 @@ static int read_meta_open(hid_t file, const char *path, ckpt_meta *m, char *err,
       (attr_read(file, "meta_checksum", H5T_NATIVE_UINT64, 1, &stored) != 0 ||
        stored != meta_checksum(m, input))) {
     util_errf(err, errlen,
-            "checkpoint %s: attribute checksum mismatch (step, epoch, step_in_epoch, seed, "
-            "num_classes, input, mean or std was changed: the file is corrupt)",
-            path);
+              "checkpoint %s: attribute checksum mismatch (step, epoch, step_in_epoch, seed, "
+              "num_classes, input, mean or std was changed: the file is corrupt)",
+              path);
     return -1;
   }
   if (check_meta(path, m, input, err, errlen) != 0) return -1;
@@ -504,7 +506,7 @@ static int read_meta_open(hid_t file, const char *path, ckpt_meta *m, char *err,
     util_errf(err, errlen, "checkpoint %s: %s: %s", path,
               m->class_names || m->config_yaml ? "/classes"
                                                : "attribute arch, config, run_id or /classes",
-            why);
+              why);
     ckpt_meta_free(m);
     return -1;
   }
@@ -536,7 +538,7 @@ static void read_tensor(void *vctx, const char *name, size_t offset, size_t coun
   if (c->failed) return;
   if (H5Lexists(c->group, name, H5P_DEFAULT) <= 0) {
     util_errf(c->err, c->errlen, "checkpoint %s: %s/%s is missing (a checkpoint of another model?)",
-            c->path, c->prefix, name);
+              c->path, c->prefix, name);
     c->failed = 1;
     return;
   }
@@ -556,13 +558,14 @@ static void read_tensor(void *vctx, const char *name, size_t offset, size_t coun
     for (int i = 0; i < rank && i < 8; i++)
       snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu", i ? "x" : "",
                (unsigned long long)hd[i]);
-    util_errf(c->err, c->errlen,
-            "checkpoint %s: %s/%s has shape %s, the model needs %s (a checkpoint of another model?)",
-            c->path, c->prefix, name, got[0] ? got : "?", want);
+    util_errf(
+        c->err, c->errlen,
+        "checkpoint %s: %s/%s has shape %s, the model needs %s (a checkpoint of another model?)",
+        c->path, c->prefix, name, got[0] ? got : "?", want);
     c->failed = 1;
   } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->base + offset) < 0) {
     util_errf(c->err, c->errlen, "checkpoint %s: cannot read %s/%s (truncated or corrupt)", c->path,
-            c->prefix, name);
+              c->prefix, name);
     c->failed = 1;
   } else {
     c->hash = checksum_update(c->hash, c->base + offset, count);
@@ -572,8 +575,8 @@ static void read_tensor(void *vctx, const char *name, size_t offset, size_t coun
     for (size_t i = 0; i < count && !c->failed; i++) {
       if (!isfinite(v[i])) {
         util_errf(c->err, c->errlen,
-                "checkpoint %s: %s/%s holds a non-finite value (%g at flat index %zu)", c->path,
-                c->prefix, name, (double)v[i], i);
+                  "checkpoint %s: %s/%s holds a non-finite value (%g at flat index %zu)", c->path,
+                  c->prefix, name, (double)v[i], i);
         c->failed = 1;
       }
     }
@@ -590,21 +593,25 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
   int rc = read_meta_open(file, path, &local, err, errlen);
   if (rc == 0 && local.num_classes != net->num_classes) {
     util_errf(err, errlen, "checkpoint %s: has %d classes, the model has %d", path,
-            local.num_classes, net->num_classes);
+              local.num_classes, net->num_classes);
     rc = -1;
   }
   /* A resume continues the same model; weights alone (checkpoint.init,
    * predict) may serve another input size of the same channels. */
   if (rc == 0 && (local.input.c != net->input.c ||
                   (momentum && (local.input.h != net->input.h || local.input.w != net->input.w)))) {
-    util_errf(err, errlen, "checkpoint %s: attribute input = [%d, %d, %d], the model takes "
-            "[%d, %d, %d] (C, H, W)", path, local.input.c, local.input.h, local.input.w,
-            net->input.c, net->input.h, net->input.w);
+    util_errf(err, errlen,
+              "checkpoint %s: attribute input = [%d, %d, %d], the model takes "
+              "[%d, %d, %d] (C, H, W)",
+              path, local.input.c, local.input.h, local.input.w, net->input.c, net->input.h,
+              net->input.w);
     rc = -1;
   }
   if (rc == 0 && momentum && !local.has_momentum) {
-    util_errf(err, errlen, "checkpoint %s: holds no optimizer state (weights only); use it as "
-            "checkpoint.init, not to resume", path);
+    util_errf(err, errlen,
+              "checkpoint %s: holds no optimizer state (weights only); use it as "
+              "checkpoint.init, not to resume",
+              path);
     rc = -1;
   }
   read_ctx c = {.hash = 0xCBF29CE484222325ull, .path = path, .err = err, .errlen = errlen};
@@ -641,8 +648,8 @@ int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, c
     free(scratch);
   }
   uint64_t stored = 0;
-  if (rc == 0 && (attr_read(file, "checksum", H5T_NATIVE_UINT64, 1, &stored) != 0 ||
-                  stored != c.hash)) {
+  if (rc == 0 &&
+      (attr_read(file, "checksum", H5T_NATIVE_UINT64, 1, &stored) != 0 || stored != c.hash)) {
     util_errf(err, errlen, "checkpoint %s: checksum mismatch (the file is corrupt)", path);
     rc = -1;
   }
@@ -703,8 +710,8 @@ int ckpt_list_steps(const char *dir, int64_t **steps_out) {
   return count;
 }
 
-int ckpt_load_latest(const char *dir, nn_net *net, float *momentum, ckpt_meta *meta,
-                     char *path, size_t pathlen, char *err, size_t errlen) {
+int ckpt_load_latest(const char *dir, nn_net *net, float *momentum, ckpt_meta *meta, char *path,
+                     size_t pathlen, char *err, size_t errlen) {
   int64_t *steps;
   int count = ckpt_list_steps(dir, &steps);
   if (count < 0) {
@@ -744,8 +751,7 @@ int ckpt_verify(const char *path, const nn_net *net, ckpt_meta *meta, char *err,
   return rc;
 }
 
-int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run_id,
-                   int64_t upto) {
+int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run_id, int64_t upto) {
   int64_t *steps;
   int count = ckpt_list_steps(dir, &steps), kept = 0, deleted = 0;
   for (int i = 0; i < count; i++) {
@@ -757,8 +763,10 @@ int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run
     int ours = strcmp(meta.run_id, run_id) == 0;
     ckpt_meta_free(&meta);
     if (!ours || ckpt_verify(p, net, NULL, why, sizeof why) != 0) continue;
-    if (kept < keep) kept++;
-    else if (unlink(p) == 0) deleted++;
+    if (kept < keep)
+      kept++;
+    else if (unlink(p) == 0)
+      deleted++;
   }
   free(steps);
   return deleted;

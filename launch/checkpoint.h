@@ -24,19 +24,19 @@
 #define CKPT_FORMAT_VERSION 1
 
 typedef struct {
-  int64_t step;           /* optimizer steps taken (global) */
-  int64_t epoch;          /* epoch the next step belongs to */
-  int64_t step_in_epoch;  /* the next step's index inside that epoch */
-  uint64_t seed;          /* run.seed: every random stream derives from it and the step */
-  char arch[64];          /* preset name, or "custom" for a layer list */
-  char *config_yaml;      /* effective config, owned (may be NULL) */
+  int64_t step;          /* optimizer steps taken (global) */
+  int64_t epoch;         /* epoch the next step belongs to */
+  int64_t step_in_epoch; /* the next step's index inside that epoch */
+  uint64_t seed;         /* run.seed: every random stream derives from it and the step */
+  char arch[64];         /* preset name, or "custom" for a layer list */
+  char *config_yaml;     /* effective config, owned (may be NULL) */
   int num_classes;
   nn_shape input;
-  float mean[3], std[3];  /* normalization the model was trained with */
-  char **class_names;     /* num_classes strings or NULL, owned */
-  int has_momentum;       /* set by ckpt_read_meta */
-  char run_id[40];        /* the run (lineage) that wrote it: set by a fresh start, kept
-                           * by every resume; "" = written before run ids existed */
+  float mean[3], std[3]; /* normalization the model was trained with */
+  char **class_names;    /* num_classes strings or NULL, owned */
+  int has_momentum;      /* set by ckpt_read_meta */
+  char run_id[40];       /* the run (lineage) that wrote it: set by a fresh start, kept
+                          * by every resume; "" = written before run ids existed */
 } ckpt_meta;
 
 /* Fault injection for tests (docs/reliability.md, "test hooks"): called by
@@ -76,8 +76,7 @@ int ckpt_load_latest(const char *dir, nn_net *net, float *momentum, ckpt_meta *m
  * buffers: net is untouched), keeps the newest `keep` and deletes the older
  * ones. Nothing else is ever deleted: other runs' files, broken files, files
  * of later steps. Returns the number of files deleted. */
-int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run_id,
-                   int64_t upto);
+int ckpt_prune_run(const char *dir, int keep, const nn_net *net, const char *run_id, int64_t upto);
 
 /* Loads path into scratch buffers shaped like net and verifies it (format,
  * completeness, shapes, checksum) without touching net. Returns 0, or -1

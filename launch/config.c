@@ -14,7 +14,6 @@
  * that --set overrides can repair a file before anything is judged.
  */
 #include "config.h"
-#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -32,6 +31,7 @@
 
 #include "config_internal.h"
 #include "dist.h"
+#include "util.h"
 
 _Static_assert(DIST_COMPRESS_NONE == 0 && DIST_COMPRESS_BF16 == 1 && DIST_COMPRESS_FP16 == 2 &&
                    DIST_COMPRESS_POWERSGD == 3,
@@ -573,7 +573,7 @@ int cfg_fail(cfg_walker *w, yaml_mark_t m, const char *path, const char *fmt, ..
     util_errf(w->err, w->errlen, "--set: %s: %s", path, msg);
   else
     util_errf(w->err, w->errlen, "%s:%zu:%zu: %s%s%s", w->c->source, m.line + 1, m.column + 1, path,
-            *path ? ": " : "", msg);
+              *path ? ": " : "", msg);
   return -1;
 }
 
@@ -761,19 +761,19 @@ static int walk_section(cfg_walker *w, const char *prefix, const yaml_node_t *ma
 static void yaml_error(const yaml_parser_t *p, const char *name, char *err, size_t errlen) {
   const char *problem = p->problem ? p->problem : "cannot parse";
   if (!name) {
-    util_errf(err, errlen, "%s%s%s%s", problem, p->context ? " (" : "", p->context ? p->context : "",
-            p->context ? ")" : "");
+    util_errf(err, errlen, "%s%s%s%s", problem, p->context ? " (" : "",
+              p->context ? p->context : "", p->context ? ")" : "");
   } else if (p->error == YAML_READER_ERROR) {
     util_errf(err, errlen, "%s: not a YAML text: %s at byte %zu", name, problem, p->problem_offset);
   } else if (p->error == YAML_MEMORY_ERROR) {
     util_errf(err, errlen, "%s: out of memory while parsing YAML", name);
   } else if (p->context) {
     util_errf(err, errlen, "%s:%zu:%zu: invalid YAML: %s (%s at line %zu, column %zu)", name,
-            p->problem_mark.line + 1, p->problem_mark.column + 1, problem, p->context,
-            p->context_mark.line + 1, p->context_mark.column + 1);
+              p->problem_mark.line + 1, p->problem_mark.column + 1, problem, p->context,
+              p->context_mark.line + 1, p->context_mark.column + 1);
   } else {
     util_errf(err, errlen, "%s:%zu:%zu: invalid YAML: %s", name, p->problem_mark.line + 1,
-            p->problem_mark.column + 1, problem);
+              p->problem_mark.column + 1, problem);
   }
 }
 
@@ -805,7 +805,7 @@ static int parse_document(const char *text, size_t len, const char *name, yaml_d
     if (root) {
       if (name)
         util_errf(err, errlen, "%s:%zu:%zu: expected one YAML document, found a second one", name,
-                root->start_mark.line + 1, root->start_mark.column + 1);
+                  root->start_mark.line + 1, root->start_mark.column + 1);
       else
         util_errf(err, errlen, "expected one YAML document, found a second one");
       yaml_document_delete(&extra);
@@ -867,7 +867,8 @@ int cfg_load(const char *path, cfg_config *c, char *err, size_t errlen) {
   }
   if (len > MAX_CONFIG_BYTES) {
     free(text);
-    util_errf(err, errlen, "%s: larger than %u MiB; not a config file", path, MAX_CONFIG_BYTES >> 20);
+    util_errf(err, errlen, "%s: larger than %u MiB; not a config file", path,
+              MAX_CONFIG_BYTES >> 20);
     return -1;
   }
   if (memchr(text, '\0', len)) {

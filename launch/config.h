@@ -119,7 +119,7 @@ typedef struct cfg_config {
     int type; /* a cfg_optimizer_type */
     double lr, momentum, weight_decay;
     double lars_eta, lars_eps; /* LARS's trust coefficient and denominator term */
-    int nesterov, decay_bias; /* bools */
+    int nesterov, decay_bias;  /* bools */
     struct {
       int type;                           /* a cfg_schedule_type */
       int step_epochs;                    /* step */
@@ -132,13 +132,13 @@ typedef struct cfg_config {
   } optimizer;
   struct {
     double bucket_mb;
-    int overlap;          /* bool */
-    int compress;         /* a dist_compress (DIST_COMPRESS_NONE, _BF16, _FP16, _POWERSGD) */
-    int powersgd_rank;    /* >= 1 */
+    int overlap;                 /* bool */
+    int compress;                /* a dist_compress (DIST_COMPRESS_NONE, _BF16, _FP16, _POWERSGD) */
+    int powersgd_rank;           /* >= 1 */
     int64_t powersgd_start_step; /* steps averaged uncompressed before PowerSGD */
-    int hierarchical;     /* a cfg_hierarchical */
-    double timeout_s;     /* 0 = no limit */
-    int threads_per_rank; /* 0 = cores of the node / ranks on the node */
+    int hierarchical;            /* a cfg_hierarchical */
+    double timeout_s;            /* 0 = no limit */
+    int threads_per_rank;        /* 0 = cores of the node / ranks on the node */
   } dist;
   struct {
     char dir[CFG_PATH_MAX];         /* default: <run.dir>/checkpoints */

@@ -86,8 +86,8 @@ static void copy_param(nn_layer_spec *dst, const nn_layer_spec *src, const nn_pa
 /* One list item: a bare kind name, or {kind: value-or-mapping-of-params}.
  * Each layer's own rules are checked here; the rules on the layer before
  * (nn_layer_follows) in cfg_validate, once --set may have changed the list. */
-static int parse_layer(cfg_walker *w, const yaml_node_t *item, nn_section section,
-                       const char *path, nn_layer_spec *out) {
+static int parse_layer(cfg_walker *w, const yaml_node_t *item, nn_section section, const char *path,
+                       nn_layer_spec *out) {
   const yaml_node_t *kind_node = item, *value = NULL;
   if (item->type == YAML_MAPPING_NODE) {
     yaml_node_pair_t *p = item->data.mapping.pairs.start;

@@ -25,8 +25,8 @@ static void mean_softmax(const float *logits, int views, int classes, double *pr
   free(one);
 }
 
-int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d,
-             char *err, size_t errlen) {
+int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d, char *err,
+             size_t errlen) {
   int classes = net->num_classes;
   int was_training = net->training, was_no_grad = net->no_grad;
   net->training = 0;

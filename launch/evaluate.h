@@ -12,11 +12,11 @@
 #include "nn.h"
 
 typedef struct {
-  double loss;          /* mean cross-entropy */
-  double top1, top5;    /* fractions in [0, 1] */
-  int64_t samples;      /* counted over all ranks */
-  double seconds;       /* wall time */
-  double images_per_sec;/* samples (not views) per second over all ranks */
+  double loss;           /* mean cross-entropy */
+  double top1, top5;     /* fractions in [0, 1] */
+  int64_t samples;       /* counted over all ranks */
+  double seconds;        /* wall time */
+  double images_per_sec; /* samples (not views) per second over all ranks */
 } eval_result;
 
 /* Per-class counts (optional): hits[c] and totals[c] for class c, summed over
@@ -32,7 +32,7 @@ typedef struct {
  * in evaluation mode and restores its training flag. Returns 0, or -1 with
  * "rank R: " and the loader's message of the lowest failing rank R in err
  * (collective: every rank returns the same). */
-int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d,
-             char *err, size_t errlen);
+int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d, char *err,
+             size_t errlen);
 
 #endif

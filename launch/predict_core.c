@@ -7,10 +7,10 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "util.h"
@@ -28,7 +28,8 @@ static int build_from_meta(const char *path, const ckpt_meta *m, nn_net *net, ch
     snprintf(name, sizeof name, "%s (stored config)", path);
     if (cfg_load_string(m->config_yaml, name, &c, msg, sizeof msg) != 0) {
       cfg_free(&c);
-      return util_errf(err, errlen, "checkpoint %s: its stored config does not load: %s", path, msg);
+      return util_errf(err, errlen, "checkpoint %s: its stored config does not load: %s", path,
+                       msg);
     }
     if (c.model.num_classes == 0) c.model.num_classes = m->num_classes;
     int rc = cfg_build_net(&c, net, msg, sizeof msg);
@@ -38,11 +39,11 @@ static int build_from_meta(const char *path, const ckpt_meta *m, nn_net *net, ch
   }
   if (strcmp(m->arch, "custom") == 0 || !m->arch[0])
     return util_errf(err, errlen,
-                "checkpoint %s: no stored config and arch '%s': the network cannot be rebuilt",
-                path, m->arch);
+                     "checkpoint %s: no stored config and arch '%s': the network cannot be rebuilt",
+                     path, m->arch);
   if (m->input.h != m->input.w || m->input.h <= 0 || m->input.c <= 0)
     return util_errf(err, errlen, "checkpoint %s: input %dx%dx%d does not fit preset '%s' (square)",
-                path, m->input.c, m->input.h, m->input.w, m->arch);
+                     path, m->input.c, m->input.h, m->input.w, m->arch);
   nn_preset_opts o = {
       .num_classes = m->num_classes, .in_channels = m->input.c, .input_size = m->input.h};
   nn_layer_spec *specs = NULL;
@@ -65,15 +66,15 @@ int predict_load_model(const char *path, nn_net *net, ckpt_meta *meta, char *err
   int rc = 0;
   if (!(meta->std[0] > 0 && meta->std[1] > 0 && meta->std[2] > 0))
     rc = util_errf(err, errlen, "checkpoint %s: attribute std [%g, %g, %g] must be > 0", path,
-              (double)meta->std[0], (double)meta->std[1], (double)meta->std[2]);
+                   (double)meta->std[0], (double)meta->std[1], (double)meta->std[2]);
   if (rc == 0) rc = build_from_meta(path, meta, net, err, errlen);
   if (rc == 0 && (net->input.c != meta->input.c || net->input.h != meta->input.h ||
                   net->input.w != meta->input.w)) {
     rc = util_errf(err, errlen,
-              "checkpoint %s: the rebuilt network takes %dx%dx%d inputs, the checkpoint says "
-              "%dx%dx%d",
-              path, net->input.c, net->input.h, net->input.w, meta->input.c, meta->input.h,
-              meta->input.w);
+                   "checkpoint %s: the rebuilt network takes %dx%dx%d inputs, the checkpoint says "
+                   "%dx%dx%d",
+                   path, net->input.c, net->input.h, net->input.w, meta->input.c, meta->input.h,
+                   meta->input.w);
   }
   if (rc == 0) rc = ckpt_load(path, net, NULL, NULL, err, errlen);
   if (rc != 0) {
@@ -171,8 +172,9 @@ char **predict_class_names(const char *labels_path, const ckpt_meta *meta, int n
     free(text);
     if (lines != n) {
       predict_free_names(names, n);
-      util_errf(err, errlen, "labels %s: %d line%s, but the model has %d classes (one name per line)",
-           labels_path, lines, lines == 1 ? "" : "s", n);
+      util_errf(err, errlen,
+                "labels %s: %d line%s, but the model has %d classes (one name per line)",
+                labels_path, lines, lines == 1 ? "" : "s", n);
       return NULL;
     }
     return names;

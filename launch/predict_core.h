@@ -52,7 +52,6 @@ void predict_free_names(char **names, int n);
 void predict_preprocess(const data_image *img, nn_shape input, const float mean[3],
                         const float std[3], uint8_t *rgb, float *x);
 
-
 /* idx (k) = the indices of the k largest of p (n), largest first; equal
  * values keep the lower index first. k <= n. */
 void predict_top_k(const double *p, int n, int k, int *idx);

@@ -66,8 +66,7 @@ int setup_resolve(const cfg_config *c, setup_data *s, char *err, size_t errlen) 
       snprintf(s->val_path, sizeof s->val_path, "%s/synthetic-val-%lld-%d-%d-%d-seed%llu.h5",
                c->run.dir, (long long)n_val, c->data.synthetic.size, c->data.synthetic.classes,
                c->data.synthetic.channels, (unsigned long long)c->run.seed);
-      if (make_synthetic(s->val_path, n_val, c, c->run.seed + 1000003, err, errlen) != 0)
-        return -1;
+      if (make_synthetic(s->val_path, n_val, c, c->run.seed + 1000003, err, errlen) != 0) return -1;
     }
   } else if (c->data.train[0]) {
     snprintf(s->train_path, sizeof s->train_path, "%s", c->data.train);
@@ -88,8 +87,7 @@ int setup_resolve(const cfg_config *c, setup_data *s, char *err, size_t errlen) 
   return 0;
 }
 
-static void loader_opts(const cfg_config *c, const setup_data *s, int train,
-                        data_loader_opts *o) {
+static void loader_opts(const cfg_config *c, const setup_data *s, int train, data_loader_opts *o) {
   memset(o, 0, sizeof *o);
   o->path = train ? s->train_path : s->val_path;
   o->indices = train ? s->train_indices : s->val_indices;

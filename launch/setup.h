@@ -17,11 +17,11 @@
 typedef struct {
   char train_path[CFG_PATH_MAX + 128];  /* "" = no training data */
   char val_path[CFG_PATH_MAX + 128];    /* "" = no validation */
-  int64_t *train_indices, *val_indices;  /* val_fraction split of train, else NULL */
+  int64_t *train_indices, *val_indices; /* val_fraction split of train, else NULL */
   int64_t num_train_indices, num_val_indices;
-  data_loader *train, *val;       /* owned, NULL when absent */
-  float mean[3], std[3];          /* the normalization in effect */
-  int channels;                   /* network input channels */
+  data_loader *train, *val; /* owned, NULL when absent */
+  float mean[3], std[3];    /* the normalization in effect */
+  int channels;             /* network input channels */
 } setup_data;
 
 /* Decides the files: data.train / data.val, or synthetic files under run.dir

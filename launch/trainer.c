@@ -287,8 +287,8 @@ static void add_matrix(void *ctx, const char *name, size_t offset, size_t count,
   matrix_list *l = ctx;
   if (ndim < 2 || dims[0] <= 0) return;
   if (l->m && l->n < l->cap)
-    l->m[l->n] = (dist_matrix){.offset = offset, .rows = (size_t)dims[0],
-                               .cols = count / (size_t)dims[0]};
+    l->m[l->n] =
+        (dist_matrix){.offset = offset, .rows = (size_t)dims[0], .cols = count / (size_t)dims[0]};
   l->n++;
 }
 
@@ -331,12 +331,10 @@ static dist_reducer *create_reducer(const cfg_config *c, const nn_net *net) {
 
 void trainer_print_reducer(const trainer *t) {
   const cfg_config *c = t->cfg;
-  if (dist_rank() != 0 || (dist_size() == 1 && c->dist.compress != DIST_COMPRESS_POWERSGD))
-    return;
+  if (dist_rank() != 0 || (dist_size() == 1 && c->dist.compress != DIST_COMPRESS_POWERSGD)) return;
   size_t wire = dist_reducer_wire_floats(t->reducer);
   int half = c->dist.compress == DIST_COMPRESS_BF16 || c->dist.compress == DIST_COMPRESS_FP16;
-  printf("dist: allreduce %s, compress %s",
-         dist_algorithm_name(dist_reducer_algorithm(t->reducer)),
+  printf("dist: allreduce %s, compress %s", dist_algorithm_name(dist_reducer_algorithm(t->reducer)),
          cfg_compress_name(c->dist.compress));
   if (c->dist.compress == DIST_COMPRESS_POWERSGD)
     printf(" rank %d from step %lld (%d weight matrices compressed)", c->dist.powersgd_rank,
@@ -464,8 +462,10 @@ int trainer_step(trainer *t, trainer_stats *s, char *err, size_t errlen) {
              last_ckpt(t));
     return -1;
   }
-  if (c->optimizer.type == CFG_OPT_LARS) nn_lars_step(&t->net, t->momentum, &t->lars);
-  else nn_sgd_step(&t->net, t->momentum, &t->sgd);
+  if (c->optimizer.type == CFG_OPT_LARS)
+    nn_lars_step(&t->net, t->momentum, &t->lars);
+  else
+    nn_sgd_step(&t->net, t->momentum, &t->sgd);
   double t5 = util_now();
   double sums[5] = {loss * b.count, b.count, c1, c5, stop_signal != 0};
   dist_allreduce_sum_doubles(sums, 5);

@@ -294,8 +294,9 @@ static void gemm_forward(const nn_conv_geom *g, const conv_plan *p, const float 
                          const float *col, size_t ldc, float *out, size_t ldo, int ncols) {
   for (int grp = 0; grp < g->groups; grp++) {
     if (g->kernel) {
-      nn_bgemm(g->kernel, 0, 0, p->og, ncols, p->kg, w + (size_t)grp * (size_t)p->og * (size_t)p->kg,
-               p->kg, col + (size_t)grp * (size_t)p->kg * ldc, (int)ldc, 0.0f,
+      nn_bgemm(g->kernel, 0, 0, p->og, ncols, p->kg,
+               w + (size_t)grp * (size_t)p->og * (size_t)p->kg, p->kg,
+               col + (size_t)grp * (size_t)p->kg * ldc, (int)ldc, 0.0f,
                out + (size_t)grp * (size_t)p->og * ldo, (int)ldo);
       continue;
     }

@@ -48,12 +48,12 @@
 static int set_out(nn_layer *l, int64_t c, int64_t h, int64_t w, char *err, size_t errlen) {
   if (c < 1 || h < 1 || w < 1)
     return util_errf(err, errlen, "%s (%s): output %lldx%lldx%lld is empty", l->name,
-                   nn_kind_name(l->spec.kind), (long long)c, (long long)h, (long long)w);
+                     nn_kind_name(l->spec.kind), (long long)c, (long long)h, (long long)w);
   if (c > NN_MAX_ELEMENTS / h / w)
     return util_errf(err, errlen,
-                   "%s (%s): output %lldx%lldx%lld is too large (at most %d values per sample)",
-                   l->name, nn_kind_name(l->spec.kind), (long long)c, (long long)h, (long long)w,
-                   NN_MAX_ELEMENTS);
+                     "%s (%s): output %lldx%lldx%lld is too large (at most %d values per sample)",
+                     l->name, nn_kind_name(l->spec.kind), (long long)c, (long long)h, (long long)w,
+                     NN_MAX_ELEMENTS);
   l->out = (nn_shape){(int)c, (int)h, (int)w};
   return 0;
 }
@@ -63,8 +63,8 @@ static int set_weights(nn_layer *l, int64_t a, int64_t b, int64_t c, int64_t d, 
                        size_t errlen) {
   if (a > NN_MAX_ELEMENTS / b / c / d)
     return util_errf(err, errlen, "%s (%s): weight %lldx%lldx%lldx%lld has more than %d values",
-                   l->name, nn_kind_name(l->spec.kind), (long long)a, (long long)b, (long long)c,
-                   (long long)d, NN_MAX_ELEMENTS);
+                     l->name, nn_kind_name(l->spec.kind), (long long)a, (long long)b, (long long)c,
+                     (long long)d, NN_MAX_ELEMENTS);
   l->weight_count = (size_t)(a * b * c * d);
   return 0;
 }
@@ -74,8 +74,8 @@ static int conv_shape(nn_layer *l, char *err, size_t errlen) {
   nn_shape in = l->in;
   if (in.c % s->groups || s->out % s->groups)
     return util_errf(err, errlen,
-                   "%s (conv): groups %d must divide in channels %d and out channels %d", l->name,
-                   s->groups, in.c, s->out);
+                     "%s (conv): groups %d must divide in channels %d and out channels %d", l->name,
+                     s->groups, in.c, s->out);
   int64_t ph = (int64_t)in.h + s->pad_top + s->pad_bottom;
   int64_t pw = (int64_t)in.w + s->pad_left + s->pad_right;
   if (ph < s->kernel_h || pw < s->kernel_w)
@@ -129,12 +129,12 @@ static int maxpool_shape(nn_layer *l, char *err, size_t errlen) {
   int kh = s->kernel_h, kw = s->kernel_w;
   if ((int64_t)kh * kw >= NN_POOL_MAX_WINDOW) /* the argmax is a 16-bit window index */
     return util_errf(err, errlen, "%s (maxpool): window %dx%d has more than %d cells", l->name, kh,
-                   kw, NN_POOL_MAX_WINDOW - 1);
+                     kw, NN_POOL_MAX_WINDOW - 1);
   int64_t ph = (int64_t)in.h + s->pad_top + s->pad_bottom;
   int64_t pw = (int64_t)in.w + s->pad_left + s->pad_right;
   if (ph < kh || pw < kw)
     return util_errf(err, errlen, "%s (maxpool): window %dx%d does not fit input %dx%dx%d", l->name,
-                   kh, kw, in.c, in.h, in.w);
+                     kh, kw, in.c, in.h, in.w);
   if (set_out(l, in.c, (ph - kh) / s->stride_h + 1, (pw - kw) / s->stride_w + 1, err, errlen))
     return -1;
   l->flops = (double)nn_shape_size(l->out) * kh * kw;

@@ -39,10 +39,10 @@ typedef struct {
   int out_c, out_h, out_w; /* O, OH, OW */
   int kernel_h, kernel_w;
   int stride_h, stride_w;
-  int pad_top, pad_left;   /* bottom/right padding only shapes out_h/out_w */
-  int groups;              /* G >= 1, divides C and O */
-  nn_bf16_kernel kernel;   /* NN_BF16_FP32 (0): OpenBLAS sgemm; else every GEMM
-                              (im2col and Winograd) is nn_bgemm with this kernel */
+  int pad_top, pad_left; /* bottom/right padding only shapes out_h/out_w */
+  int groups;            /* G >= 1, divides C and O */
+  nn_bf16_kernel kernel; /* NN_BF16_FP32 (0): OpenBLAS sgemm; else every GEMM
+                            (im2col and Winograd) is nn_bgemm with this kernel */
 } nn_conv_geom;
 
 /* Floats of workspace the conv needs for a batch of n, at most cap_floats
@@ -116,8 +116,8 @@ void nn_dropout_backward(size_t count, float p, uint64_t seed, const float *dy, 
  * sample gets the mask it would get on any other rank count. */
 void nn_dropout_forward_at(size_t count, float p, uint64_t seed, uint64_t first, const float *x,
                            float *y);
-void nn_dropout_backward_at(size_t count, float p, uint64_t seed, uint64_t first,
-                            const float *dy, float *dx);
+void nn_dropout_backward_at(size_t count, float p, uint64_t seed, uint64_t first, const float *dy,
+                            float *dx);
 
 /* ---- local response normalization ---------------------------------------- */
 
@@ -146,8 +146,7 @@ typedef struct {
  * (PyTorch's tie rule), as kh * KW + kw within the window, for backward;
  * NN_POOL_NO_ARGMAX for a window with no cell inside the input. */
 enum { NN_POOL_NO_ARGMAX = 0xFFFF, NN_POOL_MAX_WINDOW = 0xFFFF };
-void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y,
-                        uint16_t *argmax);
+void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y, uint16_t *argmax);
 /* Routes dy to the saved argmax of each window; dx is overwritten. */
 void nn_maxpool_backward(const nn_pool_geom *g, int n, const uint16_t *argmax, const float *dy,
                          float *dx);

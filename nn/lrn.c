@@ -5,8 +5,8 @@
  *   y_c = x_c * scale_c^-beta
  * and its gradient
  *   dx_i = dy_i scale_i^-beta
- *          - 2 alpha beta / size * x_i * sum_{j = i - (size-1)/2 .. i + size/2} dy_j x_j scale_j^(-beta-1)
- * (dy_j y_j / scale_j written from x alone).
+ *          - 2 alpha beta / size * x_i * sum_{j = i - (size-1)/2 .. i + size/2} dy_j x_j
+ * scale_j^(-beta-1) (dy_j y_j / scale_j written from x alone).
  *
  * Forward goes plane by plane and sums each window directly, `size` terms per
  * output (as PyTorch's average pool does), so a plane's reads stream from

@@ -34,7 +34,9 @@ static void conv(builder *b, int out, int kernel, int stride, int pad, int group
   s->groups = groups;
 }
 
-static void relu(builder *b) { push(b, NN_RELU); }
+static void relu(builder *b) {
+  push(b, NN_RELU);
+}
 
 static void maxpool(builder *b, int kernel, int stride) {
   nn_layer_spec *s = push(b, NN_MAXPOOL);
@@ -43,13 +45,21 @@ static void maxpool(builder *b, int kernel, int stride) {
 }
 
 /* The paper's LRN: its constants are the kind's defaults. */
-static void lrn(builder *b) { push(b, NN_LRN); }
+static void lrn(builder *b) {
+  push(b, NN_LRN);
+}
 
-static void linear(builder *b, int out) { push(b, NN_LINEAR)->out = out; }
+static void linear(builder *b, int out) {
+  push(b, NN_LINEAR)->out = out;
+}
 
-static void dropout(builder *b, float p) { push(b, NN_DROPOUT)->dropout_p = p; }
+static void dropout(builder *b, float p) {
+  push(b, NN_DROPOUT)->dropout_p = p;
+}
 
-static void batchnorm(builder *b) { push(b, NN_BATCHNORM); }
+static void batchnorm(builder *b) {
+  push(b, NN_BATCHNORM);
+}
 
 /* torchvision's classifier: Dropout, Linear, ReLU, Dropout, Linear, ReLU, Linear. */
 static void classifier(builder *b, int hidden, int classes, float p) {
@@ -67,8 +77,8 @@ static void classifier(builder *b, int hidden, int classes, float p) {
  * these numbers): conv c1 (k1, stride s1, pad p1), ReLU, pool; conv 192
  * (k2, pad p2), ReLU, pool; conv 384, 256, 256 (3x3, pad 1) with ReLUs; pool.
  * pool = 3: overlapping 3x3 stride 2; pool = 2: 2x2 stride 2. */
-static void torchvision_features(builder *b, int c1, int k1, int s1, int p1, int c2, int k2,
-                                 int p2, int pool) {
+static void torchvision_features(builder *b, int c1, int k1, int s1, int p1, int c2, int k2, int p2,
+                                 int pool) {
   int pool_stride = 2;
   conv(b, c1, k1, s1, p1, 1);
   relu(b);

@@ -6,13 +6,12 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include <omp.h>
 
 #include "layers.h"
 #include "nn.h"
@@ -28,13 +27,18 @@ static float *alloc_floats(size_t count) {
   return p;
 }
 
-static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+static size_t max_size(size_t a, size_t b) {
+  return a > b ? a : b;
+}
 
 static const char *section_prefix(nn_section s) {
   switch (s) {
-    case NN_FEATURES: return "features";
-    case NN_AVGPOOL_SECTION: return "avgpool";
-    case NN_CLASSIFIER: return "classifier";
+    case NN_FEATURES:
+      return "features";
+    case NN_AVGPOOL_SECTION:
+      return "avgpool";
+    case NN_CLASSIFIER:
+      return "classifier";
   }
   return "?";
 }
@@ -52,7 +56,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
   if (input.c <= 0 || input.h <= 0 || input.w <= 0 ||
       (int64_t)input.c * input.h * input.w > INT_MAX) {
     util_errf(err, errlen, "input shape %dx%dx%d must be positive and at most %d values", input.c,
-            input.h, input.w, INT_MAX);
+              input.h, input.w, INT_MAX);
     return -1;
   }
   nn_layer *layers = calloc((size_t)count, sizeof *layers);
@@ -69,8 +73,10 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     l->spec = specs[i];
     nn_section sec = specs[i].section;
     if ((int)sec < 0 || (int)sec > 2 || sec < prev_section) {
-      util_errf(err, errlen, "layer %d: sections must come in the order features, avgpool, "
-              "classifier", i);
+      util_errf(err, errlen,
+                "layer %d: sections must come in the order features, avgpool, "
+                "classifier",
+                i);
       free(layers);
       return -1;
     }
@@ -94,7 +100,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
       problem = nn_layer_follows(i > 0 ? &layers[i - 1].spec : NULL, &l->spec, why, sizeof why);
     if (problem) {
       util_errf(err, errlen, "%s (%s): %s; input shape %dx%dx%d", l->name,
-              nn_kind_name(l->spec.kind), problem, shape.c, shape.h, shape.w);
+                nn_kind_name(l->spec.kind), problem, shape.c, shape.h, shape.w);
       free(layers);
       return -1;
     }
@@ -113,7 +119,7 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
   }
   if (shape.h != 1 || shape.w != 1) {
     util_errf(err, errlen, "the last layer %s must give a flat output (classes), not %dx%dx%d",
-            layers[count - 1].name, shape.c, shape.h, shape.w);
+              layers[count - 1].name, shape.c, shape.h, shape.w);
     free(layers);
     return -1;
   }
@@ -134,8 +140,10 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     nn_layer *l = &layers[i];
     if (!l->buffer_count) continue;
     l->bn_mean = alloc_floats(2 * (size_t)l->in.c);
-    if (!l->bn_mean) oom = 1;
-    else l->bn_invstd = l->bn_mean + l->in.c;
+    if (!l->bn_mean)
+      oom = 1;
+    else
+      l->bn_invstd = l->bn_mean + l->in.c;
   }
   if (oom) {
     util_errf(err, errlen, "out of memory for %zu parameters", offset);
@@ -204,11 +212,18 @@ void nn_net_free(nn_net *net) {
 
 static nn_conv_geom conv_geom(const nn_net *net, const nn_layer *l) {
   nn_conv_geom g = {
-      .in_c = l->in.c, .in_h = l->in.h, .in_w = l->in.w,
-      .out_c = l->out.c, .out_h = l->out.h, .out_w = l->out.w,
-      .kernel_h = l->spec.kernel_h, .kernel_w = l->spec.kernel_w,
-      .stride_h = l->spec.stride_h, .stride_w = l->spec.stride_w,
-      .pad_top = l->spec.pad_top, .pad_left = l->spec.pad_left,
+      .in_c = l->in.c,
+      .in_h = l->in.h,
+      .in_w = l->in.w,
+      .out_c = l->out.c,
+      .out_h = l->out.h,
+      .out_w = l->out.w,
+      .kernel_h = l->spec.kernel_h,
+      .kernel_w = l->spec.kernel_w,
+      .stride_h = l->spec.stride_h,
+      .stride_w = l->spec.stride_w,
+      .pad_top = l->spec.pad_top,
+      .pad_left = l->spec.pad_left,
       .groups = l->spec.groups,
       .kernel = net->kernel,
   };
@@ -217,10 +232,17 @@ static nn_conv_geom conv_geom(const nn_net *net, const nn_layer *l) {
 
 static nn_pool_geom pool_geom(const nn_layer *l) {
   nn_pool_geom g = {
-      .c = l->in.c, .in_h = l->in.h, .in_w = l->in.w, .out_h = l->out.h, .out_w = l->out.w,
-      .kernel_h = l->spec.kernel_h, .kernel_w = l->spec.kernel_w,
-      .stride_h = l->spec.stride_h, .stride_w = l->spec.stride_w,
-      .pad_top = l->spec.pad_top, .pad_left = l->spec.pad_left,
+      .c = l->in.c,
+      .in_h = l->in.h,
+      .in_w = l->in.w,
+      .out_h = l->out.h,
+      .out_w = l->out.w,
+      .kernel_h = l->spec.kernel_h,
+      .kernel_w = l->spec.kernel_w,
+      .stride_h = l->spec.stride_h,
+      .stride_w = l->spec.stride_w,
+      .pad_top = l->spec.pad_top,
+      .pad_left = l->spec.pad_left,
   };
   return g;
 }
@@ -234,7 +256,9 @@ static int backward_reads_output(const nn_layer *l) {
 static int backward_reads_input(const nn_layer *l) {
   return nn_kind_info(l->spec.kind)->reads_input;
 }
-static int backward_in_place(const nn_layer *l) { return nn_kind_info(l->spec.kind)->in_place; }
+static int backward_in_place(const nn_layer *l) {
+  return nn_kind_info(l->spec.kind)->in_place;
+}
 
 int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, size_t errlen) {
   if (batch <= 0) {
@@ -272,8 +296,8 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
       nn_conv_geom g = conv_geom(net, l);
       workspace = max_size(workspace, nn_conv_workspace_floats(&g, batch, cap));
     } else if (k == NN_LRN) {
-      workspace = max_size(workspace, nn_lrn_workspace_floats(l->in.c, l->in.h, l->in.w,
-                                                              omp_get_max_threads()));
+      workspace = max_size(
+          workspace, nn_lrn_workspace_floats(l->in.c, l->in.h, l->in.w, omp_get_max_threads()));
     }
   }
   /* The backward's ping-pong: dx goes to the buffer dy is not in, unless the
@@ -431,8 +455,8 @@ static void batchnorm_forward(nn_net *net, nn_layer *l, int n, const float *x, f
     nn_bn_sums(n, c, s, x, sums);
     sums[2 * c] = (double)n * s;
     if (net->bn_reduce) net->bn_reduce(net->bn_reduce_ctx, sums, 2 * c + 1);
-    nn_bn_finish_stats(c, sums, sums[2 * c], NN_BN_EPS, NN_BN_MOMENTUM, l->bn_mean,
-                       l->bn_invstd, l->running_mean, l->running_var);
+    nn_bn_finish_stats(c, sums, sums[2 * c], NN_BN_EPS, NN_BN_MOMENTUM, l->bn_mean, l->bn_invstd,
+                       l->running_mean, l->running_var);
     *l->num_batches += 1.0f;
   } else {
     nn_bn_eval_stats(c, l->running_mean, l->running_var, NN_BN_EPS, l->bn_mean, l->bn_invstd);
@@ -480,9 +504,10 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
     /* In place: the output is the input buffer (never the caller's x: see
      * alloc). Scratch: the activation-gradient buffer alloc planned, never
      * the one the input is in. */
-    float *y = l->in_place ? (float *)in
-               : l->buffer ? l->buffer
-               : l->scratch == 0 ? net->grad_a : net->grad_b;
+    float *y = l->in_place       ? (float *)in
+               : l->buffer       ? l->buffer
+               : l->scratch == 0 ? net->grad_a
+                                 : net->grad_b;
     switch (s->kind) {
       case NN_CONV: {
         nn_conv_geom g = conv_geom(net, l);
@@ -491,14 +516,17 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
         break;
       }
       case NN_LINEAR:
-        nn_linear_forward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, in, l->weight, l->bias,
-                          l->fused_relu, y);
+        nn_linear_forward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, in, l->weight,
+                          l->bias, l->fused_relu, y);
         break;
       case NN_RELU:
         /* Fused into the previous conv/linear: already applied. */
-        if (!(i > 0 && net->layers[i - 1].fused_relu && l->in_place)) nn_relu_forward(in_count, in, y);
+        if (!(i > 0 && net->layers[i - 1].fused_relu && l->in_place))
+          nn_relu_forward(in_count, in, y);
         break;
-      case NN_TANH: nn_tanh_forward(in_count, in, y); break;
+      case NN_TANH:
+        nn_tanh_forward(in_count, in, y);
+        break;
       case NN_DROPOUT:
         if (net->training && s->dropout_p > 0) {
           nn_dropout_forward_at(in_count, s->dropout_p, dropout_seed(net, i),
@@ -507,7 +535,9 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
           y = (float *)in; /* identity: no copy */
         }
         break;
-      case NN_FLATTEN: y = (float *)in; break;
+      case NN_FLATTEN:
+        y = (float *)in;
+        break;
       case NN_LRN:
         nn_lrn_forward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,
                        s->lrn_k, in, y);
@@ -520,8 +550,11 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
       case NN_AVGPOOL:
         nn_avgpool_forward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, in, y);
         break;
-      case NN_BATCHNORM: batchnorm_forward(net, l, n, in, y); break;
-      case NN_KIND_COUNT: break;
+      case NN_BATCHNORM:
+        batchnorm_forward(net, l, n, in, y);
+        break;
+      case NN_KIND_COUNT:
+        break;
     }
     l->output = y;
     in = y;
@@ -558,8 +591,8 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
         break;
       }
       case NN_LINEAR:
-        nn_linear_backward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, in, l->weight, l->output,
-                           l->fused_relu, dy, dx, l->dweight, l->dbias);
+        nn_linear_backward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, in, l->weight,
+                           l->output, l->fused_relu, dy, dx, l->dweight, l->dbias);
         break;
       case NN_RELU:
         /* Fused: dx stays dy, and the conv/linear below masks it itself. */
@@ -574,7 +607,8 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
           nn_dropout_backward_at(in_count, s->dropout_p, dropout_seed(net, i),
                                  (uint64_t)net->sample_offset * nn_shape_size(l->in), dy, dx);
         break;
-      case NN_FLATTEN: break; /* dx is dy */
+      case NN_FLATTEN:
+        break; /* dx is dy */
       case NN_LRN:
         if (dx)
           nn_lrn_backward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,
@@ -589,8 +623,11 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
       case NN_AVGPOOL:
         if (dx) nn_avgpool_backward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, dy, dx);
         break;
-      case NN_BATCHNORM: batchnorm_backward(net, l, n, in, dy, dx); break;
-      case NN_KIND_COUNT: break;
+      case NN_BATCHNORM:
+        batchnorm_backward(net, l, n, in, dy, dx);
+        break;
+      case NN_KIND_COUNT:
+        break;
     }
     net->backward_seconds[i] = util_now() - t0;
     if (l->weight_count && ready) ready(ctx, l->weight_offset, l->weight_count + l->bias_count);
@@ -599,5 +636,9 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
   omp_set_num_threads(pool);
 }
 
-const double *nn_layer_forward_seconds(const nn_net *net) { return net->forward_seconds; }
-const double *nn_layer_backward_seconds(const nn_net *net) { return net->backward_seconds; }
+const double *nn_layer_forward_seconds(const nn_net *net) {
+  return net->forward_seconds;
+}
+const double *nn_layer_backward_seconds(const nn_net *net) {
+  return net->backward_seconds;
+}

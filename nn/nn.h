@@ -72,53 +72,55 @@ typedef struct {
   int c, h, w;
 } nn_shape;
 
-static inline size_t nn_shape_size(nn_shape s) { return (size_t)s.c * (size_t)s.h * (size_t)s.w; }
+static inline size_t nn_shape_size(nn_shape s) {
+  return (size_t)s.c * (size_t)s.h * (size_t)s.w;
+}
 
 /* A layer of a built network: its description, shapes and views. */
 typedef struct nn_layer {
   nn_layer_spec spec;
-  char name[32];           /* PyTorch module name, e.g. "features.3" */
-  nn_shape in, out;        /* per-sample shapes */
-  size_t weight_offset;    /* into net->params / net->grads, in floats */
-  size_t weight_count;     /* conv: O*(C/G)*KH*KW; linear: O*C; batchnorm: C */
-  size_t bias_offset;      /* into net->params / net->grads */
-  size_t bias_count;       /* O, or 0 */
-  float *weight, *bias;    /* views into net->params: conv (O, C/G, KH, KW); linear (O, C) */
-  float *dweight, *dbias;  /* views into net->grads, same layouts */
-  size_t buffer_offset;    /* batchnorm: into net->buffers: running_mean (C),
-                              running_var (C), num_batches_tracked (1) */
-  size_t buffer_count;     /* batchnorm: 2C + 1; others 0 */
+  char name[32];          /* PyTorch module name, e.g. "features.3" */
+  nn_shape in, out;       /* per-sample shapes */
+  size_t weight_offset;   /* into net->params / net->grads, in floats */
+  size_t weight_count;    /* conv: O*(C/G)*KH*KW; linear: O*C; batchnorm: C */
+  size_t bias_offset;     /* into net->params / net->grads */
+  size_t bias_count;      /* O, or 0 */
+  float *weight, *bias;   /* views into net->params: conv (O, C/G, KH, KW); linear (O, C) */
+  float *dweight, *dbias; /* views into net->grads, same layouts */
+  size_t buffer_offset;   /* batchnorm: into net->buffers: running_mean (C),
+                             running_var (C), num_batches_tracked (1) */
+  size_t buffer_count;    /* batchnorm: 2C + 1; others 0 */
   float *running_mean, *running_var; /* batchnorm: views into net->buffers, (C) */
-  float *num_batches;      /* batchnorm: (1), PyTorch's num_batches_tracked: training
-                              forwards seen, as a float (exact up to 2^24) */
-  float *bn_mean, *bn_invstd; /* batchnorm: (C) each, the statistics of the last
-                              forward (batch or running), read by backward */
-  double flops;            /* forward multiply-adds x 2 per sample */
+  float *num_batches;                /* batchnorm: (1), PyTorch's num_batches_tracked: training
+                                        forwards seen, as a float (exact up to 2^24) */
+  float *bn_mean, *bn_invstd;        /* batchnorm: (C) each, the statistics of the last
+                                     forward (batch or running), read by backward */
+  double flops;                      /* forward multiply-adds x 2 per sample */
   /* Execution plan, set by nn_net_alloc: */
-  int fused_relu;          /* conv/linear: the following ReLU is applied here */
-  int in_place;            /* relu/dropout/flatten: output aliases input */
-  int needs_output;        /* backward reads this layer's own output */
-  int scratch;             /* the output lives in grad_a (0) or grad_b (1) during the
-                              forward, or -1: own buffer or in place */
-  float *buffer;           /* (N, out) own activation storage; NULL when in_place or
-                              when the output lives in a scratch buffer (nothing
-                              reads it after the forward: see nn_net_alloc) */
-  float *output;           /* (N, out) activations of the last forward (buffer, scratch,
-                              or the input when in place or an identity in evaluation) */
-  uint16_t *argmax;        /* maxpool: (N, C, OH, OW) window index of each maximum,
-                              saved by a training forward for backward */
+  int fused_relu;   /* conv/linear: the following ReLU is applied here */
+  int in_place;     /* relu/dropout/flatten: output aliases input */
+  int needs_output; /* backward reads this layer's own output */
+  int scratch;      /* the output lives in grad_a (0) or grad_b (1) during the
+                       forward, or -1: own buffer or in place */
+  float *buffer;    /* (N, out) own activation storage; NULL when in_place or
+                       when the output lives in a scratch buffer (nothing
+                       reads it after the forward: see nn_net_alloc) */
+  float *output;    /* (N, out) activations of the last forward (buffer, scratch,
+                       or the input when in place or an identity in evaluation) */
+  uint16_t *argmax; /* maxpool: (N, C, OH, OW) window index of each maximum,
+                       saved by a training forward for backward */
 } nn_layer;
 
 typedef struct nn_net {
   int num_layers;
-  nn_layer *layers;        /* owned */
-  nn_shape input;          /* per-sample input shape */
-  int num_classes;         /* out features of the last layer */
-  size_t num_params;       /* floats in params and in grads */
-  float *params;           /* owned, 64-byte aligned */
-  float *grads;            /* owned, same layout as params */
-  size_t num_buffers;      /* floats in buffers */
-  float *buffers;          /* owned: non-trained state (batchnorm running statistics) */
+  nn_layer *layers;   /* owned */
+  nn_shape input;     /* per-sample input shape */
+  int num_classes;    /* out features of the last layer */
+  size_t num_params;  /* floats in params and in grads */
+  float *params;      /* owned, 64-byte aligned */
+  float *grads;       /* owned, same layout as params */
+  size_t num_buffers; /* floats in buffers */
+  float *buffers;     /* owned: non-trained state (batchnorm running statistics) */
   /* Synchronized batch norm: when set, a training forward and backward pass
    * every batch norm layer's per-channel sums (n doubles) to this function,
    * which must replace them by their sum over all ranks (an allreduce; nn
@@ -126,33 +128,33 @@ typedef struct nn_net {
    * process normalizes by its own batch. */
   void (*bn_reduce)(void *ctx, double *sums, int n);
   void *bn_reduce_ctx;
-  double *bn_sums;         /* owned: 2 C + 1 doubles for the largest batchnorm */
+  double *bn_sums; /* owned: 2 C + 1 doubles for the largest batchnorm */
   /* Execution state, owned; see nn_net_alloc. */
-  int batch;               /* batch size the buffers are sized for; 0 = none */
-  int training;            /* 1: dropout active; 0: evaluation */
-  int no_grad;             /* 1: forward only, nothing saved for a backward (max
-                              pooling's argmax); like torch.no_grad() */
-  uint64_t dropout_seed;   /* set by the caller each step for reproducible masks */
-  int64_t sample_offset;   /* position of this process's first sample in the global
-                              batch: dropout masks then depend on the sample, not on
-                              how the batch is split over ranks */
-  nn_bf16_kernel kernel;   /* set before nn_net_alloc: NN_BF16_FP32 (0, the default)
-                              multiplies in float32; else convolutions and linear
-                              layers (forward, input and weight gradients) multiply
-                              bf16-rounded operands with float32 accumulation by this
-                              kernel (nn_bf16_select). Parameters, gradients and
-                              everything else stay float32. */
-  int keep_outputs;        /* set before nn_net_alloc: every layer keeps its own output
-                              buffer, so all activations can be read after a forward
-                              (activation maps, parity checks), at a cost in memory */
-  float *grad_a, *grad_b;  /* ping-pong activation gradients; during a forward, the
-                              outputs nothing reads later (scratch) */
+  int batch;              /* batch size the buffers are sized for; 0 = none */
+  int training;           /* 1: dropout active; 0: evaluation */
+  int no_grad;            /* 1: forward only, nothing saved for a backward (max
+                             pooling's argmax); like torch.no_grad() */
+  uint64_t dropout_seed;  /* set by the caller each step for reproducible masks */
+  int64_t sample_offset;  /* position of this process's first sample in the global
+                             batch: dropout masks then depend on the sample, not on
+                             how the batch is split over ranks */
+  nn_bf16_kernel kernel;  /* set before nn_net_alloc: NN_BF16_FP32 (0, the default)
+                             multiplies in float32; else convolutions and linear
+                             layers (forward, input and weight gradients) multiply
+                             bf16-rounded operands with float32 accumulation by this
+                             kernel (nn_bf16_select). Parameters, gradients and
+                             everything else stay float32. */
+  int keep_outputs;       /* set before nn_net_alloc: every layer keeps its own output
+                             buffer, so all activations can be read after a forward
+                             (activation maps, parity checks), at a cost in memory */
+  float *grad_a, *grad_b; /* ping-pong activation gradients; during a forward, the
+                             outputs nothing reads later (scratch) */
   size_t grad_a_floats, grad_b_floats;
-  float *workspace;        /* im2col / col2im / transposes */
+  float *workspace; /* im2col / col2im / transposes */
   size_t workspace_floats;
-  float *dlogits;          /* (N, num_classes) gradient of the loss */
-  double *forward_seconds; /* (num_layers) wall time of the last forward, per layer */
-  double *backward_seconds;/* (num_layers) wall time of the last backward, per layer */
+  float *dlogits;           /* (N, num_classes) gradient of the loss */
+  double *forward_seconds;  /* (num_layers) wall time of the last forward, per layer */
+  double *backward_seconds; /* (num_layers) wall time of the last backward, per layer */
 } nn_net;
 
 /* ------------------------------------------------------------------------ */
@@ -161,9 +163,9 @@ typedef struct nn_net {
 /* Every fact about a kind lives in its row of the kind table (nn/kinds.c):
  * its name, its parameters with their types, defaults and valid ranges, its
  * learned tensors and saved state, its validity rules (alone and after the
- * layer before) and its shape rule, and what its backward reads. The config parser and writer (launch/), the
- * summary and nn_net_build all learn the kinds from there, so a new kind is
- * an enum value, one row, its kernels and their two calls in network.c. */
+ * layer before) and its shape rule, and what its backward reads. The config parser and writer
+ * (launch/), the summary and nn_net_build all learn the kinds from there, so a new kind is an enum
+ * value, one row, its kernels and their two calls in network.c. */
 
 /* How a parameter is stored in nn_layer_spec (and written in a config). */
 typedef enum {
@@ -177,7 +179,7 @@ typedef enum {
 
 /* One parameter of a kind. */
 typedef struct {
-  const char *name;   /* as a config writes it, e.g. "kernel"; NULL ends the list */
+  const char *name; /* as a config writes it, e.g. "kernel"; NULL ends the list */
   nn_param_type type;
   size_t off, off2;   /* offsetof(nn_layer_spec, field) of its value(s) */
   int required;       /* 1: no default; a config must give it */
@@ -218,8 +220,7 @@ typedef struct nn_kind_desc {
   /* The rule on the layer before (prev NULL: the start of the list), e.g.
    * batchnorm only after conv or linear. Returns NULL or the problem in buf.
    * NULL: any layer may come before. */
-  const char *(*follows)(const nn_layer_spec *prev, const nn_layer_spec *s, char *buf,
-                         size_t len);
+  const char *(*follows)(const nn_layer_spec *prev, const nn_layer_spec *s, char *buf, size_t len);
   /* The shape rule: sets l->out, weight_count, bias_count and flops from
    * l->in and l->spec (complete and valid), in 64 bits: returns -1 with a
    * message naming l->name when the output does not fit or is too large. */
@@ -262,12 +263,12 @@ const char *nn_layer_follows(const nn_layer_spec *prev, const nn_layer_spec *s, 
 
 /* Options for a preset; zero-initialize and set what you need. */
 typedef struct {
-  int num_classes;   /* 0 = 1000 (alexnet, alexnet_owt) or 10 (alexnet_cifar) */
-  int in_channels;   /* 0 = 3 */
-  int groups;        /* alexnet only: 0 = 2 (the paper's two-GPU split), or 1 */
-  float dropout;     /* 0 = the default 0.5; < 0 = p 0 (the layers stay, as identities,
-                        so module indices keep PyTorch's numbering) */
-  int input_size;    /* 0 = the preset's (227, 224, 32) */
+  int num_classes; /* 0 = 1000 (alexnet, alexnet_owt) or 10 (alexnet_cifar) */
+  int in_channels; /* 0 = 3 */
+  int groups;      /* alexnet only: 0 = 2 (the paper's two-GPU split), or 1 */
+  float dropout;   /* 0 = the default 0.5; < 0 = p 0 (the layers stay, as identities,
+                      so module indices keep PyTorch's numbering) */
+  int input_size;  /* 0 = the preset's (227, 224, 32) */
 } nn_preset_opts;
 
 /* Writes the layer list of preset `arch` ("alexnet", "alexnet_owt",
@@ -381,7 +382,7 @@ const char *nn_bf16_kernel_name(nn_bf16_kernel k);
 typedef struct {
   float lr, momentum, weight_decay;
   int nesterov;
-  int decay_bias;      /* 0: no weight decay on biases */
+  int decay_bias; /* 0: no weight decay on biases */
 } nn_sgd_opts;
 
 /* PyTorch's SGD over the flat buffers: g' = g + wd*w; v = m*v + g';
@@ -390,8 +391,8 @@ void nn_sgd_step(nn_net *net, float *momentum, const nn_sgd_opts *opts);
 
 typedef struct {
   float lr, momentum, weight_decay;
-  float eta;   /* trust coefficient, e.g. 0.001 */
-  float eps;   /* added to the trust ratio's denominator, e.g. 1e-9 */
+  float eta; /* trust coefficient, e.g. 0.001 */
+  float eps; /* added to the trust ratio's denominator, e.g. 1e-9 */
 } nn_lars_opts;
 
 /* LARS (You, Gitman and Ginsburg 2017), per parameter tensor w with gradient
@@ -453,6 +454,6 @@ static inline uint64_t nn_hash64(uint64_t seed, uint64_t index) {
 static inline float nn_uniform(uint64_t seed, uint64_t index) {
   return (float)(nn_hash64(seed, index) >> 40) * 0x1p-24f;
 }
-float nn_normal(uint64_t seed, uint64_t index);   /* N(0, 1) */
+float nn_normal(uint64_t seed, uint64_t index); /* N(0, 1) */
 
 #endif

@@ -55,7 +55,7 @@ void nn_dropout_forward_at(size_t count, float p, uint64_t seed, uint64_t first,
   dropout_apply(count, p, seed, first, x, y);
 }
 
-void nn_dropout_backward_at(size_t count, float p, uint64_t seed, uint64_t first,
-                            const float *dy, float *dx) {
+void nn_dropout_backward_at(size_t count, float p, uint64_t seed, uint64_t first, const float *dy,
+                            float *dx) {
   dropout_apply(count, p, seed, first, dy, dx);
 }

@@ -160,8 +160,7 @@ static void maxpool_plane_argmax(const nn_pool_geom *g, const float *xp, const f
   }
 }
 
-void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y,
-                        uint16_t *argmax) {
+void nn_maxpool_forward(const nn_pool_geom *g, int n, const float *x, float *y, uint16_t *argmax) {
   const size_t hw = (size_t)g->in_h * (size_t)g->in_w;
   const size_t ohw = (size_t)g->out_h * (size_t)g->out_w;
   const long planes = (long)n * g->c;

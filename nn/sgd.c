@@ -4,7 +4,6 @@
  * momentum update with a per-tensor learning rate from the trust ratio.
  */
 #include <math.h>
-
 #include <omp.h>
 
 #include "nn.h"
@@ -84,9 +83,9 @@ void nn_lars_step(nn_net *net, float *momentum, const nn_lars_opts *o) {
       lars_run(w, g, momentum + wo, (long)l->weight_count, o->lr, o->momentum, 0.0f);
     } else {
       double wn = norm2(w, (long)l->weight_count), gn = norm2(g, (long)l->weight_count);
-      double trust = wn > 0 && gn > 0
-                         ? (double)o->eta * wn / (gn + (double)o->weight_decay * wn + (double)o->eps)
-                         : 1.0;
+      double trust = wn > 0 && gn > 0 ? (double)o->eta * wn /
+                                            (gn + (double)o->weight_decay * wn + (double)o->eps)
+                                      : 1.0;
       lars_run(w, g, momentum + wo, (long)l->weight_count, (float)((double)o->lr * trust),
                o->momentum, o->weight_decay);
     }

@@ -67,8 +67,7 @@ void nn_summary(const nn_net *net, void *out) {
   FILE *f = out;
   fprintf(f, "%-16s %-8s %-18s %14s %12s\n", "layer", "kind", "output (C,H,W)", "parameters",
           "MFLOPs");
-  fprintf(f, "%-16s %-8s %4d x %4d x %4d\n", "input", "", net->input.c, net->input.h,
-          net->input.w);
+  fprintf(f, "%-16s %-8s %4d x %4d x %4d\n", "input", "", net->input.c, net->input.h, net->input.w);
   for (int i = 0; i < net->num_layers; i++) {
     const nn_layer *l = &net->layers[i];
     char shape[32];

@@ -79,13 +79,13 @@ typedef struct {
 
 typedef struct {
   wino_shape s;
-  size_t u;       /* floats of U: 16 * cin * cout/groups */
-  size_t per_col; /* floats of V and M per tile column: 16 * (cin + cout) */
-  size_t total;   /* tile columns of the batch: n * tiles */
-  int workers;    /* P */
+  size_t u;              /* floats of U: 16 * cin * cout/groups */
+  size_t per_col;        /* floats of V and M per tile column: 16 * (cin + cout) */
+  size_t total;          /* tile columns of the batch: n * tiles */
+  int workers;           /* P */
   nn_bf16_kernel kernel; /* the GEMMs: sgemm (NN_BF16_FP32) or nn_bgemm */
-  size_t cols;    /* tile columns per chunk */
-  size_t xh, yh;  /* floats of the staging buffers (see stage_input, unstage_output) */
+  size_t cols;           /* tile columns per chunk */
+  size_t xh, yh;         /* floats of the staging buffers (see stage_input, unstage_output) */
 } wino_plan;
 
 static wino_shape shape_forward(const nn_conv_geom *g) {

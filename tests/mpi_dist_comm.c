@@ -47,7 +47,7 @@ static void test_default_threads(void) {
 
 static void test_bcast(void) {
   int s = dist_size(), r = dist_rank();
-  for (int root = 0; root < s; root += s - 1 > 0 ? s - 1 : 1) {
+  for (int root = 0; root<s; root += s - 1> 0 ? s - 1 : 1) {
     float f[1001];
     for (int i = 0; i < 1001; i++) f[i] = r == root ? 0.25f * (float)i + (float)root : -1.0f;
     dist_bcast_floats(f, 1001, root);
@@ -104,12 +104,24 @@ static void agree_case(int (*fails)(int rank, int size)) {
     snprintf(want, sizeof want, "rank %d: NaN loss at step 12", r);
   CU_ASSERT_STRING_EQUAL(msg, want);
 }
-static int fails_odd(int rank, int size) { return (void)size, rank % 2 == 1; }
-static int fails_last(int rank, int size) { return rank == size - 1; }
-static int fails_all(int rank, int size) { return (void)rank, (void)size, 1; }
-static void test_agree_lowest_odd(void) { agree_case(fails_odd); }
-static void test_agree_last(void) { agree_case(fails_last); }
-static void test_agree_all_fail(void) { agree_case(fails_all); }
+static int fails_odd(int rank, int size) {
+  return (void)size, rank % 2 == 1;
+}
+static int fails_last(int rank, int size) {
+  return rank == size - 1;
+}
+static int fails_all(int rank, int size) {
+  return (void)rank, (void)size, 1;
+}
+static void test_agree_lowest_odd(void) {
+  agree_case(fails_odd);
+}
+static void test_agree_last(void) {
+  agree_case(fails_last);
+}
+static void test_agree_all_fail(void) {
+  agree_case(fails_all);
+}
 
 static void test_agree_long_message(void) {
   int s = dist_size(), r = dist_rank();
@@ -186,18 +198,17 @@ int main(int argc, char **argv) {
     dist_finalize();
     return rc;
   }
-  static const tu_test tests[] = {
-      {"ranks and node-local ranks", test_ranks},
-      {"default threads = cores / local ranks", test_default_threads},
-      {"broadcast floats and bytes from each end", test_bcast},
-      {"allreduce doubles and int64", test_allreduce},
-      {"agree: all fine", test_agree_all_fine},
-      {"agree: lowest of the odd ranks", test_agree_lowest_odd},
-      {"agree: only the last rank", test_agree_last},
-      {"agree: every rank fails", test_agree_all_fail},
-      {"agree: long messages are truncated", test_agree_long_message},
-      {"watchdog quiet when collectives complete", test_timeout_quiet},
-      {NULL, NULL}};
+  static const tu_test tests[] = {{"ranks and node-local ranks", test_ranks},
+                                  {"default threads = cores / local ranks", test_default_threads},
+                                  {"broadcast floats and bytes from each end", test_bcast},
+                                  {"allreduce doubles and int64", test_allreduce},
+                                  {"agree: all fine", test_agree_all_fine},
+                                  {"agree: lowest of the odd ranks", test_agree_lowest_odd},
+                                  {"agree: only the last rank", test_agree_last},
+                                  {"agree: every rank fails", test_agree_all_fail},
+                                  {"agree: long messages are truncated", test_agree_long_message},
+                                  {"watchdog quiet when collectives complete", test_timeout_quiet},
+                                  {NULL, NULL}};
   tu_add_suite("dist collectives", tests);
   int rc = tu_run_all_ranks(dist_rank());
   dist_finalize();

@@ -221,8 +221,11 @@ static void test_full_rank_equals_average(void) {
 static void test_start_step(void) {
   float *g = malloc(NFLOATS * sizeof *g), *plain = malloc(NFLOATS * sizeof *plain);
   if (!g || !plain) exit(2);
-  dist_reducer_opts o = {.compress = DIST_COMPRESS_POWERSGD, .powersgd_rank = 1,
-                         .powersgd_start_step = 2, .matrices = layout, .nmatrices = NMAT};
+  dist_reducer_opts o = {.compress = DIST_COMPRESS_POWERSGD,
+                         .powersgd_rank = 1,
+                         .powersgd_start_step = 2,
+                         .matrices = layout,
+                         .nmatrices = NMAT};
   dist_reducer_opts none = {.compress = DIST_COMPRESS_NONE};
   dist_reducer *red = dist_reducer_create(g, NFLOATS, &o);
   dist_reducer *ref = dist_reducer_create(plain, NFLOATS, &none);

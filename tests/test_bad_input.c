@@ -58,8 +58,8 @@ static void expect(int want_rc, const char *cmd, ...) {
 /* "alexnet-train CONFIG --set run.dir=<g_dir>/run <extra>" into cmd. */
 static const char *train_cmd(const char *config, const char *extra) {
   static char cmd[8192];
-  snprintf(cmd, sizeof cmd, "%s %s --set run.dir=%s/run %s", tu_bin("alexnet-train"), config,
-           g_dir, extra ? extra : "");
+  snprintf(cmd, sizeof cmd, "%s %s --set run.dir=%s/run %s", tu_bin("alexnet-train"), config, g_dir,
+           extra ? extra : "");
   return cmd;
 }
 
@@ -89,8 +89,10 @@ static void test_config_files(void) {
   char cmd[8192], want[8400];
   /* not YAML: the file, line and column */
   write_text(file("broken.yaml"), "run: {name: a\ntrain: {epochs: 3}\n");
-  snprintf(want, sizeof want, "alexnet-train: %s:2:6: invalid YAML: did not find expected ',' or "
-           "'}'", file("broken.yaml"));
+  snprintf(want, sizeof want,
+           "alexnet-train: %s:2:6: invalid YAML: did not find expected ',' or "
+           "'}'",
+           file("broken.yaml"));
   expect(2, train_cmd(file("broken.yaml"), NULL), want, NULL);
   /* a binary file given as the config (a checkpoint) */
   snprintf(want, sizeof want, "alexnet-train: %s: not a YAML text: contains a NUL byte", g_ckpt);
@@ -114,8 +116,10 @@ static void test_config_files(void) {
   expect(2, train_cmd(file("type.yaml"), NULL), want, NULL);
   /* an architecture that does not exist */
   write_text(file("arch.yaml"), "model: {arch: lenet}\ndata: {synthetic: {n: 64}, crop: 32}\n");
-  snprintf(want, sizeof want, "%s:1:15: model.arch: unknown architecture 'lenet' (known: alexnet, alexnet_bn, "
-           "alexnet_owt, alexnet_cifar)", file("arch.yaml"));
+  snprintf(want, sizeof want,
+           "%s:1:15: model.arch: unknown architecture 'lenet' (known: alexnet, alexnet_bn, "
+           "alexnet_owt, alexnet_cifar)",
+           file("arch.yaml"));
   expect(2, train_cmd(file("arch.yaml"), NULL), want, NULL);
   /* the config is a directory */
   snprintf(want, sizeof want, "alexnet-train: %s: cannot read: Is a directory", g_dir);
@@ -212,8 +216,10 @@ static void test_dataset_files(void) {
   const char *good = file("good.h5");
   convert_synthetic(good, "--n 128 --size 40 --classes 4");
   /* a checkpoint given as the training set: another format */
-  snprintf(want, sizeof want, "%s: root attribute format = 'alexnet-checkpoint', expected "
-           "'alexnet-hdf5'", g_ckpt);
+  snprintf(want, sizeof want,
+           "%s: root attribute format = 'alexnet-checkpoint', expected "
+           "'alexnet-hdf5'",
+           g_ckpt);
   expect(1, with_train(g_ckpt, NULL), want, NULL);
   /* a YAML file: not HDF5 */
   snprintf(want, sizeof want, "%s: not an HDF5 file", debug_yaml());
@@ -236,8 +242,10 @@ static void test_dataset_files(void) {
          NULL);
   /* gray images for a network that takes RGB */
   convert_synthetic(file("gray.h5"), "--n 128 --size 40 --classes 4 --channels 1");
-  snprintf(want, sizeof want, "model.in_channels: 3, but the data gives 1 channels (%s stores 1; "
-           "data.channels: 3 replicates gray)", file("gray.h5"));
+  snprintf(want, sizeof want,
+           "model.in_channels: 3, but the data gives 1 channels (%s stores 1; "
+           "data.channels: 3 replicates gray)",
+           file("gray.h5"));
   expect(2, with_train(file("gray.h5"), "--set data.channels=0"), want, NULL);
   /* a validation file that does not exist, or whose images are smaller than the crop */
   expect(2, with_train(good, "--set data.val=/nonexistent/v.h5 --set data.val_fraction=0"),
@@ -259,8 +267,10 @@ static void test_checkpoint_files(void) {
            train_cmd(debug_yaml(), NULL), g_dir);
   expect(0, cmd, "done: 1 steps", NULL);
   snprintf(other, sizeof other, "%s/other/step-00000001.h5", g_dir);
-  snprintf(want, sizeof want, "checkpoint %s: model/classifier.1.weight has shape 32x2048, the "
-           "model needs 64x2048 (a checkpoint of another model?)", other);
+  snprintf(want, sizeof want,
+           "checkpoint %s: model/classifier.1.weight has shape 32x2048, the "
+           "model needs 64x2048 (a checkpoint of another model?)",
+           other);
   snprintf(cmd, sizeof cmd, "--set checkpoint.resume=%s", other);
   expect(1, train_cmd(debug_yaml(), cmd), want, NULL);
   snprintf(cmd, sizeof cmd, "--set checkpoint.resume=never --set checkpoint.init=%s", other);
@@ -283,8 +293,10 @@ static void test_checkpoint_files(void) {
   /* weights only (no momentum) to resume from */
   copy_with_int_attr(g_ckpt, file("weights.h5"), "has_momentum", 0);
   snprintf(cmd, sizeof cmd, "--set checkpoint.resume=%s", file("weights.h5"));
-  expect(1, train_cmd(debug_yaml(), cmd), "weights.h5: holds no optimizer state (weights only); "
-         "use it as checkpoint.init, not to resume", NULL);
+  expect(1, train_cmd(debug_yaml(), cmd),
+         "weights.h5: holds no optimizer state (weights only); "
+         "use it as checkpoint.init, not to resume",
+         NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -292,8 +304,8 @@ static void test_checkpoint_files(void) {
 
 /* A PNG header claiming w x h RGB pixels, then the start of an IDAT. */
 static void write_huge_png(const char *path, uint32_t w, uint32_t h) {
-  uint8_t b[8 + 25 + 8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13,
-                           'I',  'H', 'D', 'R'};
+  uint8_t b[8 + 25 + 8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                           0,    0,   0,   13,  'I',  'H',  'D',  'R'};
   for (int i = 0; i < 4; i++) {
     b[16 + i] = (uint8_t)(w >> (24 - 8 * i));
     b[20 + i] = (uint8_t)(h >> (24 - 8 * i));
@@ -315,8 +327,9 @@ static void test_huge_image(void) {
   /* predict: refused from the header, before any allocation */
   snprintf(cmd, sizeof cmd, "%s --checkpoint %s %s", tu_bin("alexnet-predict"), g_ckpt,
            file("huge.png"));
-  expect(1, cmd, "alexnet-predict: ", "huge.png: ",
-         "100000x100000 pixels exceed the limit of 268435456", NULL);
+  expect(1, cmd,
+         "alexnet-predict: ", "huge.png: ", "100000x100000 pixels exceed the limit of 268435456",
+         NULL);
   /* convert: the image skipped and named; nothing else readable, an error */
   snprintf(tree, sizeof tree, "%s/tree/cls", g_dir);
   snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s %s/", tree, file("huge.png"), tree);

@@ -52,7 +52,8 @@ static void test_round_trip(void) {
   ckpt_step_path(dir, 42, path, sizeof path);
   TU_ASSERT_CONTAINS(path, "step-00000042.h5");
   ckpt_meta m = sample_meta();
-  char *names[10] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+  char *names[10] = {"zero", "one", "two",   "three", "four",
+                     "five", "six", "seven", "eight", "nine"};
   m.class_names = names;
   CU_ASSERT_FATAL(ckpt_save(path, &a, mom, &m, err, sizeof err) == 0);
   char tmp[4300];

@@ -869,8 +869,9 @@ static void test_layer_rules_from_nn(void) {
       0);
   CU_ASSERT_EQUAL(cfg_validate(&c, err, ERRLEN), 0);
   char *yaml = cfg_to_yaml(&c);
-  TU_ASSERT_CONTAINS(yaml, "\n    - {conv: {out: 8, kernel: 3, stride: 1, padding: 0, groups: 1}}"
-                           "\n    - batchnorm\n    - relu\n");
+  TU_ASSERT_CONTAINS(yaml,
+                     "\n    - {conv: {out: 8, kernel: 3, stride: 1, padding: 0, groups: 1}}"
+                     "\n    - batchnorm\n    - relu\n");
   free(yaml);
   nn_net net;
   CU_ASSERT_EQUAL(cfg_build_net(&c, &net, err, ERRLEN), 0);
@@ -1117,14 +1118,33 @@ static void test_strings_reload_identically(void) {
     const char *bytes;      /* what it means */
     const char *written;    /* how cfg_to_yaml writes it */
   } cases[] = {
-      {"\"a\\uFFFEb\"", "a\xEF\xBF\xBE" "b", "\"a\\uFFFEb\""},
-      {"\"a\\uFFFFb\"", "a\xEF\xBF\xBF" "b", "\"a\\uFFFFb\""},
-      {"\"a\\x85b\"", "a\xC2\x85" "b", "\"a\\x85b\""},
-      {"\"a\\x80\\x9fb\"", "a\xC2\x80\xC2\x9F" "b", "\"a\\x80\\x9fb\""},
-      {"\"a\\u2028b\\u2029\"", "a\xE2\x80\xA8" "b\xE2\x80\xA9", "\"a\\u2028b\\u2029\""},
-      {"\"\\uFEFFa\"", "\xEF\xBB\xBF" "a", "\"\\uFEFFa\""},
+      {"\"a\\uFFFEb\"",
+       "a\xEF\xBF\xBE"
+       "b",
+       "\"a\\uFFFEb\""},
+      {"\"a\\uFFFFb\"",
+       "a\xEF\xBF\xBF"
+       "b",
+       "\"a\\uFFFFb\""},
+      {"\"a\\x85b\"",
+       "a\xC2\x85"
+       "b",
+       "\"a\\x85b\""},
+      {"\"a\\x80\\x9fb\"",
+       "a\xC2\x80\xC2\x9F"
+       "b",
+       "\"a\\x80\\x9fb\""},
+      {"\"a\\u2028b\\u2029\"",
+       "a\xE2\x80\xA8"
+       "b\xE2\x80\xA9",
+       "\"a\\u2028b\\u2029\""},
+      {"\"\\uFEFFa\"",
+       "\xEF\xBB\xBF"
+       "a",
+       "\"\\uFEFFa\""},
       {"\"tab\\there\\x7f\"", "tab\there\x7F", "\"tab\\x09here\\x7f\""},
-      {"\"caf\\xe9 \\U0001F600\"", "caf\xC3\xA9 \xF0\x9F\x98\x80", "\"caf\xC3\xA9 \xF0\x9F\x98\x80\""},
+      {"\"caf\\xe9 \\U0001F600\"", "caf\xC3\xA9 \xF0\x9F\x98\x80",
+       "\"caf\xC3\xA9 \xF0\x9F\x98\x80\""},
       {"'q\"uo\\te'", "q\"uo\\te", "\"q\\\"uo\\\\te\""},
   };
   char err[ERRLEN], yaml[256], want[256];

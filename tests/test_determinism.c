@@ -39,12 +39,14 @@ static void expect_identical(const char *a, const char *b) {
   int vals = 0;
   for (int i = 0; i < na && i < nb; i++) {
     int same = ma[i].step == mb[i].step && ma[i].epoch == mb[i].epoch && ma[i].val == mb[i].val &&
-               ma[i].loss == mb[i].loss && ma[i].top1 == mb[i].top1 &&
-               ma[i].top5 == mb[i].top5 && ma[i].lr == mb[i].lr;
+               ma[i].loss == mb[i].loss && ma[i].top1 == mb[i].top1 && ma[i].top5 == mb[i].top5 &&
+               ma[i].lr == mb[i].lr;
     if (!same)
-      fprintf(stderr, "\n  metrics line %d: step %lld loss %.6f top1 %.6f vs step %lld loss %.6f "
-              "top1 %.6f\n", i + 1, (long long)ma[i].step, ma[i].loss, ma[i].top1,
-              (long long)mb[i].step, mb[i].loss, mb[i].top1);
+      fprintf(stderr,
+              "\n  metrics line %d: step %lld loss %.6f top1 %.6f vs step %lld loss %.6f "
+              "top1 %.6f\n",
+              i + 1, (long long)ma[i].step, ma[i].loss, ma[i].top1, (long long)mb[i].step,
+              mb[i].loss, mb[i].top1);
     CU_ASSERT(same);
     vals += ma[i].val;
   }

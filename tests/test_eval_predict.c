@@ -30,10 +30,10 @@
 /* What the eval_predict suite's set-up (setup_trained_run) prepares once for
  * its cases, which only read it: a trained tiny run and files made from it. */
 static struct {
-  char dir[4096];    /* the suite's scratch directory */
-  char config[4200]; /* tiny.yaml */
-  char ckpts[4200];  /* its run's checkpoint directory; step 48 is the newest */
-  char val[4200];    /* the synthetic validation file (64 samples) */
+  char dir[4096];         /* the suite's scratch directory */
+  char config[4200];      /* tiny.yaml */
+  char ckpts[4200];       /* its run's checkpoint directory; step 48 is the newest */
+  char val[4200];         /* the synthetic validation file (64 samples) */
   char eval_out[OUT_MAX]; /* alexnet-eval of the newest checkpoint on 1 rank,
                            * center crop, --per-class --confusion confusion.csv */
   double top1, loss;      /* its figures */
@@ -192,7 +192,6 @@ static int setup_trained_run(void) {
 /* ------------------------------------------------------------------------ */
 /* alexnet-eval                                                              */
 
-
 /* The set-up's evaluation (1 rank, newest checkpoint, --per-class,
  * --confusion confusion.csv): its output, the CSV and the run's metrics. */
 static void test_eval_one_rank(void) {
@@ -203,7 +202,7 @@ static void test_eval_one_rank(void) {
   TU_ASSERT_CONTAINS(text, "step-00000048.h5 (step 48, epoch 3)");
   TU_ASSERT_CONTAINS(text, "images/s");
   TU_ASSERT_CONTAINS(text, "class_3");
-  CU_ASSERT(fx.top1 >= 0.5 && fx.top1 <= 1.0);  /* chance is 0.25 */
+  CU_ASSERT(fx.top1 >= 0.5 && fx.top1 <= 1.0); /* chance is 0.25 */
   CU_ASSERT(json_number(text, "top5") == 1.0); /* 4 classes */
   CU_ASSERT(json_number(text, "samples") == 64);
   CU_ASSERT(json_number(text, "step") == 48);
@@ -294,7 +293,8 @@ static void test_eval_ten_crop(void) {
   double top1 = json_number(out, "top1"), loss = json_number(out, "loss");
   TU_ASSERT_CONTAINS(out, "\"ten_crop\":false");
   TU_ASSERT_CONTAINS(out, "center crop");
-  rc = run("%s '%s' --checkpoint '%s' --data '%s' --ten-crop", eval_bin, fx.config, fx.ckpts, val40);
+  rc =
+      run("%s '%s' --checkpoint '%s' --data '%s' --ten-crop", eval_bin, fx.config, fx.ckpts, val40);
   CU_ASSERT_FATAL(rc == 0);
   TU_ASSERT_CONTAINS(out, "\"ten_crop\":true");
   TU_ASSERT_CONTAINS(out, "ten crops");
@@ -342,7 +342,8 @@ static void test_predict_agrees_with_eval(void) {
   CU_ASSERT(fx.class_top1[easy] == 1.0);
 
   /* One image: the seed's lines and nothing else; 4 classes = 4 lines by default. */
-  int rc = run("%s --checkpoint '%s/step-00000048.h5' '%s/sample0.png'", predict_bin, fx.ckpts, dir);
+  int rc =
+      run("%s --checkpoint '%s/step-00000048.h5' '%s/sample0.png'", predict_bin, fx.ckpts, dir);
   CU_ASSERT(rc == 0);
   int lines = 0;
   double total = 0;
@@ -636,19 +637,23 @@ static void test_bad_input_predict(void) {
       {CK " --top 9 " IMG, 2, {"alexnet-predict: --top 9: the model has only 4 classes"}},
       {CK " --bogus " IMG, 2, {"alexnet-predict: unknown option --bogus"}},
       {CK " " IMG " --labels", 2, {"alexnet-predict: --labels needs a value"}},
-      {CK " --precision fp16 " IMG, 2, {"alexnet-predict: --precision fp16: expected fp32 or bf16"}},
+      {CK " --precision fp16 " IMG,
+       2,
+       {"alexnet-predict: --precision fp16: expected fp32 or bf16"}},
       {"--help", 2, {"--activation-maps DIR"}},
   };
   run_cases(predict_bin, cases, sizeof cases / sizeof cases[0]);
   CU_ASSERT(run("cd '%s' && ALEXNET_BF16_KERNEL=amx %s " CK " --precision bf16 " IMG, fx.dir,
                 predict_bin) == 1);
-  TU_ASSERT_CONTAINS(out, "alexnet-predict: --precision bf16: ALEXNET_BF16_KERNEL=amx: no AMX "
-                          "kernel is built");
+  TU_ASSERT_CONTAINS(out,
+                     "alexnet-predict: --precision bf16: ALEXNET_BF16_KERNEL=amx: no AMX "
+                     "kernel is built");
   /* bf16: the same top class, a probability within bf16's rounding. */
   char fp32_line[256];
   CU_ASSERT_FATAL(run("cd '%s' && %s " CK " --top 1 " IMG, fx.dir, predict_bin) == 0);
   snprintf(fp32_line, sizeof fp32_line, "%s", out);
-  CU_ASSERT_FATAL(run("cd '%s' && %s " CK " --top 1 --precision bf16 " IMG, fx.dir, predict_bin) == 0);
+  CU_ASSERT_FATAL(run("cd '%s' && %s " CK " --top 1 --precision bf16 " IMG, fx.dir, predict_bin) ==
+                  0);
   char c32[64], c16[64];
   double p32 = 0, p16 = 0;
   CU_ASSERT(sscanf(fp32_line, "%63[^:]: %lf%%", c32, &p32) == 2);
@@ -689,12 +694,14 @@ static void test_eval_predict_bf16(void) {
        {"train.precision: expected fp32 or bf16"}},
   };
   run_cases(eval_bin, cases, sizeof cases / sizeof cases[0]);
-  int rc = run("cd '%s' && ALEXNET_BF16_KERNEL=amx %s tiny.yaml --checkpoint run/checkpoints "
-               "--precision bf16",
-               fx.dir, eval_bin);
+  int rc =
+      run("cd '%s' && ALEXNET_BF16_KERNEL=amx %s tiny.yaml --checkpoint run/checkpoints "
+          "--precision bf16",
+          fx.dir, eval_bin);
   CU_ASSERT(rc == 2);
-  TU_ASSERT_CONTAINS(out, "tiny.yaml: train.precision: bf16: ALEXNET_BF16_KERNEL=amx: no AMX "
-                          "kernel is built");
+  TU_ASSERT_CONTAINS(out,
+                     "tiny.yaml: train.precision: bf16: ALEXNET_BF16_KERNEL=amx: no AMX "
+                     "kernel is built");
 }
 
 static void test_bad_input_eval(void) {
@@ -869,8 +876,9 @@ static int parse_top5(const char *text, const char *image, const char *line_form
 
 static void test_torchvision_round_trip(void) {
   if (run("/usr/bin/python3 -c 'import torch, torchvision, h5py, PIL'") != 0)
-    TU_SKIP("/usr/bin/python3 cannot import torch, torchvision, h5py and PIL (apt-get install "
-            "python3-torch python3-torchvision python3-h5py python3-pil)");
+    TU_SKIP(
+        "/usr/bin/python3 cannot import torch, torchvision, h5py and PIL (apt-get install "
+        "python3-torch python3-torchvision python3-h5py python3-pil)");
   char script[4400], pth[4400], h5[4400], big[4400], exact[4400];
   snprintf(script, sizeof script, "%s/torch_side.py", fx.dir);
   write_file(script, torch_side);

@@ -30,8 +30,8 @@
 /* Every run of this file: 30 steps (the debug config has 14 per epoch, so
  * two epoch boundaries with their checkpoints and evaluations), a checkpoint
  * every 5 steps, all kept, a short watchdog, one thread per rank. */
-#define SET                                                                                  \
-  "--set train.max_steps=30 --set checkpoint.every_steps=5 --set checkpoint.keep=100 "       \
+#define SET                                                                            \
+  "--set train.max_steps=30 --set checkpoint.every_steps=5 --set checkpoint.keep=100 " \
   "--set dist.timeout_s=10 --set dist.threads_per_rank=1"
 #define TIMEOUT_S 10.0
 
@@ -138,10 +138,12 @@ static void test_rank_stuck(void) {
   /* the timeout, the probe window, the reaper's grace (dist/watchdog.c) */
   CU_ASSERT(took < 3 + 2 + 5 + 5);
   TU_ASSERT_CONTAINS(tr_out, "[rank 0] dist: allreduce of bucket 0 (");
-  TU_ASSERT_CONTAINS(tr_out, ") did not complete within 3.0 s: a peer rank is gone or stuck; "
-                             "aborting the job");
-  TU_ASSERT_CONTAINS(tr_out, "[rank 0] dist: no answer within 2.0 s from rank 1 (gone, stuck "
-                             "outside the collective, or unreachable)");
+  TU_ASSERT_CONTAINS(tr_out,
+                     ") did not complete within 3.0 s: a peer rank is gone or stuck; "
+                     "aborting the job");
+  TU_ASSERT_CONTAINS(tr_out,
+                     "[rank 0] dist: no answer within 2.0 s from rank 1 (gone, stuck "
+                     "outside the collective, or unreachable)");
   CU_ASSERT(tr_leftover(dir, 5) == 0);
   char path[4300];
   snprintf(path, sizeof path, "%s/checkpoints", dir);
@@ -205,8 +207,7 @@ static void test_killed_writing_checkpoint(void) {
  * case is marked skipped, with the reason. */
 static int can_mount(const char *dir) {
   int rc = tr_run("unshare -m sh -c 'mount -t tmpfs -o size=64k none %s'", dir);
-  if (rc != 0)
-    tu_skip("no private mount namespace (needs root or CAP_SYS_ADMIN): %s", tr_out);
+  if (rc != 0) tu_skip("no private mount namespace (needs root or CAP_SYS_ADMIN): %s", tr_out);
   return rc == 0;
 }
 
@@ -239,10 +240,11 @@ static void test_checkpoint_dir_read_only(void) {
   tr_ckpt(dir, 10, ck, sizeof ck);
   snprintf(copy, sizeof copy, "%s/step-10-copy.h5", dir);
   CU_ASSERT_FATAL(tr_run("cp %s %s", ck, copy) == 0);
-  int rc = tr_run("unshare -m sh -c 'mount --bind %s/checkpoints %s/checkpoints && "
-                  "mount -o remount,bind,ro %s/checkpoints && "
-                  "%s %s/configs/debug.yaml --set run.dir=%s " SET "'",
-                  dir, dir, dir, tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, dir);
+  int rc = tr_run(
+      "unshare -m sh -c 'mount --bind %s/checkpoints %s/checkpoints && "
+      "mount -o remount,bind,ro %s/checkpoints && "
+      "%s %s/configs/debug.yaml --set run.dir=%s " SET "'",
+      dir, dir, dir, tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, dir);
   CU_ASSERT(rc == 1);
   TU_ASSERT_CONTAINS(tr_out, "checkpoints is not writable: Read-only file system");
   CU_ASSERT(tr_metric_lines(dir) == lines);
@@ -260,14 +262,16 @@ static void test_disk_full(void) {
   mkdir(ck, 0777);
   mkdir(copy, 0777);
   if (!can_mount(ck)) return;
-  int rc = tr_run("unshare -m sh -c 'mount -t tmpfs -o size=2800k none %s && "
-                  TR_MPI2 " %s %s/configs/debug.yaml --set run.dir=%s --set checkpoint.dir=%s "
-                  SET "; echo status=$?; ls %s; cp -a %s/. %s/'",
+  int rc = tr_run("unshare -m sh -c 'mount -t tmpfs -o size=2800k none %s && " TR_MPI2
+                  " %s %s/configs/debug.yaml --set run.dir=%s --set checkpoint.dir=%s " SET
+                  "; echo status=$?; ls %s; cp -a %s/. %s/'",
                   ck, tu_bin("alexnet-train"), ALEXNET_SOURCE_DIR, dir, ck, ck, ck, copy);
   CU_ASSERT(rc == 0);
   TU_ASSERT_CONTAINS(tr_out, "status=1\n");
-  snprintf(path, sizeof path, "checkpoint %s/step-00000014.h5: writing %s/step-00000014.h5.tmp "
-           "failed", ck, ck);
+  snprintf(path, sizeof path,
+           "checkpoint %s/step-00000014.h5: writing %s/step-00000014.h5.tmp "
+           "failed",
+           ck, ck);
   TU_ASSERT_CONTAINS(tr_out, path);
   TU_ASSERT_CONTAINS(tr_out, "(No space left on device); the previous checkpoint is kept");
   CU_ASSERT(strstr(tr_out, ".tmp\n") == NULL); /* the partial file was removed */
@@ -302,8 +306,9 @@ static void non_finite(const char *name, const char *hook, const char *what) {
   CU_ASSERT(rc != 0);
   CU_ASSERT(tr_now() - t0 < TIMEOUT_S + 20);
   TU_ASSERT_CONTAINS(tr_out, what);
-  TU_ASSERT_CONTAINS(tr_out, "stopped before the update reached the weights (the last "
-                             "checkpoint is ");
+  TU_ASSERT_CONTAINS(tr_out,
+                     "stopped before the update reached the weights (the last "
+                     "checkpoint is ");
   TU_ASSERT_CONTAINS(tr_out, "step-00000005.h5)");
   CU_ASSERT(tr_leftover(dir, 5) == 0);
   snprintf(a, sizeof a, "%s/checkpoints", dir);
@@ -321,8 +326,9 @@ static void test_non_finite_loss(void) {
 static void test_non_finite_gradient(void) {
   /* A NaN pixel: ReLU drops it in forward (the loss stays finite), but the
    * first convolution's weight gradient takes it. */
-  non_finite("faults_nan_grad", "", "alexnet-train: rank 1: non-finite gradient at step 7 in "
-                                    "layer features.0;");
+  non_finite("faults_nan_grad", "",
+             "alexnet-train: rank 1: non-finite gradient at step 7 in "
+             "layer features.0;");
 }
 
 /* Auto-resume that finds only broken checkpoints names them and starts
@@ -379,8 +385,10 @@ static void test_dataset_truncated(void) {
   CU_ASSERT(rc > 0);
   CU_ASSERT(took < TIMEOUT_S);
   char want[4400];
-  snprintf(want, sizeof want, "%s: the file was truncated (%lld bytes, %lld at open) when "
-           "reading sample ", data, (long long)(st.st_size / 3), (long long)st.st_size);
+  snprintf(want, sizeof want,
+           "%s: the file was truncated (%lld bytes, %lld at open) when "
+           "reading sample ",
+           data, (long long)(st.st_size / 3), (long long)st.st_size);
   TU_ASSERT_CONTAINS(tr_out, want);
   TU_ASSERT_CONTAINS(tr_out, "alexnet-train: rank ");
   TU_ASSERT_CONTAINS(tr_out, "(the last checkpoint is ");
@@ -433,21 +441,19 @@ static void test_mpi_over_tcp(void) {
 
 int main(void) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  tu_add_suite("faults", (tu_test[]){{"a rank killed mid-run", test_rank_killed},
-                                     {"a rank stuck mid-run", test_rank_stuck},
-                                     {"killed while writing a checkpoint",
-                                      test_killed_writing_checkpoint},
-                                     {"checkpoint directory under a file",
-                                      test_checkpoint_dir_under_file},
-                                     {"checkpoint directory read-only",
-                                      test_checkpoint_dir_read_only},
-                                     {"disk full while writing a checkpoint", test_disk_full},
-                                     {"non-finite loss on one rank", test_non_finite_loss},
-                                     {"non-finite gradient on one rank", test_non_finite_gradient},
-                                     {"only broken checkpoints", test_only_broken_checkpoints},
-                                     {"dataset truncated mid-epoch", test_dataset_truncated},
-                                     {"dataset deleted mid-epoch", test_dataset_deleted},
-                                     {"MPI over TCP", test_mpi_over_tcp},
-                                     {NULL, NULL}});
+  tu_add_suite("faults",
+               (tu_test[]){{"a rank killed mid-run", test_rank_killed},
+                           {"a rank stuck mid-run", test_rank_stuck},
+                           {"killed while writing a checkpoint", test_killed_writing_checkpoint},
+                           {"checkpoint directory under a file", test_checkpoint_dir_under_file},
+                           {"checkpoint directory read-only", test_checkpoint_dir_read_only},
+                           {"disk full while writing a checkpoint", test_disk_full},
+                           {"non-finite loss on one rank", test_non_finite_loss},
+                           {"non-finite gradient on one rank", test_non_finite_gradient},
+                           {"only broken checkpoints", test_only_broken_checkpoints},
+                           {"dataset truncated mid-epoch", test_dataset_truncated},
+                           {"dataset deleted mid-epoch", test_dataset_deleted},
+                           {"MPI over TCP", test_mpi_over_tcp},
+                           {NULL, NULL}});
   return tu_run_all();
 }

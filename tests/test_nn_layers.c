@@ -102,9 +102,20 @@ static double dot(const double *a, const double *b, size_t n) {
 
 static nn_conv_geom make_conv(int c, int h, int w, int o, int kh, int kw, int sh, int sw, int pt,
                               int pb, int pl, int pr, int groups) {
-  nn_conv_geom g = {
-      c,  h,  w,  o,     (h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1, kh, kw, sh,
-      sw, pt, pl, groups, NN_BF16_FP32};
+  nn_conv_geom g = {c,
+                    h,
+                    w,
+                    o,
+                    (h + pt + pb - kh) / sh + 1,
+                    (w + pl + pr - kw) / sw + 1,
+                    kh,
+                    kw,
+                    sh,
+                    sw,
+                    pt,
+                    pl,
+                    groups,
+                    NN_BF16_FP32};
   return g;
 }
 

@@ -49,18 +49,19 @@ static void test_debug_learns(void) {
   int val = 0;
   int n = train_losses(dir, &first, &last, &val);
   CU_ASSERT(n >= 5);
-  CU_ASSERT(val >= 3); /* every epoch and at the end */
-  CU_ASSERT(first > 1.2);           /* about ln 4 at the start */
-  CU_ASSERT(last < 0.6 * first);    /* and learning */
+  CU_ASSERT(val >= 3);           /* every epoch and at the end */
+  CU_ASSERT(first > 1.2);        /* about ln 4 at the start */
+  CU_ASSERT(last < 0.6 * first); /* and learning */
   char path[4200];
   snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
   FILE *f = fopen(path, "r");
   char line[4096] = "";
   CU_ASSERT_FATAL(f != NULL && fgets(line, sizeof line, f) != NULL);
   fclose(f);
-  const char *keys[] = {"\"step\":", "\"epoch\":", "\"split\":\"train\"", "\"loss\":", "\"lr\":",
-                        "\"images_per_sec\":", "\"data_ms\":", "\"forward_ms\":",
-                        "\"backward_ms\":", "\"comm_ms\":", "\"update_ms\":"};
+  const char *keys[] = {"\"step\":",    "\"epoch\":",      "\"split\":\"train\"",
+                        "\"loss\":",    "\"lr\":",         "\"images_per_sec\":",
+                        "\"data_ms\":", "\"forward_ms\":", "\"backward_ms\":",
+                        "\"comm_ms\":", "\"update_ms\":"};
   for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) TU_ASSERT_CONTAINS(line, keys[k]);
 }
 
@@ -135,10 +136,10 @@ static void test_resume_exact(void) {
 /* Batch norm and LARS (issue 13): the debug net with a batch norm after each
  * conv and the hidden linear layer, kaiming init, LARS with the debug
  * config's warmup and cosine schedule. */
-#define BN_LARS                                                                                \
-  "--set 'model.features=[{conv: {out: 16, kernel: 5, padding: 2}}, batchnorm, relu, "         \
-  "{maxpool: 2}, {conv: {out: 32, kernel: 3, padding: 1}}, batchnorm, relu, {maxpool: 2}]' "   \
-  "--set 'model.classifier=[{dropout: 0.25}, {linear: 64}, batchnorm, relu, {linear: 4}]' "    \
+#define BN_LARS                                                                              \
+  "--set 'model.features=[{conv: {out: 16, kernel: 5, padding: 2}}, batchnorm, relu, "       \
+  "{maxpool: 2}, {conv: {out: 32, kernel: 3, padding: 1}}, batchnorm, relu, {maxpool: 2}]' " \
+  "--set 'model.classifier=[{dropout: 0.25}, {linear: 64}, batchnorm, relu, {linear: 4}]' "  \
   "--set model.weight_init=kaiming --set optimizer.type=lars --set optimizer.lr=1 "
 
 /* Interrupted and resumed = never interrupted, running statistics and LARS
@@ -199,8 +200,7 @@ static void test_bf16_learns_and_resumes(void) {
 static void test_kaiming_init_applied(void) {
   char dir[4200], path[4300];
   snprintf(dir, sizeof dir, "%s", tu_scratch_dir("train_kaiming"));
-  CU_ASSERT_FATAL(train("", dir, BN_LARS "--set optimizer.lr=1e-12 --set train.max_steps=1") ==
-                  0);
+  CU_ASSERT_FATAL(train("", dir, BN_LARS "--set optimizer.lr=1e-12 --set train.max_steps=1") == 0);
   snprintf(path, sizeof path, "%s/checkpoints/step-00000001.h5", dir);
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   CU_ASSERT_FATAL(f >= 0);
@@ -288,20 +288,17 @@ static void test_nan_stops(void) {
 }
 
 int main(void) {
-  tu_add_suite("alexnet-train", (tu_test[]){{"debug config learns", test_debug_learns},
-                                            {"config errors", test_config_errors},
-                                            {"1 and 2 ranks agree", test_ranks_agree},
-                                            {"resume is exact", test_resume_exact},
-                                            {"bf16 learns and resumes exactly",
-                                             test_bf16_learns_and_resumes},
-                                            {"batch norm + LARS: resume is exact",
-                                             test_bn_lars_resume_exact},
-                                            {"weight_init kaiming reaches the trainer",
-                                             test_kaiming_init_applied},
-                                            {"sync batch norm: 1 and 2 ranks agree",
-                                             test_sync_bn_ranks_agree},
-                                            {"SIGTERM checkpoints", test_sigterm},
-                                            {"NaN stops the job", test_nan_stops},
-                                            {NULL, NULL}});
+  tu_add_suite("alexnet-train",
+               (tu_test[]){{"debug config learns", test_debug_learns},
+                           {"config errors", test_config_errors},
+                           {"1 and 2 ranks agree", test_ranks_agree},
+                           {"resume is exact", test_resume_exact},
+                           {"bf16 learns and resumes exactly", test_bf16_learns_and_resumes},
+                           {"batch norm + LARS: resume is exact", test_bn_lars_resume_exact},
+                           {"weight_init kaiming reaches the trainer", test_kaiming_init_applied},
+                           {"sync batch norm: 1 and 2 ranks agree", test_sync_bn_ranks_agree},
+                           {"SIGTERM checkpoints", test_sigterm},
+                           {"NaN stops the job", test_nan_stops},
+                           {NULL, NULL}});
   return tu_run_all();
 }

@@ -16,7 +16,8 @@ static char out[1 << 16];
 static void test_imagenet_8_ranks(void) {
   const char *dir = tu_scratch_dir("train_imagenet");
   char cmd[8192];
-  snprintf(cmd, sizeof cmd, "%s synthetic --n 256 --size 256 --classes 1000 --seed 1 -o %s/train.h5",
+  snprintf(cmd, sizeof cmd,
+           "%s synthetic --n 256 --size 256 --classes 1000 --seed 1 -o %s/train.h5",
            tu_bin("alexnet-convert"), dir);
   CU_ASSERT_FATAL(tu_run_cmd(cmd, out, sizeof out) == 0);
   snprintf(cmd, sizeof cmd,

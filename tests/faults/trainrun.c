@@ -32,8 +32,8 @@ static void nap_ms(int ms) {
 
 static void train_cmd(const char *launcher, const char *dir, const char *extra, char *cmd,
                       size_t len) {
-  const char *bin = launcher && strstr(launcher, "ALEXNET_TEST_") ? "alexnet-train-hooked"
-                                                                   : "alexnet-train";
+  const char *bin =
+      launcher && strstr(launcher, "ALEXNET_TEST_") ? "alexnet-train-hooked" : "alexnet-train";
   snprintf(cmd, len, "%s %s %s/configs/debug.yaml --set run.dir=%s %s", launcher ? launcher : "",
            tu_bin(bin), ALEXNET_SOURCE_DIR, dir, extra ? extra : "");
 }
@@ -67,8 +67,9 @@ void tr_train_bg(const char *launcher, const char *dir, const char *extra) {
   char cmd[8192], bg[9000];
   train_cmd(launcher, dir, extra, cmd, sizeof cmd);
   /* The status goes to a temporary name first, so a reader never sees it empty. */
-  snprintf(bg, sizeof bg, "( %s > %s/log.txt 2>&1; echo $? > %s/status.tmp; mv %s/status.tmp %s/status ) &",
-           cmd, dir, dir, dir, dir);
+  snprintf(bg, sizeof bg,
+           "( %s > %s/log.txt 2>&1; echo $? > %s/status.tmp; mv %s/status.tmp %s/status ) &", cmd,
+           dir, dir, dir, dir);
   if (system(bg) != 0) fprintf(stderr, "\ncannot start: %s\n", bg);
 }
 

@@ -87,8 +87,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     err[0] = '\0';
     if (cfg_model_specs(&c, &specs, &count, &input, err, sizeof err) == 0) {
       FUZZ_CHECK(count > 0 && specs != NULL, "a valid model with %d layers", count);
-      FUZZ_CHECK(input.c >= 1 && input.h >= 1 && input.w >= 1, "input %dx%dx%d", input.c,
-                 input.h, input.w);
+      FUZZ_CHECK(input.c >= 1 && input.h >= 1 && input.w >= 1, "input %dx%dx%d", input.c, input.h,
+                 input.w);
     } else {
       FUZZ_CHECK(err[0] != '\0', "cfg_model_specs failed without a message");
     }

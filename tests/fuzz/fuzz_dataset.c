@@ -35,19 +35,30 @@ typedef struct {
   size_t n, at;
 } reader;
 
-static unsigned byte(reader *r) { return r->at < r->n ? r->p[r->at++] : 0; }
+static unsigned byte(reader *r) {
+  return r->at < r->n ? r->p[r->at++] : 0;
+}
 
 /* An integer from a small menu of interesting values, or from the input. */
 static long long pick_int(reader *r, long long usual) {
   switch (byte(r) % 8) {
-    case 0: return usual;
-    case 1: return 0;
-    case 2: return -1 - (long long)(byte(r) % 4);
-    case 3: return (long long)(byte(r) % 16);
-    case 4: return 2147483647LL;
-    case 5: return (long long)((uint32_t)byte(r) << 24 | (uint32_t)byte(r) << 16 | byte(r) << 8 | byte(r));
-    case 6: return usual + 1;
-    default: return usual;
+    case 0:
+      return usual;
+    case 1:
+      return 0;
+    case 2:
+      return -1 - (long long)(byte(r) % 4);
+    case 3:
+      return (long long)(byte(r) % 16);
+    case 4:
+      return 2147483647LL;
+    case 5:
+      return (long long)((uint32_t)byte(r) << 24 | (uint32_t)byte(r) << 16 | byte(r) << 8 |
+                         byte(r));
+    case 6:
+      return usual + 1;
+    default:
+      return usual;
   }
 }
 
@@ -139,7 +150,7 @@ static void put_labels(hid_t f, reader *r, hid_t type, int rank, hsize_t n, long
 
 static void put_classes(hid_t f, reader *r, unsigned how, hsize_t n) {
   if (n > 4096) return;
-  char (*names)[16] = calloc((size_t)(n ? n : 1), 16);
+  char(*names)[16] = calloc((size_t)(n ? n : 1), 16);
   const char **ptrs = calloc((size_t)(n ? n : 1), sizeof *ptrs);
   if (!names || !ptrs) {
     free(names);
@@ -170,7 +181,8 @@ static void put_classes(hid_t f, reader *r, unsigned how, hsize_t n) {
       if (ids) H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids);
       free(ids);
     } else if (n) {
-      H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, how == 2 ? (const void *)names : (const void *)ptrs);
+      H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+               how == 2 ? (const void *)names : (const void *)ptrs);
     }
     H5Dclose(d);
   }
@@ -187,16 +199,25 @@ static void put_stat(hid_t f, reader *r, const char *name, int channels, float u
   for (int i = 0; i < 4; i++) v[i] = how < 4 ? usual : pick_float(r, usual);
   int count = channels >= 1 && channels <= 4 ? channels : 3;
   switch (how) {
-    case 0: return; /* absent */
-    case 1: put_attr(f, name, H5T_NATIVE_DOUBLE, 0, &(double){0.5}); return;
-    case 2: put_string_attr(f, name, "0.5", 1); return;
-    case 3: put_attr(f, name, H5T_NATIVE_FLOAT, (hsize_t)(byte(r) % 5), v); return;
+    case 0:
+      return; /* absent */
+    case 1:
+      put_attr(f, name, H5T_NATIVE_DOUBLE, 0, &(double){0.5});
+      return;
+    case 2:
+      put_string_attr(f, name, "0.5", 1);
+      return;
+    case 3:
+      put_attr(f, name, H5T_NATIVE_FLOAT, (hsize_t)(byte(r) % 5), v);
+      return;
     case 4: {
       int iv[4] = {1, 1, 1, 1};
       put_attr(f, name, H5T_NATIVE_INT, (hsize_t)count, iv);
       return;
     }
-    default: put_attr(f, name, H5T_NATIVE_FLOAT, (hsize_t)count, v); return;
+    default:
+      put_attr(f, name, H5T_NATIVE_FLOAT, (hsize_t)count, v);
+      return;
   }
 }
 
@@ -206,26 +227,53 @@ static void make_file(const char *path, reader *r) {
   if (f < 0) return;
   char s[16];
   switch (byte(r) % 6) { /* format */
-    case 0: break;
-    case 1: put_string_attr(f, "format", "alexnet-hdf5", 1); break;
-    case 2: pick_string(r, s); put_string_attr(f, "format", s, byte(r) % 2); break;
-    case 3: put_attr(f, "format", H5T_NATIVE_INT, 0, &(int){1}); break;
-    default: put_string_attr(f, "format", "alexnet-hdf5", 0); break;
+    case 0:
+      break;
+    case 1:
+      put_string_attr(f, "format", "alexnet-hdf5", 1);
+      break;
+    case 2:
+      pick_string(r, s);
+      put_string_attr(f, "format", s, byte(r) % 2);
+      break;
+    case 3:
+      put_attr(f, "format", H5T_NATIVE_INT, 0, &(int){1});
+      break;
+    default:
+      put_string_attr(f, "format", "alexnet-hdf5", 0);
+      break;
   }
   switch (byte(r) % 6) { /* version */
-    case 0: break;
-    case 1: put_attr(f, "version", H5T_NATIVE_DOUBLE, 0, &(double){1.0}); break;
-    case 2: put_string_attr(f, "version", "1", 0); break;
-    case 3: put_attr(f, "version", H5T_NATIVE_LLONG, 0, &(long long){pick_int(r, 1)}); break;
-    case 4: put_attr(f, "version", H5T_NATIVE_INT, 2, (int[]){1, 1}); break;
-    default: put_attr(f, "version", H5T_STD_U8LE, 0, &(uint8_t){1}); break;
+    case 0:
+      break;
+    case 1:
+      put_attr(f, "version", H5T_NATIVE_DOUBLE, 0, &(double){1.0});
+      break;
+    case 2:
+      put_string_attr(f, "version", "1", 0);
+      break;
+    case 3:
+      put_attr(f, "version", H5T_NATIVE_LLONG, 0, &(long long){pick_int(r, 1)});
+      break;
+    case 4:
+      put_attr(f, "version", H5T_NATIVE_INT, 2, (int[]){1, 1});
+      break;
+    default:
+      put_attr(f, "version", H5T_STD_U8LE, 0, &(uint8_t){1});
+      break;
   }
   long long classes = 1 + byte(r) % 8;
   switch (byte(r) % 6) { /* num_classes */
-    case 0: break;
-    case 1: put_attr(f, "num_classes", H5T_NATIVE_FLOAT, 0, &(float){(float)classes}); break;
-    case 2: classes = pick_int(r, classes); /* fall through */
-    default: put_attr(f, "num_classes", H5T_NATIVE_LLONG, 0, &classes); break;
+    case 0:
+      break;
+    case 1:
+      put_attr(f, "num_classes", H5T_NATIVE_FLOAT, 0, &(float){(float)classes});
+      break;
+    case 2:
+      classes = pick_int(r, classes); /* fall through */
+    default:
+      put_attr(f, "num_classes", H5T_NATIVE_LLONG, 0, &classes);
+      break;
   }
   /* /images: (N, H, W, C) uint8 mostly */
   hsize_t n = (hsize_t)(byte(r) % 24);
@@ -250,10 +298,11 @@ static void make_file(const char *path, reader *r) {
   unsigned labels = byte(r) % 10;
   if (labels == 1) nl = n + 1;
   if (labels == 2 && n > 0) nl = n - 1;
-  hid_t ltypes[6] = {H5T_STD_I32LE, H5T_STD_I64LE, H5T_STD_U8LE, H5T_IEEE_F32LE, H5T_STD_I32BE,
-                     H5T_STD_I16LE};
-  if (labels != 3) put_labels(f, r, labels >= 6 ? ltypes[byte(r) % 6] : H5T_STD_I32LE,
-                              labels == 4 ? 2 : 1, nl, classes);
+  hid_t ltypes[6] = {H5T_STD_I32LE,  H5T_STD_I64LE, H5T_STD_U8LE,
+                     H5T_IEEE_F32LE, H5T_STD_I32BE, H5T_STD_I16LE};
+  if (labels != 3)
+    put_labels(f, r, labels >= 6 ? ltypes[byte(r) % 6] : H5T_STD_I32LE, labels == 4 ? 2 : 1, nl,
+               classes);
   /* /classes */
   unsigned how = byte(r) % 8;
   hsize_t nc = classes > 0 && classes < 64 ? (hsize_t)classes : 3;
@@ -276,8 +325,8 @@ static void check_open(data_dataset *ds, const char *path, reader *r) {
     FUZZ_CHECK(ds->labels[i] >= 0 && ds->labels[i] < ds->num_classes, "label %lld = %d",
                (long long)i, ds->labels[i]);
   for (int c = 0; c < ds->c; c++)
-    FUZZ_CHECK(isfinite(ds->mean[c]) && isfinite(ds->std[c]) && ds->std[c] > 0,
-               "mean %g std %g", (double)ds->mean[c], (double)ds->std[c]);
+    FUZZ_CHECK(isfinite(ds->mean[c]) && isfinite(ds->std[c]) && ds->std[c] > 0, "mean %g std %g",
+               (double)ds->mean[c], (double)ds->std[c]);
   uint8_t *img = malloc((size_t)ds->h * ds->w * ds->c);
   FUZZ_CHECK(img != NULL, "out of memory");
   int64_t probe[3] = {0, ds->n - 1, ds->n / 2};
@@ -319,8 +368,7 @@ static void check_open(data_dataset *ds, const char *path, reader *r) {
     FUZZ_CHECK(got >= 0, "next: %s", err);
     if (got == 0) break;
     for (int i = 0; i < b.count; i++)
-      FUZZ_CHECK(b.labels[i] >= 0 && b.labels[i] < ds->num_classes, "batch label %d",
-                 b.labels[i]);
+      FUZZ_CHECK(b.labels[i] >= 0 && b.labels[i] < ds->num_classes, "batch label %d", b.labels[i]);
   }
   data_loader_close(ld);
 }

@@ -30,8 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     data_image_free(&img);
     return 0;
   }
-  FUZZ_CHECK(img.w >= 1 && img.h >= 1 && img.c == 3 && img.pixels != NULL,
-             "decoded %dx%dx%d", img.w, img.h, img.c);
+  FUZZ_CHECK(img.w >= 1 && img.h >= 1 && img.c == 3 && img.pixels != NULL, "decoded %dx%dx%d",
+             img.w, img.h, img.c);
   FUZZ_CHECK((long long)img.w * img.h <= (1ll << 28), "decoded %dx%d", img.w, img.h);
   if (img.full_w > 0) {
     FUZZ_CHECK(img.scale > 0 && img.scale <= 1 && img.full_h > 0, "scale %g of %dx%d", img.scale,

@@ -14,9 +14,9 @@
  * verbose basic mode does plus a third outcome, SKIPPED (tu_skip), which
  * CUnit does not know and would count as passed. */
 static struct {
-  int quiet;               /* print failures only (ranks other than 0) */
-  int rank;                /* for the quiet mode's lines */
-  char why[1024];          /* the running case's skip reason, "" if none */
+  int quiet;      /* print failures only (ranks other than 0) */
+  int rank;       /* for the quiet mode's lines */
+  char why[1024]; /* the running case's skip reason, "" if none */
   unsigned passed, failed, skipped, setups_failed;
   char skipped_list[8192]; /* one "suite: case: why" line per skip */
   size_t skipped_len;
@@ -51,8 +51,8 @@ static void on_test_complete(const CU_pTest test, const CU_pSuite suite,
     printf("FAILED\n");
     int k = 1;
     for (CU_pFailureRecord f = failure; f && f->pTest == test; f = f->pNext)
-      printf("    %d. %s:%u  - %s\n", k++, f->strFileName ? f->strFileName : "",
-             f->uiLineNumber, f->strCondition ? f->strCondition : "");
+      printf("    %d. %s:%u  - %s\n", k++, f->strFileName ? f->strFileName : "", f->uiLineNumber,
+             f->strCondition ? f->strCondition : "");
   } else if (run.why[0]) {
     run.skipped++;
     if (!run.quiet) printf("SKIPPED: %s\n", run.why);
@@ -109,10 +109,11 @@ static int run_registry(int quiet, int rank) {
   /* Assertions outside any case (in a set-up) count too. */
   CU_pRunSummary sum = CU_get_run_summary();
   if (!quiet) {
-    printf("\nRun summary: %u case(s): %u passed, %u FAILED, %u SKIPPED; %u suite set-up(s) "
-           "failed; %u asserts, %u failed; %.3f s\n",
-           run.passed + run.failed + run.skipped, run.passed, run.failed, run.skipped,
-           run.setups_failed, sum->nAsserts, sum->nAssertsFailed, sum->ElapsedTime);
+    printf(
+        "\nRun summary: %u case(s): %u passed, %u FAILED, %u SKIPPED; %u suite set-up(s) "
+        "failed; %u asserts, %u failed; %.3f s\n",
+        run.passed + run.failed + run.skipped, run.passed, run.failed, run.skipped,
+        run.setups_failed, sum->nAsserts, sum->nAssertsFailed, sum->ElapsedTime);
     if (run.skipped)
       printf("SKIPPED (not passed; exit status %d unless something failed):\n%s", TU_SKIPPED,
              run.skipped_list);

@@ -7,9 +7,9 @@
 #define TESTUTIL_H
 
 #include <CUnit/Basic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <stddef.h>
 
 /* Exit status of a test executable whose only "failures" were skips; ctest
  * reports it as skipped (SKIP_RETURN_CODE 77, tests/CMakeLists.txt). */
@@ -49,10 +49,10 @@ void tu_add_suite_with(const char *name, int (*setup)(void), int (*teardown)(voi
  * it and the executable exits TU_SKIPPED unless something failed. The case
  * should return right after (TU_SKIP does both). */
 void tu_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-#define TU_SKIP(...)       \
-  do {                     \
-    tu_skip(__VA_ARGS__);  \
-    return;                \
+#define TU_SKIP(...)      \
+  do {                    \
+    tu_skip(__VA_ARGS__); \
+    return;               \
   } while (0)
 
 /* A fresh, empty directory under the build's test-tmp named after `name`
@@ -76,12 +76,12 @@ const char *tu_bin(const char *name);
 double tu_max_rel_err(const float *a, const float *b, size_t n, double floor, size_t *where);
 
 /* Asserts that haystack contains needle; prints both when it does not. */
-#define TU_ASSERT_CONTAINS(haystack, needle)                                              \
-  do {                                                                                    \
-    int tu_found_ = strstr((haystack), (needle)) != NULL;                                 \
-    if (!tu_found_)                                                                       \
-      fprintf(stderr, "\n  expected to find \"%s\" in:\n%s\n", (needle), (haystack));     \
-    CU_ASSERT(tu_found_);                                                                 \
+#define TU_ASSERT_CONTAINS(haystack, needle)                                          \
+  do {                                                                                \
+    int tu_found_ = strstr((haystack), (needle)) != NULL;                             \
+    if (!tu_found_)                                                                   \
+      fprintf(stderr, "\n  expected to find \"%s\" in:\n%s\n", (needle), (haystack)); \
+    CU_ASSERT(tu_found_);                                                             \
   } while (0)
 
 #endif
