@@ -423,20 +423,23 @@ static void test_dataset_deleted(void) {
 
 /* ------------------------------------------------------------------------ */
 
-/* A network path that is not shared memory: 1 rank and 2 ranks over TCP
- * (dropout off, the same global batches) reach the same weights. */
+/* A network path that is not shared memory: 2 ranks over TCP reach the same
+ * weights as 2 ranks over shared memory, bitwise. With two ranks every
+ * element of the average is a + b (or b + a, the same float), whichever
+ * algorithm the transport picks, so any difference is a transport defect.
+ * (1 rank against 2 is test_train.c's "1 and 2 ranks agree": over 16 steps
+ * that comparison is not bounded, because once the debug net's loss nears 0
+ * a rounding difference can flip a max-pool choice and jump by 1e-3.) */
 static void test_mpi_over_tcp(void) {
-  char one[4200], two[4200], a[4300], b[4300];
-  scratch("faults_tcp_1", one, sizeof one);
-  scratch("faults_tcp_2", two, sizeof two);
-  const char *set = "--set model.dropout=0 --set train.max_steps=16 --set dist.timeout_s=10";
-  CU_ASSERT_FATAL(tr_train("", one, set) == 0);
-  CU_ASSERT_FATAL(tr_train(TR_MPI2 " --mca btl self,tcp", two, set) == 0);
-  tr_ckpt(one, 16, a, sizeof a);
-  tr_ckpt(two, 16, b, sizeof b);
-  double e = tr_ckpt_diff(a, b, NULL);
-  fprintf(stderr, " [1 rank vs 2 over TCP: max rel diff %.3g] ", e);
-  CU_ASSERT(e < 1e-4);
+  char shm[4200], tcp[4200], a[4300], b[4300];
+  scratch("faults_tcp_shm", shm, sizeof shm);
+  scratch("faults_tcp_tcp", tcp, sizeof tcp);
+  const char *set = "--set train.max_steps=16 --set dist.timeout_s=10";
+  CU_ASSERT_FATAL(tr_train(TR_MPI2 " --mca btl self,vader", shm, set) == 0);
+  CU_ASSERT_FATAL(tr_train(TR_MPI2 " --mca btl self,tcp", tcp, set) == 0);
+  tr_ckpt(shm, 16, a, sizeof a);
+  tr_ckpt(tcp, 16, b, sizeof b);
+  CU_ASSERT(tr_ckpt_same(a, b));
 }
 
 int main(void) {

@@ -217,7 +217,13 @@ static void test_kaiming_init_applied(void) {
   CU_ASSERT(fabs(sd / want - 1) < 0.1);
 }
 
-/* Synchronized batch norm on 2 ranks = 1 rank; per-rank statistics differ. */
+/* Synchronized batch norm on 2 ranks = 1 rank; per-rank statistics differ.
+ * Compared relative to max(|w|, 1e-2), not 1e-3: a conv bias followed by
+ * batch norm has a gradient of exactly 0 in exact arithmetic, so it holds
+ * only rounding noise (about 1e-8 after 3 LARS steps at lr 1, from sums in
+ * another order), and so do the smallest batch-norm shifts; against a floor
+ * of 1e-3 that noise alone reads as 1.3e-5 (measured on an AMD EPYC Zen 3),
+ * while every weight, scale and running statistic agrees to 1.2e-7. */
 static void test_sync_bn_ranks_agree(void) {
   char a_dir[4200], b_dir[4200], c_dir[4200], pa[4300], pb[4300];
   snprintf(a_dir, sizeof a_dir, "%s", tu_scratch_dir("train_syncbn_1"));
@@ -231,9 +237,9 @@ static void test_sync_bn_ranks_agree(void) {
   CU_ASSERT_FATAL(train(MPI2, c_dir, set) == 0);
   tr_ckpt(a_dir, 3, pa, sizeof pa);
   tr_ckpt(b_dir, 3, pb, sizeof pb);
-  double e = tr_ckpt_diff(pa, pb, NULL);
+  double e = tr_ckpt_diff_floor(pa, pb, 1e-2, NULL);
   tr_ckpt(c_dir, 3, pb, sizeof pb);
-  double local = tr_ckpt_diff(pa, pb, NULL);
+  double local = tr_ckpt_diff_floor(pa, pb, 1e-2, NULL);
   fprintf(stderr, " [1 rank vs 2 synchronized: %.3g; vs 2 per-rank: %.3g] ", e, local);
   CU_ASSERT(e < 1e-5);
   CU_ASSERT(local > 1e-3);

@@ -254,6 +254,10 @@ int tr_ckpt_valid(const char *path, char *err, size_t errlen) {
 }
 
 double tr_ckpt_diff(const char *a, const char *b, int *bitwise) {
+  return tr_ckpt_diff_floor(a, b, 1e-3, bitwise);
+}
+
+double tr_ckpt_diff_floor(const char *a, const char *b, double floor, int *bitwise) {
   nn_net na, nb;
   float *ma, *mb;
   char err[4600];
@@ -271,8 +275,8 @@ double tr_ckpt_diff(const char *a, const char *b, int *bitwise) {
   double worst = INFINITY;
   if (na.num_params == nb.num_params) {
     size_t n = na.num_params;
-    double ew = tu_max_rel_err(na.params, nb.params, n, 1e-3, NULL);
-    double em = tu_max_rel_err(ma, mb, n, 1e-3, NULL);
+    double ew = tu_max_rel_err(na.params, nb.params, n, floor, NULL);
+    double em = tu_max_rel_err(ma, mb, n, floor, NULL);
     worst = ew > em ? ew : em;
     if (bitwise)
       *bitwise = memcmp(na.params, nb.params, n * sizeof(float)) == 0 &&
@@ -280,7 +284,7 @@ double tr_ckpt_diff(const char *a, const char *b, int *bitwise) {
     /* Batch norm's running statistics are part of the model too. */
     size_t nbuf = na.num_buffers;
     if (nbuf && nbuf == nb.num_buffers) {
-      double eb = tu_max_rel_err(na.buffers, nb.buffers, nbuf, 1e-3, NULL);
+      double eb = tu_max_rel_err(na.buffers, nb.buffers, nbuf, floor, NULL);
       if (eb > worst) worst = eb;
       if (bitwise && memcmp(na.buffers, nb.buffers, nbuf * sizeof(float)) != 0) *bitwise = 0;
     } else if (nbuf != nb.num_buffers) {

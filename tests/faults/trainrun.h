@@ -69,6 +69,8 @@ int tr_ckpt_valid(const char *path, char *err, size_t errlen);
  * two checkpoints; *bitwise (if not NULL) = 1 when they are identical.
  * INFINITY, with the reason printed, when either does not load. */
 double tr_ckpt_diff(const char *a, const char *b, int *bitwise);
+/* The same with another floor: |a - b| / max(|a|, floor) element by element. */
+double tr_ckpt_diff_floor(const char *a, const char *b, double floor, int *bitwise);
 /* 1 when both checkpoints load and their weights and momentum are bitwise
  * equal; else 0, printing why (and the largest difference). */
 int tr_ckpt_same(const char *a, const char *b);
