@@ -36,8 +36,9 @@ while [ ! -f "$run/checkpoints/step-00000004.h5" ] && [ $((SECONDS - waited)) -l
 done
 if [ ! -f "$run/checkpoints/step-00000004.h5" ]; then
   kill "$job" 2>/dev/null || true
-  wait "$job" || true
-  fail "no checkpoint of step 4 after $((SECONDS - waited)) s:"$'\n'"$(cat "$log")"
+  rc=0
+  wait "$job" || rc=$?
+  fail "no checkpoint of step 4 after $((SECONDS - waited)) s; the cluster exited with status $rc, printing:"$'\n'"$(cat "$log")"$'\n'"load: $(cat /proc/loadavg)"
   exit 1
 fi
 start=$SECONDS
