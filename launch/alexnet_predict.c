@@ -143,6 +143,127 @@ static int load_batch(char **images, int start, int end, nn_shape in, const ckpt
   return filled;
 }
 
+/* What main holds between its steps; everything is released by
+ * predictor_free, whatever the exit path. */
+typedef struct {
+  nn_net net;
+  ckpt_meta meta;
+  char **names; /* (classes) class names */
+  int classes, top, batch;
+  int conv_layers[MAX_CONVS], nconv; /* the convolutions whose maps are drawn */
+  float *x;                          /* (batch, C, H, W) normalized input */
+  uint8_t *rgb;                      /* (batch, H, W, 3) the images as resized */
+  double *probs;                     /* (classes) */
+  int *best;                         /* (top) */
+  int *which;                        /* (batch) the image of each row */
+  char *dirs;                        /* (images, DIRLEN) activation map folders, or NULL */
+} predictor;
+
+#define DIRLEN 4200
+
+static void predictor_free(predictor *p) {
+  free(p->x);
+  free(p->rgb);
+  free(p->probs);
+  free(p->best);
+  free(p->which);
+  free(p->dirs);
+  predict_free_names(p->names, p->classes);
+  ckpt_meta_free(&p->meta);
+  nn_net_free(&p->net);
+}
+
+/* Loads the network and class names of ckpt (labels: a file overriding the
+ * checkpoint's names) for batches of up to batch_max of nimages images, and
+ * allocates the batch buffers. top 0 becomes the default (5, or the class
+ * count). Returns 0, or the exit status after printing why not. */
+static int predictor_open(predictor *p, const char *ckpt, const char *labels, int top,
+                          int batch_max, int bf16, const char *maps, char **images, int nimages) {
+  char err[8192], used[4200];
+  if (predict_load_any(ckpt, &p->net, &p->meta, used, sizeof used, err, sizeof err) != 0) {
+    fprintf(stderr, "alexnet-predict: %s\n", err);
+    return 1;
+  }
+  const int classes = p->classes = p->net.num_classes;
+  if (top == 0) top = classes < 5 ? classes : 5;
+  if (top > classes) {
+    fprintf(stderr, "alexnet-predict: --top %d: the model has only %d classes\n", top, classes);
+    return 2;
+  }
+  p->top = top;
+  p->names = predict_class_names(labels, &p->meta, classes, err, sizeof err);
+  if (!p->names) {
+    fprintf(stderr, "alexnet-predict: %s\n", err);
+    return 1;
+  }
+  const int batch = p->batch = nimages < batch_max ? nimages : batch_max;
+  p->net.keep_outputs = 1; /* the activation maps read conv outputs after the forward */
+  if (bf16 && nn_bf16_select(&p->net.kernel, err, sizeof err) != 0) {
+    fprintf(stderr, "alexnet-predict: --precision bf16: %s\n", err);
+    return 1;
+  }
+  if (nn_net_alloc(&p->net, batch, 0, err, sizeof err) != 0) {
+    fprintf(stderr, "alexnet-predict: %s\n", err);
+    return 1;
+  }
+  p->net.training = 0;
+  p->net.no_grad = 1;
+  p->nconv = predict_conv_outputs(&p->net, p->conv_layers, MAX_CONVS);
+  if (p->nconv > MAX_CONVS) p->nconv = MAX_CONVS;
+  if (maps && p->nconv == 0) {
+    fprintf(stderr, "alexnet-predict: --activation-maps: the model has no convolution\n");
+    return 2;
+  }
+  nn_shape in = p->net.input;
+  p->x = malloc((size_t)batch * nn_shape_size(in) * sizeof(float));
+  p->rgb = malloc((size_t)batch * in.w * in.h * 3);
+  p->probs = malloc((size_t)classes * sizeof(double));
+  p->best = malloc((size_t)top * sizeof(int));
+  p->which = malloc((size_t)batch * sizeof(int));
+  p->dirs = maps ? calloc((size_t)nimages, DIRLEN) : NULL;
+  if (!p->x || !p->rgb || !p->probs || !p->best || !p->which || (maps && !p->dirs)) {
+    fprintf(stderr, "alexnet-predict: out of memory for a batch of %d\n", batch);
+    return 1;
+  }
+  if (maps) map_dirs(maps, images, nimages, p->dirs, DIRLEN);
+  return 0;
+}
+
+/* Prints the top classes of every image (headed by its name when there are
+ * several) and writes its activation maps when p->dirs is set. Returns 0, or
+ * 1 when an image could not be read or its maps written (the others are
+ * still done). */
+static int predict_images(predictor *p, char **images, int nimages) {
+  const size_t rgb_bytes = (size_t)p->net.input.w * p->net.input.h * 3;
+  const int classes = p->classes;
+  int status = 0;
+  for (int start = 0; start < nimages; start += p->batch) {
+    int end = start + p->batch < nimages ? start + p->batch : nimages;
+    int filled =
+        load_batch(images, start, end, p->net.input, &p->meta, p->rgb, p->x, p->which, &status);
+    if (filled == 0) continue;
+    const float *logits = nn_forward(&p->net, p->x, filled);
+    for (int j = 0; j < filled; j++) {
+      nn_softmax(classes, logits + (size_t)j * classes, p->probs);
+      predict_top_k(p->probs, classes, p->top, p->best);
+      if (nimages > 1) printf("%s:\n", images[p->which[j]]);
+      for (int t = 0; t < p->top; t++)
+        printf("%s: %.4f%%\n", p->names[p->best[t]], 100.0 * p->probs[p->best[t]]);
+      if (p->dirs) {
+        char err[8192];
+        const char *dir = p->dirs + (size_t)p->which[j] * DIRLEN;
+        if (write_maps(&p->net, p->conv_layers, p->nconv, j, p->rgb + (size_t)j * rgb_bytes, dir,
+                       err, sizeof err) != 0) {
+          fprintf(stderr, "alexnet-predict: %s\n", err);
+          status = 1;
+        }
+      }
+    }
+    fflush(stdout);
+  }
+  return status;
+}
+
 int main(int argc, char **argv) {
   const char *ckpt = NULL, *labels = NULL, *maps = NULL, *precision = NULL;
   int top = 0, batch_max = 16, threads = 0; /* top 0: the default, 5 or the class count */
@@ -164,110 +285,16 @@ int main(int argc, char **argv) {
   int nimages = args.count;
   tool_threads(threads);
 
-  /* Everything below is released at `done`, whatever the exit path. */
-  char err[8192];
-  nn_net net;
-  ckpt_meta meta;
-  char **names = NULL, *dirs = NULL;
-  float *x = NULL;
-  uint8_t *rgb = NULL;
-  double *probs = NULL;
-  int *best = NULL, *which = NULL;
-  int status = 0, classes = 0;
-  const size_t dirlen = 4200;
-  memset(&meta, 0, sizeof meta);
-  char used[4200];
-  if (predict_load_any(ckpt, &net, &meta, used, sizeof used, err, sizeof err) != 0) {
-    fprintf(stderr, "alexnet-predict: %s\n", err);
-    status = 1;
-    goto done;
+  predictor p;
+  memset(&p, 0, sizeof p);
+  int status = predictor_open(&p, ckpt, labels, top, batch_max, bf16, maps, images, nimages);
+  if (status == 0) {
+    status = predict_images(&p, images, nimages);
+    if (maps && !status)
+      fprintf(stderr, "alexnet-predict: activation maps of conv1..conv%d written to %s\n", p.nconv,
+              maps);
   }
-  classes = net.num_classes;
-  if (top == 0) top = classes < 5 ? classes : 5;
-  if (top > classes) {
-    fprintf(stderr, "alexnet-predict: --top %d: the model has only %d classes\n", top, classes);
-    status = 2;
-    goto done;
-  }
-  names = predict_class_names(labels, &meta, classes, err, sizeof err);
-  if (!names) {
-    fprintf(stderr, "alexnet-predict: %s\n", err);
-    status = 1;
-    goto done;
-  }
-  int batch = nimages < batch_max ? nimages : batch_max;
-  net.keep_outputs = 1; /* the activation maps read conv outputs after the forward */
-  if (bf16 && nn_bf16_select(&net.kernel, err, sizeof err) != 0) {
-    fprintf(stderr, "alexnet-predict: --precision bf16: %s\n", err);
-    status = 1;
-    goto done;
-  }
-  if (nn_net_alloc(&net, batch, 0, err, sizeof err) != 0) {
-    fprintf(stderr, "alexnet-predict: %s\n", err);
-    status = 1;
-    goto done;
-  }
-  net.training = 0;
-  net.no_grad = 1;
-  int conv_layers[MAX_CONVS];
-  int nconv = predict_conv_outputs(&net, conv_layers, MAX_CONVS);
-  if (nconv > MAX_CONVS) nconv = MAX_CONVS;
-  if (maps && nconv == 0) {
-    fprintf(stderr, "alexnet-predict: --activation-maps: the model has no convolution\n");
-    status = 2;
-    goto done;
-  }
-
-  nn_shape in = net.input;
-  size_t in_floats = nn_shape_size(in);
-  size_t rgb_bytes = (size_t)in.w * in.h * 3;
-  x = malloc((size_t)batch * in_floats * sizeof(float));
-  rgb = malloc((size_t)batch * rgb_bytes);
-  probs = malloc((size_t)classes * sizeof(double));
-  best = malloc((size_t)top * sizeof(int));
-  which = malloc((size_t)batch * sizeof(int));
-  dirs = maps ? calloc((size_t)nimages, dirlen) : NULL;
-  if (!x || !rgb || !probs || !best || !which || (maps && !dirs)) {
-    fprintf(stderr, "alexnet-predict: out of memory for a batch of %d\n", batch);
-    status = 1;
-    goto done;
-  }
-  if (maps) map_dirs(maps, images, nimages, dirs, dirlen);
-
-  for (int start = 0; start < nimages; start += batch) {
-    int end = start + batch < nimages ? start + batch : nimages;
-    int filled = load_batch(images, start, end, in, &meta, rgb, x, which, &status);
-    if (filled == 0) continue;
-    const float *logits = nn_forward(&net, x, filled);
-    for (int j = 0; j < filled; j++) {
-      nn_softmax(classes, logits + (size_t)j * classes, probs);
-      predict_top_k(probs, classes, top, best);
-      if (nimages > 1) printf("%s:\n", images[which[j]]);
-      for (int t = 0; t < top; t++) printf("%s: %.4f%%\n", names[best[t]], 100.0 * probs[best[t]]);
-      if (maps) {
-        const char *dir = dirs + (size_t)which[j] * dirlen;
-        if (write_maps(&net, conv_layers, nconv, j, rgb + (size_t)j * rgb_bytes, dir, err,
-                       sizeof err) != 0) {
-          fprintf(stderr, "alexnet-predict: %s\n", err);
-          status = 1;
-        }
-      }
-    }
-    fflush(stdout);
-  }
-  if (maps && !status)
-    fprintf(stderr, "alexnet-predict: activation maps of conv1..conv%d written to %s\n", nconv,
-            maps);
-done:
-  free(x);
-  free(rgb);
-  free(probs);
-  free(best);
-  free(which);
-  free(dirs);
+  predictor_free(&p);
   tool_list_free(&args);
-  predict_free_names(names, classes);
-  ckpt_meta_free(&meta);
-  nn_net_free(&net);
   return status;
 }
