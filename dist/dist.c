@@ -215,6 +215,21 @@ void dist_barrier(void) {
   dist_watchdog_disarm(slot);
 }
 
+void dist_move_floats(float *buf, size_t n, int from, int to) {
+  if (from == to || (g.rank != from && g.rank != to)) return;
+  int slot = g.rank == from ? dist_watchdog_arm("send of %zu floats to rank %d", n, to)
+                            : dist_watchdog_arm("receive of %zu floats from rank %d", n, from);
+  for (size_t done = 0; done < n;) {
+    size_t take = n - done < DIST_MAX_COUNT ? n - done : DIST_MAX_COUNT;
+    if (g.rank == from)
+      DIST_CHECK(MPI_Send(buf + done, (int)take, MPI_FLOAT, to, 0, g.comm));
+    else
+      DIST_CHECK(MPI_Recv(buf + done, (int)take, MPI_FLOAT, from, 0, g.comm, MPI_STATUS_IGNORE));
+    done += take;
+  }
+  dist_watchdog_disarm(slot);
+}
+
 int dist_agree(int local_error, char *msg, size_t msglen) {
   int mine = local_error ? g.rank : g.size, lowest = g.size;
   int slot = dist_watchdog_arm("agreement on errors (allreduce)");

@@ -40,6 +40,10 @@ void dist_bcast_bytes(void *buf, size_t n, int root);
 void dist_allreduce_sum_doubles(double *buf, int n);
 void dist_allreduce_sum_int64(int64_t *buf, int n);
 void dist_barrier(void);
+/* Moves n floats from rank `from`'s buf into rank `to`'s buf (a send and a
+ * receive on the world communicator, under the watchdog); every other rank,
+ * and every rank when from == to, returns at once. */
+void dist_move_floats(float *buf, size_t n, int from, int to);
 
 /* Agreement on failure: every rank passes its local error (0 = fine) and a
  * message; returns 0 on every rank if all were fine, else the lowest failing
@@ -137,10 +141,23 @@ size_t dist_reducer_wire_floats(const dist_reducer *r);
 /* POWERSGD: matrices compressed (the others are too small to gain). */
 int dist_reducer_compressed_matrices(const dist_reducer *r);
 
-/* What a resumed run needs to continue bitwise: the passes so far and, for
- * POWERSGD, this rank's error feedback and warm-start Qs
- * (dist_reducer_state_floats of them, 0 otherwise). Not collective. */
+/* What a resumed run needs to continue bitwise: the passes so far (PowerSGD
+ * takes over at powersgd_start_step of them) and, for POWERSGD, a state of
+ * dist_reducer_state_floats floats (0 otherwise): first every compressed
+ * matrix's error feedback E (rows, cols), in buffer order, this rank's own
+ * (dist_reducer_error_floats of them); then every compressed matrix's warm
+ * start Q transposed (r, cols), r = min(powersgd_rank, rows, cols), in the
+ * same order: an average over the ranks, so after the same passes the same
+ * on every rank. Not collective. */
 size_t dist_reducer_state_floats(const dist_reducer *r);
+size_t dist_reducer_error_floats(const dist_reducer *r);
+/* Copies state[offset, offset + count) into buf (to_buf) or from buf into
+ * the reducer (never during a pass): pieces of a bounded buffer, for a
+ * checkpoint. Aborts with a message on a range outside the state. */
+void dist_reducer_state_copy(dist_reducer *r, float *buf, size_t offset, size_t count, int to_buf);
+int64_t dist_reducer_passes(const dist_reducer *r);
+void dist_reducer_set_passes(dist_reducer *r, int64_t passes);
+/* The whole state and the passes at once (state: dist_reducer_state_floats). */
 void dist_reducer_get_state(const dist_reducer *r, float *state, int64_t *passes);
 void dist_reducer_set_state(dist_reducer *r, const float *state, int64_t passes);
 

@@ -50,7 +50,9 @@ size_t dist_powersgd_wire_floats(const dist_powersgd *p);
 size_t dist_powersgd_plain_floats(const dist_powersgd *p);
 int dist_powersgd_matrices(const dist_powersgd *p);
 size_t dist_powersgd_state_floats(const dist_powersgd *p);
-/* Copies the state to buf (to_buf) or from it. */
-void dist_powersgd_state(dist_powersgd *p, float *buf, int to_buf);
+size_t dist_powersgd_error_floats(const dist_powersgd *p);
+/* Copies state[offset, offset + count) to buf (to_buf) or from it; the
+ * range lies inside the state (the reducer checks). Layout in dist.h. */
+void dist_powersgd_state(dist_powersgd *p, float *buf, size_t offset, size_t count, int to_buf);
 
 #endif

@@ -304,20 +304,31 @@ int dist_powersgd_matrices(const dist_powersgd *p) {
 size_t dist_powersgd_state_floats(const dist_powersgd *p) {
   return p->e_floats + p->q_floats;
 }
+size_t dist_powersgd_error_floats(const dist_powersgd *p) {
+  return p->e_floats;
+}
 
-/* State layout: for each compressed matrix in buffer order, E (n, m) then
- * Qt (r, m). */
-void dist_powersgd_state(dist_powersgd *p, float *buf, int to_buf) {
-  for (int j = 0; j < p->nmat; j++) {
-    psgd_matrix *m = &p->mat[j];
-    size_t ne = m->n * m->m, nq = (size_t)m->r * m->m;
-    if (to_buf) {
-      memcpy(buf, m->e, ne * sizeof *buf);
-      memcpy(buf + ne, m->qt, nq * sizeof *buf);
-    } else {
-      memcpy(m->e, buf, ne * sizeof *buf);
-      memcpy(m->qt, buf + ne, nq * sizeof *buf);
+/* State layout: every compressed matrix's E (n, m) in buffer order, then
+ * every one's Qt (r, m): the per-rank part first, then the part that is the
+ * same on every rank. Copies [offset, offset + count) of it piece by piece. */
+void dist_powersgd_state(dist_powersgd *p, float *buf, size_t offset, size_t count, int to_buf) {
+  size_t at = 0; /* state index of the piece below */
+  for (int part = 0; part < 2 && count > 0; part++) {
+    for (int j = 0; j < p->nmat && count > 0; j++) {
+      psgd_matrix *m = &p->mat[j];
+      float *piece = part == 0 ? m->e : m->qt;
+      size_t len = part == 0 ? m->n * m->m : (size_t)m->r * m->m;
+      if (offset < at + len) {
+        size_t from = offset - at, take = len - from < count ? len - from : count;
+        if (to_buf)
+          memcpy(buf, piece + from, take * sizeof *buf);
+        else
+          memcpy(piece + from, buf, take * sizeof *buf);
+        buf += take;
+        offset += take;
+        count -= take;
+      }
+      at += len;
     }
-    buf += ne + nq;
   }
 }

@@ -854,13 +854,36 @@ size_t dist_reducer_state_floats(const dist_reducer *r) {
   return r->psgd ? dist_powersgd_state_floats(r->psgd) : 0;
 }
 
+size_t dist_reducer_error_floats(const dist_reducer *r) {
+  return r->psgd ? dist_powersgd_error_floats(r->psgd) : 0;
+}
+
+void dist_reducer_state_copy(dist_reducer *r, float *buf, size_t offset, size_t count, int to_buf) {
+  size_t total = dist_reducer_state_floats(r);
+  if (offset > total || count > total - offset)
+    dist_abort(1, "dist: reducer state [%zu, %zu) is outside its %zu floats", offset,
+               offset + count, total);
+  if (!to_buf && r->in_pass) dist_abort(1, "dist: reducer state written during a backward pass");
+  if (r->psgd && count > 0) dist_powersgd_state(r->psgd, buf, offset, count, to_buf);
+}
+
+int64_t dist_reducer_passes(const dist_reducer *r) {
+  return r->passes;
+}
+
+void dist_reducer_set_passes(dist_reducer *r, int64_t passes) {
+  if (r->in_pass) dist_abort(1, "dist: dist_reducer_set_passes called during a backward pass");
+  if (passes < 0) dist_abort(1, "dist: reducer passes %lld must be at least 0", (long long)passes);
+  r->passes = passes;
+}
+
 void dist_reducer_get_state(const dist_reducer *r, float *state, int64_t *passes) {
-  if (r->psgd) dist_powersgd_state(r->psgd, state, 1);
+  dist_reducer_state_copy((dist_reducer *)r, state, 0, dist_reducer_state_floats(r), 1);
   *passes = r->passes;
 }
 
 void dist_reducer_set_state(dist_reducer *r, const float *state, int64_t passes) {
   if (r->in_pass) dist_abort(1, "dist: dist_reducer_set_state called during a backward pass");
-  if (r->psgd) dist_powersgd_state(r->psgd, (float *)state, 0);
+  dist_reducer_state_copy(r, (float *)state, 0, dist_reducer_state_floats(r), 0);
   r->passes = passes;
 }

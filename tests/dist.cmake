@@ -140,6 +140,8 @@ alexnet_dist_expect(dist_fault_powersgd_start 1 mpi_dist_powersgd 1 15 ARGS --fa
   EXPECT "\\[rank 0\\] dist: powersgd_start_step -1 must be at least 0")
 alexnet_dist_expect(dist_fault_powersgd_overlap 1 mpi_dist_powersgd 1 15 ARGS --fault overlap
   EXPECT "\\[rank 0\\] dist: powersgd matrix 1 \\(2 x 3 at float 10\\) overlaps another")
+alexnet_dist_expect(dist_fault_powersgd_state_range 1 mpi_dist_powersgd 1 15 ARGS --fault state-range
+  EXPECT "\\[rank 0\\] dist: reducer state \\[2658, 2662\\) is outside its 2660 floats")
 
 # dist.hierarchical: on within one node is refused, naming the key.
 alexnet_dist_expect(dist_hierarchical_one_node 2 alexnet-train 2 30

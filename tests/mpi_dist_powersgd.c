@@ -13,6 +13,7 @@
  *   rank-zero     powersgd_rank 0
  *   start         powersgd_start_step -1
  *   overlap       two matrices that share floats
+ *   state-range   a state piece outside the state
  */
 #include <math.h>
 #include <stdint.h>
@@ -137,14 +138,15 @@ static double compare_with_reference(int rank, int passes, int start) {
   int64_t p0 = -1;
   dist_reducer_get_state(red, state, &p0);
   CU_ASSERT_EQUAL(p0, 0);
-  const float *st = state;
+  /* The state: every E (zero at first), then every Qt. */
+  const float *st = state + dist_reducer_error_floats(red);
+  CU_ASSERT_EQUAL(dist_reducer_error_floats(red), 216 + 1152 + 640);
   for (int j = 0; j < NMAT; j++) {
     size_t n = layout[j].rows, m = layout[j].cols;
     ref.r[j] = min3(rank, n, m);
     ref.e[j] = calloc(n * m, sizeof(double));
     ref.qt[j] = malloc((size_t)ref.r[j] * m * sizeof(double));
     if (!ref.e[j] || !ref.qt[j]) exit(2);
-    st += n * m; /* E, zero at first */
     for (size_t i = 0; i < (size_t)ref.r[j] * m; i++) ref.qt[j][i] = st[i];
     st += (size_t)ref.r[j] * m;
   }
@@ -290,6 +292,57 @@ static void test_resume_bitwise(void) {
   free(b);
 }
 
+/* What a checkpoint relies on (launch/trainer.c stores Q once): after
+ * compressed passes the warm start is bitwise the same on every rank, the
+ * error feedback is not; the state read and written in pieces is the
+ * whole state. */
+static void test_state_pieces_and_shared_q(void) {
+  float *g = malloc(NFLOATS * sizeof *g);
+  if (!g) exit(2);
+  dist_reducer_opts o = {.compress = DIST_COMPRESS_POWERSGD,
+                         .powersgd_rank = 2,
+                         .matrices = layout,
+                         .nmatrices = NMAT};
+  dist_reducer *red = dist_reducer_create(g, NFLOATS, &o);
+  for (int t = 0; t < 3; t++) {
+    fill(g, dist_rank(), t);
+    dist_reducer_begin(red);
+    dist_reducer_ready(red, 0, NFLOATS);
+    dist_reducer_finish(red);
+  }
+  size_t total = dist_reducer_state_floats(red), ne = dist_reducer_error_floats(red);
+  CU_ASSERT_EQUAL(ne, 216 + 1152 + 640);
+  CU_ASSERT_EQUAL(total, ne + 2 * (27 + 72 + 64));
+  float *whole = malloc(total * sizeof *whole), *pieces = malloc(total * sizeof *pieces);
+  float *other = malloc(total * sizeof *other);
+  if (!whole || !pieces || !other) exit(2);
+  int64_t passes = 0;
+  dist_reducer_get_state(red, whole, &passes);
+  CU_ASSERT_EQUAL(passes, 3);
+  CU_ASSERT_EQUAL(dist_reducer_passes(red), 3);
+  for (size_t at = 0; at < total; at += 7) /* pieces that cross every boundary */
+    dist_reducer_state_copy(red, pieces + at, at, total - at < 7 ? total - at : 7, 1);
+  CU_ASSERT(memcmp(whole, pieces, total * sizeof *whole) == 0);
+  memcpy(other, whole, total * sizeof *whole);
+  dist_bcast_floats(other, total, 0);
+  CU_ASSERT(memcmp(other + ne, whole + ne, (total - ne) * sizeof *whole) == 0);
+  if (dist_size() > 1 && dist_rank() > 0) CU_ASSERT(memcmp(other, whole, ne * sizeof *whole) != 0);
+  /* Written back in pieces into a fresh reducer: the same state. */
+  dist_reducer *fresh = dist_reducer_create(g, NFLOATS, &o);
+  for (size_t at = 0; at < total; at += 5)
+    dist_reducer_state_copy(fresh, pieces + at, at, total - at < 5 ? total - at : 5, 0);
+  dist_reducer_set_passes(fresh, 3);
+  dist_reducer_get_state(fresh, other, &passes);
+  CU_ASSERT_EQUAL(passes, 3);
+  CU_ASSERT(memcmp(other, whole, total * sizeof *whole) == 0);
+  dist_reducer_free(fresh);
+  dist_reducer_free(red);
+  free(whole);
+  free(pieces);
+  free(other);
+  free(g);
+}
+
 /* Bytes on the wire: uncompressed floats plus (n + m) r per matrix; a
  * matrix that would not shrink by min_ratio stays uncompressed. */
 static void test_wire_floats(void) {
@@ -324,7 +377,11 @@ static int run_fault(const char *mode) {
     o.powersgd_start_step = -1;
   else if (!strcmp(mode, "overlap"))
     o.matrices = bad, o.nmatrices = 2;
-  else {
+  else if (!strcmp(mode, "state-range")) {
+    dist_reducer *r = dist_reducer_create(g, NFLOATS, &o);
+    float piece[4];
+    dist_reducer_state_copy(r, piece, dist_reducer_state_floats(r) - 2, 4, 1);
+  } else {
     fprintf(stderr, "mpi_dist_powersgd: unknown fault mode %s\n", mode);
     return 2;
   }
@@ -344,6 +401,7 @@ int main(int argc, char **argv) {
       {"rank >= smaller side == plain average", test_full_rank_equals_average},
       {"plain average before powersgd_start_step", test_start_step},
       {"resume from the state continues bitwise", test_resume_bitwise},
+      {"state in pieces; warm start the same on every rank", test_state_pieces_and_shared_q},
       {"floats on the wire per pass", test_wire_floats},
       {NULL, NULL}};
   tu_add_suite("dist powersgd", tests);
