@@ -10,6 +10,8 @@
  *   step_in_epoch, seed, arch, config (YAML), num_classes, input (C,H,W),
  *   mean, std, checksum (FNV-1a 64 of every tensor's bytes in order), and
  *   complete = 1, written last: a file without it is never taken for whole.
+ *   /dist/powersgd                dist.compress: powersgd's state (its own
+ *                                 attributes and checksum; see ckpt_psgd)
  * Files are written under "<path>.tmp", fsync'd, then renamed.
  */
 #ifndef LAUNCH_CHECKPOINT_H
@@ -22,6 +24,28 @@
 
 #define CKPT_FORMAT_NAME "alexnet-checkpoint"
 #define CKPT_FORMAT_VERSION 1
+
+/* PowerSGD's state (docs/checkpoint-format.md, "PowerSGD"): the group
+ * /dist/powersgd's attributes. Its datasets, all float32 1-D, in the order
+ * they are written, hashed and read (ckpt_save_psgd_floats,
+ * ckpt_psgd_read_floats):
+ *   rank-<k>/error_feedback   (error_floats) rank k's E, k = 0 .. ranks-1,
+ *   rank-<k>/warm_start       (warm_start_floats) after it, when not shared
+ *   warm_start                (warm_start_floats) last, when shared
+ * none at all when error_floats is 0 (written before a compressed step:
+ * E is zero and Q its seed's). */
+typedef struct {
+  int ranks;                  /* ranks of the run that wrote it */
+  int powersgd_rank;          /* dist.powersgd_rank */
+  int64_t start_step;         /* dist.powersgd_start_step */
+  int64_t passes;             /* reducer passes taken: the file's step */
+  uint64_t error_floats;      /* per rank: dist_reducer_error_floats, 0 = no state */
+  uint64_t warm_start_floats; /* per rank: the rest of dist_reducer_state_floats */
+  int shared_warm_start;      /* 1: every rank's warm start was the same, stored once */
+} ckpt_psgd;
+
+/* Pieces of the state a writer or reader handles at a time (floats). */
+#define CKPT_PSGD_CHUNK ((size_t)1 << 20)
 
 typedef struct {
   int64_t step;          /* optimizer steps taken (global) */
@@ -37,6 +61,8 @@ typedef struct {
   int has_momentum;      /* set by ckpt_read_meta */
   char run_id[40];       /* the run (lineage) that wrote it: set by a fresh start, kept
                           * by every resume; "" = written before run ids existed */
+  int has_psgd;          /* set by ckpt_read_meta: the file holds /dist/powersgd */
+  ckpt_psgd psgd;        /* its attributes, when has_psgd */
 } ckpt_meta;
 
 /* Fault injection for tests (docs/reliability.md, "test hooks"): called by
@@ -50,14 +76,43 @@ extern void (*ckpt_test_on_tensor)(int64_t hdf5_file, long written);
 int ckpt_save(const char *path, const nn_net *net, const float *momentum, const ckpt_meta *meta,
               char *err, size_t errlen);
 
+/* The same in stages, for a state that arrives in pieces (PowerSGD's, from
+ * every rank): begin writes the tensors (meta, net and momentum must live
+ * until end); ckpt_save_psgd declares /dist/powersgd; ckpt_save_psgd_floats
+ * appends the next count floats of its datasets in their order; end writes
+ * the attributes, the marker, and renames. After a failure every call but
+ * end does nothing, and end reports it (removing the .tmp file): a caller
+ * that gathers the pieces from other ranks goes on gathering. begin returns
+ * NULL only when out of memory, which end then reports. */
+typedef struct ckpt_writer ckpt_writer;
+ckpt_writer *ckpt_save_begin(const char *path, const nn_net *net, const float *momentum,
+                             const ckpt_meta *meta);
+void ckpt_save_psgd(ckpt_writer *w, const ckpt_psgd *ps);
+void ckpt_save_psgd_floats(ckpt_writer *w, const float *buf, size_t count);
+int ckpt_save_end(ckpt_writer *w, char *err, size_t errlen);
+
+/* Reading /dist/powersgd back in pieces (a resume): open reads and checks
+ * the file's attributes, *ps filled (NULL with a message when the file has
+ * no such group or is not one); read_floats fills the next count floats in
+ * the datasets' order (zeros after a failure, returning -1: a caller
+ * sending the pieces to other ranks goes on sending); close checks that
+ * every float was read, finite, and the group's checksum, and frees.
+ * Returns 0, or -1 with the first failure's message. */
+typedef struct ckpt_psgd_reader ckpt_psgd_reader;
+ckpt_psgd_reader *ckpt_psgd_open(const char *path, ckpt_psgd *ps, char *err, size_t errlen);
+int ckpt_psgd_read_floats(ckpt_psgd_reader *r, float *buf, size_t count);
+int ckpt_psgd_close(ckpt_psgd_reader *r, char *err, size_t errlen);
+
 /* Reads the attributes and class names only (to build the right network).
  * Refuses another format, a future version or an incomplete file. */
 int ckpt_read_meta(const char *path, ckpt_meta *meta, char *err, size_t errlen);
 
 /* Loads parameters into net (every tensor must be present with net's shape)
  * and momentum when not NULL (then it must be in the file); verifies the
- * checksum. On failure net's parameters may be partly written: callers load
- * before training starts and exit on failure. meta may be NULL. */
+ * checksum, and /dist/powersgd when present (read in pieces: values,
+ * shapes, its checksum; the state itself is restored by the trainer). On failure net's parameters
+ * may be partly written: callers load before training starts and exit on failure. meta may be NULL.
+ */
 int ckpt_load(const char *path, nn_net *net, float *momentum, ckpt_meta *meta, char *err,
               size_t errlen);
 
