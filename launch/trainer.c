@@ -149,6 +149,8 @@ static void initialize_state(trainer *t) {
     if (!failed) failed = choose_run_id(t, resumed ? &meta : NULL, msg, sizeof msg);
     if (resumed && !failed) {
       pos[0] = meta.step, pos[1] = meta.epoch, pos[2] = meta.step_in_epoch;
+      t->resumed_has_psgd = meta.has_psgd;
+      t->resumed_psgd = meta.psgd;
       printf("resuming from %s: step %lld, epoch %lld, step %lld of the epoch\n", from,
              (long long)meta.step, (long long)meta.epoch + 1, (long long)meta.step_in_epoch);
       snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", from);
@@ -329,6 +331,215 @@ static dist_reducer *create_reducer(const cfg_config *c, const nn_net *net) {
   return r;
 }
 
+/* ------------------------------------------------------------------------ */
+/* PowerSGD's state in checkpoints                                          */
+
+/* A checkpoint holds, beside the weights, each rank's error feedback and
+ * the warm start Q (docs/checkpoint-format.md, "PowerSGD"). Rank 0 writes
+ * and reads the file; the states travel between it and the other ranks in
+ * pieces of CKPT_PSGD_CHUNK floats through one buffer allocated for the
+ * checkpoint or the resume, never during a step. Q is an average over the
+ * ranks, the same on every rank: stored once when every rank's hashes the
+ * same (so far always: tests/mpi_dist_powersgd.c checks it),
+ * else once per rank. */
+
+static size_t psgd_chunk(const trainer *t) {
+  size_t n = dist_reducer_state_floats(t->reducer);
+  return n < CKPT_PSGD_CHUNK ? (n ? n : 1) : CKPT_PSGD_CHUNK;
+}
+
+/* 1 when every rank's warm start is bitwise rank 0's (FNV-1a of its floats'
+ * bits, compared over the ranks); collective. */
+static int psgd_warm_shared(trainer *t, float *buf, size_t chunk) {
+  size_t ne = dist_reducer_error_floats(t->reducer),
+         nq = dist_reducer_state_floats(t->reducer) - ne;
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (size_t at = 0; at < nq; at += chunk) {
+    size_t n = nq - at < chunk ? nq - at : chunk;
+    dist_reducer_state_copy(t->reducer, buf, ne + at, n, 1);
+    const unsigned char *b = (const unsigned char *)buf;
+    for (size_t i = 0; i < n * sizeof *buf; i++) h = (h ^ b[i]) * 0x100000001B3ull;
+  }
+  uint64_t h0 = h;
+  dist_bcast_bytes(&h0, sizeof h0, 0);
+  int64_t differ = h != h0;
+  dist_allreduce_sum_int64(&differ, 1);
+  return differ == 0;
+}
+
+/* Moves floats [from, from + count) of rank k's state through buf to rank
+ * 0, which appends them to the checkpoint w (NULL on the other ranks). */
+static void psgd_gather(trainer *t, ckpt_writer *w, float *buf, size_t chunk, int k, size_t from,
+                        size_t count) {
+  for (size_t at = 0; at < count; at += chunk) {
+    size_t n = count - at < chunk ? count - at : chunk;
+    if (dist_rank() == k) dist_reducer_state_copy(t->reducer, buf, from + at, n, 1);
+    dist_move_floats(buf, n, k, 0);
+    if (dist_rank() == 0) ckpt_save_psgd_floats(w, buf, n);
+  }
+}
+
+/* Collective: the state of every rank into w (rank 0's writer), in the
+ * order of ckpt_psgd. */
+static void psgd_save(trainer *t, ckpt_writer *w, const ckpt_psgd *ps, float *buf, size_t chunk) {
+  size_t ne = (size_t)ps->error_floats, nq = (size_t)ps->warm_start_floats;
+  for (int k = 0; k < ps->ranks; k++) {
+    psgd_gather(t, w, buf, chunk, k, 0, ne);
+    if (!ps->shared_warm_start) psgd_gather(t, w, buf, chunk, k, ne, nq);
+  }
+  if (ps->shared_warm_start) psgd_gather(t, w, buf, chunk, 0, ne, nq);
+}
+
+/* Rank 0 reads floats [from, from + count) of rank k's state (every rank's
+ * when k < 0) from r and sends them; they land in the reducer. A failed
+ * read sends zeros: the ranks go on to the agreement that ends the run. */
+static void psgd_scatter(trainer *t, ckpt_psgd_reader *r, float *buf, size_t chunk, int k,
+                         size_t from, size_t count) {
+  for (size_t at = 0; at < count; at += chunk) {
+    size_t n = count - at < chunk ? count - at : chunk;
+    if (dist_rank() == 0) {
+      if (r)
+        ckpt_psgd_read_floats(r, buf, n);
+      else
+        memset(buf, 0, n * sizeof *buf);
+    }
+    if (k < 0)
+      dist_bcast_floats(buf, n, 0);
+    else
+      dist_move_floats(buf, n, 0, k);
+    if (k < 0 || dist_rank() == k) dist_reducer_state_copy(t->reducer, buf, from + at, n, 0);
+  }
+}
+
+/* Rank 0: what the resumed checkpoint's PowerSGD state means for this run.
+ * Returns 1 to restore it, 0 to start from a fresh state (with a note when
+ * that departs from the uninterrupted run), -1 with the message when the
+ * state cannot continue here. */
+static int psgd_plan(const trainer *t, char *msg, size_t msglen) {
+  const cfg_config *c = t->cfg;
+  const ckpt_psgd *ps = &t->resumed_psgd;
+  const char *from = t->last_ckpt;
+  int on = c->dist.compress == DIST_COMPRESS_POWERSGD;
+  int has_state = t->resumed_has_psgd && ps->error_floats > 0;
+  const char *drop =
+      "resume with --set dist.compress=none to drop the state (the run continues "
+      "uncompressed; a later resume may turn powersgd on again, its error feedback from zero)";
+  if (has_state && !on) {
+    printf(
+        "note: %s holds PowerSGD state (%d ranks, rank %d); dist.compress is %s: the state is "
+        "dropped and the run continues %s\n",
+        from, ps->ranks, ps->powersgd_rank, cfg_compress_name(c->dist.compress),
+        c->dist.compress == DIST_COMPRESS_NONE ? "uncompressed" : "with that compression");
+    return 0;
+  }
+  if (!has_state) {
+    if (on && t->step > c->dist.powersgd_start_step)
+      printf(
+          "note: %s holds no PowerSGD state (%s): its error feedback starts at zero and its "
+          "warm start from the seed, compressing from this step on (step %lld, "
+          "dist.powersgd_start_step %lld)\n",
+          from,
+          t->resumed_has_psgd ? "written before its first compressed step"
+                              : "written without dist.compress: powersgd",
+          (long long)t->step, (long long)c->dist.powersgd_start_step);
+    return 0;
+  }
+  size_t ne = dist_reducer_error_floats(t->reducer);
+  size_t nq = dist_reducer_state_floats(t->reducer) - ne;
+  if (ps->ranks != t->ranks) {
+    snprintf(msg, msglen,
+             "checkpoint %s: attribute /dist/powersgd ranks = %d, but this run has %d rank%s: "
+             "PowerSGD's error feedback is per rank, and continues only on as many; resume on "
+             "%d ranks, or %s",
+             from, ps->ranks, t->ranks, t->ranks > 1 ? "s" : "", ps->ranks, drop);
+    return -1;
+  }
+  if (ps->powersgd_rank != c->dist.powersgd_rank) {
+    snprintf(msg, msglen,
+             "checkpoint %s: attribute /dist/powersgd powersgd_rank = %d, but "
+             "dist.powersgd_rank is %d: the warm start has that rank; resume with --set "
+             "dist.powersgd_rank=%d, or %s",
+             from, ps->powersgd_rank, c->dist.powersgd_rank, ps->powersgd_rank, drop);
+    return -1;
+  }
+  if (ps->error_floats != ne || ps->warm_start_floats != nq) {
+    snprintf(msg, msglen,
+             "checkpoint %s: attributes /dist/powersgd error_floats = %llu and "
+             "warm_start_floats = %llu, but this network's compressed matrices need %zu and %zu "
+             "(another model, or another choice of matrices to compress); %s",
+             from, (unsigned long long)ps->error_floats, (unsigned long long)ps->warm_start_floats,
+             ne, nq, drop);
+    return -1;
+  }
+  return 1;
+}
+
+/* After the reducer is created, on a resume: its passes and, when the
+ * checkpoint holds one that this run can continue, PowerSGD's state. Exits
+ * 2 (a config the checkpoint contradicts) or 1 (an unreadable state). */
+static void restore_reducer(trainer *t) {
+  dist_reducer_set_passes(t->reducer, t->step);
+  char msg[4600] = "";
+  int plan[2] = {0, 0}; /* restore; shared warm start */
+  if (dist_rank() == 0 && t->last_ckpt[0]) {
+    plan[0] = psgd_plan(t, msg, sizeof msg);
+    plan[1] = t->resumed_psgd.shared_warm_start;
+    fflush(stdout);
+  }
+  if (dist_agree(plan[0] < 0, msg, sizeof msg) != 0) {
+    dist_reducer_free(t->reducer);
+    t->reducer = NULL;
+    setup_exit(2, "%s", msg);
+  }
+  dist_bcast_bytes(plan, sizeof plan, 0);
+  if (!plan[0]) return;
+  /* Rank 0 reads while the others wait: file I/O, see initialize_state. */
+  dist_set_timeout(0);
+  size_t chunk = psgd_chunk(t);
+  float *buf = malloc(chunk * sizeof *buf);
+  int failed = !buf;
+  if (!buf) snprintf(msg, sizeof msg, "out of memory for a piece of PowerSGD's state");
+  ckpt_psgd_reader *r = NULL;
+  if (dist_agree(failed, msg, sizeof msg) != 0) {
+    dist_reducer_free(t->reducer);
+    t->reducer = NULL;
+    setup_exit(1, "%s", msg);
+  }
+  if (dist_rank() == 0) {
+    ckpt_psgd ps;
+    r = ckpt_psgd_open(t->last_ckpt, &ps, msg, sizeof msg);
+    failed = !r;
+    if (r && memcmp(&ps, &t->resumed_psgd, sizeof ps) != 0) { /* changed since it was loaded */
+      ckpt_psgd_close(r, msg, sizeof msg);
+      r = NULL;
+      failed = 1;
+      snprintf(msg, sizeof msg, "checkpoint %s: /dist/powersgd changed while it was resumed",
+               t->last_ckpt);
+    }
+  }
+  size_t ne = dist_reducer_error_floats(t->reducer);
+  size_t nq = dist_reducer_state_floats(t->reducer) - ne;
+  for (int k = 0; k < t->ranks; k++) {
+    psgd_scatter(t, r, buf, chunk, k, 0, ne);
+    if (!plan[1]) psgd_scatter(t, r, buf, chunk, k, ne, nq);
+  }
+  if (plan[1]) psgd_scatter(t, r, buf, chunk, -1, ne, nq);
+  if (r) failed = ckpt_psgd_close(r, msg, sizeof msg) != 0;
+  free(buf);
+  if (dist_agree(failed, msg, sizeof msg) != 0) {
+    dist_reducer_free(t->reducer);
+    t->reducer = NULL;
+    setup_exit(1, "%s", msg);
+  }
+  dist_set_timeout(t->cfg->dist.timeout_s);
+  t->psgd_live = 1;
+  if (dist_rank() == 0) {
+    printf("PowerSGD state of %d ranks restored (error feedback and warm start, rank %d)\n",
+           t->ranks, t->cfg->dist.powersgd_rank);
+    fflush(stdout);
+  }
+}
+
 void trainer_print_reducer(const trainer *t) {
   const cfg_config *c = t->cfg;
   if (dist_rank() != 0 || (dist_size() == 1 && c->dist.compress != DIST_COMPRESS_POWERSGD)) return;
@@ -358,6 +569,7 @@ void trainer_open(trainer *t, cfg_config *c) {
   build(t);
   initialize_state(t);
   t->reducer = create_reducer(c, &t->net);
+  restore_reducer(t);
   t->grad_hook = (trainer_grad_hook){.net = &t->net, .reducer = t->reducer, .bad_layer = -1};
   t->sgd = (nn_sgd_opts){.momentum = (float)c->optimizer.momentum,
                          .weight_decay = (float)c->optimizer.weight_decay,
@@ -519,12 +731,41 @@ int trainer_checkpoint(trainer *t, char *err, size_t errlen) {
   char msg[4600] = "";
   /* The other ranks wait in dist_agree while rank 0 writes: see initialize_state. */
   dist_set_timeout(0);
+  const cfg_config *c = t->cfg;
+  int psgd_on = c->dist.compress == DIST_COMPRESS_POWERSGD;
+  int64_t passes = dist_reducer_passes(t->reducer);
+  t->psgd_live = psgd_on && (t->psgd_live || passes > c->dist.powersgd_start_step);
+  ckpt_psgd ps = {.ranks = t->ranks,
+                  .powersgd_rank = c->dist.powersgd_rank,
+                  .start_step = c->dist.powersgd_start_step,
+                  .passes = passes,
+                  .shared_warm_start = 1};
+  size_t chunk = 0;
+  float *buf = NULL;
+  if (t->psgd_live) {
+    ps.error_floats = dist_reducer_error_floats(t->reducer);
+    ps.warm_start_floats = dist_reducer_state_floats(t->reducer) - ps.error_floats;
+    chunk = psgd_chunk(t);
+    buf = malloc(chunk * sizeof *buf);
+    if (!buf) {
+      failed = 1;
+      snprintf(msg, sizeof msg, "out of memory for a piece of PowerSGD's state");
+    }
+    if (dist_agree(failed, msg, sizeof msg) != 0) {
+      free(buf);
+      dist_set_timeout(c->dist.timeout_s);
+      snprintf(err, errlen, "%s", msg);
+      return -1;
+    }
+    ps.shared_warm_start = psgd_warm_shared(t, buf, chunk);
+  }
+  ckpt_writer *w = NULL;
+  char path[CFG_PATH_MAX + 64];
+  ckpt_meta m;
+  memset(&m, 0, sizeof m);
   if (dist_rank() == 0) {
-    char path[CFG_PATH_MAX + 64];
     ckpt_step_path(t->ckpt_dir, t->step, path, sizeof path);
     const data_dataset *ds = data_loader_dataset(t->data.train);
-    ckpt_meta m;
-    memset(&m, 0, sizeof m);
     m.step = t->step;
     m.epoch = t->epoch;
     m.step_in_epoch = t->step_in_epoch;
@@ -536,10 +777,21 @@ int trainer_checkpoint(trainer *t, char *err, size_t errlen) {
     memcpy(m.std, t->data.std, sizeof m.std);
     m.class_names = ds && ds->num_classes == t->net.num_classes ? ds->class_names : NULL;
     snprintf(m.run_id, sizeof m.run_id, "%s", t->run_id);
-    if (setup_mkdirs(t->ckpt_dir, msg, sizeof msg) != 0 ||
-        ckpt_save(path, &t->net, t->momentum, &m, msg, sizeof msg) != 0) {
+    failed = setup_mkdirs(t->ckpt_dir, msg, sizeof msg) != 0;
+    /* Begun even when the directory failed (the writer then fails and says
+     * so): the other ranks' states still arrive below. */
+    w = ckpt_save_begin(path, &t->net, t->momentum, &m);
+    if (psgd_on) ckpt_save_psgd(w, &ps);
+  }
+  if (t->psgd_live) psgd_save(t, w, &ps, buf, chunk);
+  free(buf);
+  if (dist_rank() == 0) {
+    char why[4600];
+    if (ckpt_save_end(w, why, sizeof why) != 0 && !failed) {
       failed = 1;
-    } else {
+      snprintf(msg, sizeof msg, "%s", why);
+    }
+    if (!failed) {
       snprintf(t->last_ckpt, sizeof t->last_ckpt, "%s", path);
       ckpt_prune_run(t->ckpt_dir, t->cfg->checkpoint.keep, &t->net, t->run_id, t->step);
     }

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "data.h"
 #include "dist.h"
@@ -74,6 +75,11 @@ typedef struct {
   int lock_fd[2];                    /* rank 0: the locks of run.dir and checkpoint dir */
   char run_id[40];                   /* this run's lineage: in checkpoints and metrics */
   char last_ckpt[CFG_PATH_MAX + 64]; /* the newest checkpoint written or resumed, "" = none */
+  /* PowerSGD: the reducer's state is worth a checkpoint (a compressed step
+   * was taken, or a state restored); before, E is zero and Q its seed's. */
+  int psgd_live;
+  int resumed_has_psgd;   /* rank 0: the resumed checkpoint's /dist/powersgd, */
+  ckpt_psgd resumed_psgd; /* for the reducer's restore after it is created */
 } trainer;
 
 /* Everything before the first step, for the validated config c (which must

@@ -2,7 +2,7 @@
 # tests/CMakeLists.txt: they share tests/faults/trainrun.c (runs of the debug
 # config through alexnet-train, checkpoint comparison through launch's loader)
 # and run the executables, so building them builds the tools.
-foreach(t test_faults test_determinism test_train test_runs)
+foreach(t test_faults test_determinism test_train test_runs test_powersgd_resume)
   if(TARGET ${t})
     target_sources(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/faults/trainrun.c)
     target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/faults)
@@ -41,7 +41,7 @@ add_executable(alexnet-train-hooked ${CMAKE_CURRENT_LIST_DIR}/faults/hooked.c
 target_link_libraries(alexnet-train-hooked PRIVATE launch)
 set_target_properties(alexnet-train-hooked PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                                                       ${CMAKE_BINARY_DIR}/bin)
-foreach(t test_faults test_determinism test_train test_runs)
+foreach(t test_faults test_determinism test_train test_runs test_powersgd_resume)
   if(TARGET ${t})
     add_dependencies(${t} alexnet-train-hooked)
   endif()

@@ -308,6 +308,8 @@ static const err_case error_cases[] = {
      "t.yaml:1:18: dist.compress: expected none, bf16, fp16 or powersgd, got \"int8\""},
     {"dist: {powersgd_rank: 0}\n", NULL,
      "t.yaml:1:23: dist.powersgd_rank: expected an integer in [1, 1024], got 0"},
+    {"dist: {powersgd_rank: -2}\n", NULL,
+     "t.yaml:1:23: dist.powersgd_rank: expected an integer in [1, 1024], got -2"},
     {"dist: {hierarchical: yes}\n", NULL,
      "t.yaml:1:22: dist.hierarchical: expected auto, on or off, got \"yes\""},
     {"data: {mean: [0.5, 0.5]}\n", NULL,
