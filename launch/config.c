@@ -277,7 +277,7 @@ static const key_desc keys[] = {
     ENUM("dist.hierarchical", dist.hierarchical, CFG_HIER_AUTO, hierarchical_names,
          "auto, on or off"),
     DBL("dist.timeout_s", dist.timeout_s, 300, 0, 0, 1e9, 0, "a number >= 0"),
-    INT("dist.threads_per_rank", dist.threads_per_rank, 0, 0, 4096, "an integer in [0, 4096]"),
+    INT("dist.threads_per_rank", dist.threads_per_rank, 0, 0, 1024, "an integer in [0, 1024]"),
 
     SECTION("checkpoint"),
     STR("checkpoint.dir", checkpoint.dir, "a path"), /* default: derive_defaults */

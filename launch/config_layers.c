@@ -129,6 +129,9 @@ static int parse_layer(cfg_walker *w, const yaml_node_t *item, nn_section sectio
         if (!strcmp(cfg_scalar(pk), pnames[i])) which = i;
       snprintf(sub, sizeof sub, "%s.%s.%.64s", path, k->name, cfg_scalar(pk));
       if (which < 0) {
+        if (nparams == 0)
+          return cfg_fail(w, pk->start_mark, sub,
+                          "unknown key: %s takes no parameters (write '%s')", k->name, k->name);
         char hint[256];
         cfg_suggest(hint, sizeof hint, cfg_scalar(pk), pnames, nparams, "");
         return cfg_fail(w, pk->start_mark, sub, "unknown key %s", hint);

@@ -25,6 +25,18 @@ static void mean_softmax(const float *logits, int views, int classes, double *pr
   free(one);
 }
 
+int eval_label_rank(const double *scores, int classes, int label) {
+  const double p = scores[label];
+  if (isnan(p)) return classes;
+  int rank = 0;
+  for (int k = 0; k < classes; k++) {
+    if (k == label) continue;
+    if (isnan(scores[k])) return classes;
+    if (scores[k] >= p) rank++;
+  }
+  return rank;
+}
+
 int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d, char *err,
              size_t errlen) {
   int classes = net->num_classes;
@@ -52,12 +64,10 @@ int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_d
       mean_softmax(logits + (size_t)i * b.views * classes, b.views, classes, probs);
       int label = b.labels[i];
       double p = probs[label];
-      int rank = 0; /* classes scoring above the label: its 0-based rank */
+      int rank = eval_label_rank(probs, classes, label);
       int predicted = 0;
-      for (int k = 0; k < classes; k++) {
-        if (probs[k] > p) rank++;
+      for (int k = 1; k < classes; k++)
         if (probs[k] > probs[predicted]) predicted = k;
-      }
       sums[0] += -log(p > 1e-30 ? p : 1e-30);
       sums[1] += rank < 1;
       sums[2] += rank < 5;

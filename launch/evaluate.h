@@ -35,4 +35,11 @@ typedef struct {
 int eval_run(nn_net *net, data_loader *ld, int64_t epoch, eval_result *r, eval_detail *d, char *err,
              size_t errlen);
 
+/* The 0-based rank of `label` among `classes` scores (probabilities): how
+ * many other classes score at least as high. A tie counts against the label
+ * and a NaN score anywhere makes it a miss (rank = classes), so that a
+ * network whose outputs are all equal, underflowed to 0 or not finite is
+ * never credited with a top-1 or top-5 hit. Top-k hit: rank < k. */
+int eval_label_rank(const double *scores, int classes, int label);
+
 #endif

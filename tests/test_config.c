@@ -262,6 +262,12 @@ static const err_case error_cases[] = {
     {"optimizer: {schedule.type: step}\n", NULL,
      "t.yaml:1:13: optimizer.schedule.type: unknown key (known: type, lr, momentum, weight_decay, "
      "nesterov, decay_bias, schedule, warmup_epochs, lars_eta, lars_eps)"},
+    {"model:\n  classifier: [{relu: {inplace: true}}, {linear: 4}]\n", NULL,
+     "t.yaml:2:24: model.classifier[0].relu.inplace: unknown key: relu takes no parameters "
+     "(write 'relu')"},
+    /* the tools' thread limit (TOOL_MAX_THREADS), not a silent cap */
+    {"dist: {threads_per_rank: 1025}\n", NULL,
+     "t.yaml:1:26: dist.threads_per_rank: expected an integer in [0, 1024], got 1025"},
     /* duplicate keys */
     {"optimizer:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.2\n", NULL,
      "t.yaml:4:3: optimizer.lr: duplicate key (first at line 2)"},

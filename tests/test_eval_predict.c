@@ -21,6 +21,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "data.h"
+#include "evaluate.h"
 #include "nn.h"
 #include "predict_core.h"
 #include "testutil.h"
@@ -1061,6 +1062,27 @@ static void test_bilinear(void) {
   CU_ASSERT(fabsf(half[0] - 1) < 1e-6f && fabsf(half[1] - 5) < 1e-6f);
 }
 
+/* eval's hit rule: ties count against the label, NaN is a miss. Before,
+ * a network whose scores were NaN or all equal scored 100% top-1 and top-5
+ * (every comparison with the label's score was false). */
+static void test_eval_label_rank(void) {
+  const double plain[5] = {0.1, 0.4, 0.2, 0.25, 0.05};
+  CU_ASSERT_EQUAL(eval_label_rank(plain, 5, 1), 0);
+  CU_ASSERT_EQUAL(eval_label_rank(plain, 5, 3), 1);
+  CU_ASSERT_EQUAL(eval_label_rank(plain, 5, 4), 4);
+  const double equal[10] = {0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1};
+  CU_ASSERT_EQUAL(eval_label_rank(equal, 10, 0), 9);
+  /* Probabilities underflowed: one class 1, the label tied at 0 with 8. */
+  const double under[10] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  CU_ASSERT(eval_label_rank(under, 10, 3) >= 5);
+  double nan_label[4] = {0.2, 0.3, 0.5, 0};
+  nan_label[3] = NAN;
+  CU_ASSERT_EQUAL(eval_label_rank(nan_label, 4, 3), 4);
+  double nan_other[4] = {0.2, 0.3, 0.5, 0.1};
+  nan_other[0] = NAN;
+  CU_ASSERT_EQUAL(eval_label_rank(nan_other, 4, 2), 4);
+}
+
 static void test_top_k_and_softmax(void) {
   const float logits[6] = {1, 3, 3, -2, 0, 2};
   double p[6];
@@ -1110,6 +1132,7 @@ int main(void) {
   tu_add_suite("predict_core", (tu_test[]){{"JET table", test_jet_table},
                                            {"bilinear like F.interpolate", test_bilinear},
                                            {"softmax and top-k", test_top_k_and_softmax},
+                                           {"eval: ties and NaN are misses", test_eval_label_rank},
                                            {"overlay", test_overlay},
                                            {NULL, NULL}});
   return tu_run_all();
