@@ -23,6 +23,29 @@
 #   bf16: 171.082352 ms in all; bucket 8 ends at 20 + 9 * 18.35008 =
 #   185.15 < 200, bucket 9 runs 200 to 205.931632: exposed 5.9 ms.
 #   With 10 us per ring step: + 10 buckets * 2*7 * 0.01 ms = 343.6 ms.
+# PowerSGD rank 4, 1 ns per compressed float: alexnet_owt's 8 weight
+#   matrices (61090496 floats) all compressed: 61.090496 ms of arithmetic;
+#   biases 10344 + P 41376 floats, then Q 107436 floats, each a ring of 8 at
+#   1.25e9 B/s: 1.75 * 4 * (51720 + 107436) / 1.25e9 = 0.891274 ms; all
+#   61.98 ms, after backward: step 372.0 ms, 8 * 64 / 0.37198 = 1376.4 images/s.
+# 2 ranks per node (16 ranks), flat ring: 2*15/16 of each bucket on the link:
+#   9 * 39.3216 + 12.71064 = 366.6 ms; bucket 8 ends at 20 + 9 * 39.3216 =
+#   373.89, bucket 9 at 386.6: exposed 186.6, 16 * 64 / 0.4966 = 2062.0.
+#   Hierarchical: the ring of 8 leaders (342.164704) plus, per bucket, one
+#   shared-memory allreduce of 2 ranks at 3.15 GB/s (latency 0):
+#   26214400 / 3.15e9 = 8.322032 ms per full bucket, 2.690083 the last: 419.8.
+# Floats into allreduces per step at rank 4 (r = min(4, out, rest); a matrix
+#   is sent whole when out*rest < 2 (out+rest) r):
+#   alexnet_cifar: (64+27 + 192+576 + 384+1728 + 256+3456 + 256+2304 +
+#   4096+1024 + 4096+4096 + 10+4096) * 4 = 106644, plus 9354 biases: 115998.
+#   fashion-mnist: conv1 (32, 9) is sent whole (288 < 2 * 41 * 4 = 328):
+#   plain 288 + 2474 (biases, batch norms), P 5928, Q 21376: 30066.
+# allreduce, alexnet_cifar on 2 hosts at 1 Gbit/s (efficiency 1, no latency):
+#   23272266 floats, buckets of 6553600 from the end; the stand-in reports 16
+#   pieces of 1454517 floats from the end, one per 100 ms of 1600: bucket 0
+#   starts in piece 11 (ready 500 ms), 1 in piece 6 (1000), 2 in piece 2
+#   (1400), 3 at 1600. 209.7152 ms per full bucket, 115.5669 the last: they
+#   end at 709.7, 1209.7, 1609.7, 1725.3: exposed 125, total 745.
 
 if(CMAKE_SCRIPT_MODE_FILE)
   # refuse(<status> <message> COMMAND...): that exit status, the message on stderr.
@@ -128,6 +151,20 @@ if(CMAKE_SCRIPT_MODE_FILE)
   expect("ready at 20, 20, 20, 40, 40, 40, 40, 40, 80, 200 ms;\\| 8 \\| 10 \\| none \\| 342\\.2 \\| 162\\.2 \\| 472\\.2 \\| 1084\\.4 \\| 65\\.7% \\|;\\| 8 \\| 10 \\| bf16 \\| 171\\.1 \\| 5\\.9 \\|"
          predict ${fixed} --latency-us 0)
   expect("\\| 8 \\| 10 \\| none \\| 343\\.6 \\|" predict ${fixed} --latency-us 10)
+  # Compression and hierarchy.
+  expect("\\| 8 \\| 10 \\| none \\| 342\\.2 \\|;\\| 8 \\| 10 \\| powersgd r4 \\| 62\\.0 \\| 62\\.0 \\| 372\\.0 \\| 1376\\.4 \\|;8 matrices compressed"
+         predict ${fixed} --latency-us 0 --compress none,powersgd --powersgd-ns 1)
+  expect("2 ranks per node, flat ring;\\| 8 \\| 10 \\| none \\| 366\\.6 \\| 186\\.6 \\| 496\\.6 \\| 2062\\.0 \\|"
+         predict ${fixed} --latency-us 0 --compress none --ranks-per-node 2)
+  expect("hierarchical;\\| 8 \\| 10 \\| none \\| 419\\.8 \\|"
+         predict ${fixed} --latency-us 0 --compress none --ranks-per-node 2 --hierarchical on
+         --shm-latency-us 0)
+  expect("\\| alexnet_cifar \\| 23272266 \\| 93\\.089 \\| 46\\.545 \\| 115998 \\| 9354 \\| 37416 \\| 69228 \\| 8 of 8 \\|;\\| alexnet_owt \\| 61100840 \\| [0-9.]+ \\| [0-9.]+ \\| 159156 \\|;\\| fashion-mnist \\| 1246922 \\| [0-9.]+ \\| [0-9.]+ \\| 30066 \\| 2762 \\| 5928 \\| 21376 \\| 7 of 8 \\|"
+         wire)
+  expect("\\| 2 \\| 2 \\| 1 \\| none \\| 745 \\| 745 \\| 125 \\|"
+         allreduce --net alexnet_cifar --hosts 2 --links 1 --backward-ms 1600 --local-ns 0,0
+         --latency-us 0 --link-efficiency 1 --compress none)
+
   # The same buckets from a summary file instead of the built-in table.
   file(WRITE ${d}/summary.txt "layer kind output parameters MFLOPs\n"
        "features.0 conv 64 x 55 x 55 23296 140.6\nfeatures.3 conv 192 x 27 x 27 307392 447.9\n"
@@ -176,6 +213,17 @@ if(CMAKE_SCRIPT_MODE_FILE)
   refuse(2 "scaling-model: ${d}/summary-foo.txt: layer 'foo' has parameters but is not in the bench figures" ${model}
          predict --summary ${d}/summary-foo.txt)
   refuse(2 "scaling-model: --local-ns: '1' is not two numbers >= 0 (none,bf16)" ${model} predict --local-ns 1)
+  refuse(2 "scaling-model: --compress: 'zip' is not one of none, bf16, fp16, powersgd" ${model}
+         predict --compress none,zip)
+  refuse(2 "scaling-model: --powersgd-rank: 0 is not positive" ${model} predict --powersgd-rank 0
+         --compress powersgd)
+  refuse(2 "scaling-model: --ranks-per-node: 0 is not positive" ${model} allreduce --ranks-per-node 0)
+  refuse(2 "scaling-model: --hierarchical: on needs --ranks-per-node of 2 or more" ${model}
+         predict --hierarchical on)
+  refuse(2 "scaling-model: --net: no layer shapes for 'vgg' (known: alexnet, alexnet_owt, alexnet_cifar, fashion-mnist)"
+         ${model} predict --compress powersgd --net vgg)
+  refuse(2 "scaling-model: --net: no layer shapes for 'vgg'" ${model} wire --net vgg)
+  refuse(2 "scaling-model: --pieces: 0 is not positive" ${model} allreduce --pieces 0)
   refuse(2 "scaling-model: --bucket-mb: 0 is not positive" ${model} predict --bucket-mb 0)
   refuse(2 "scaling-model: --compute-ms: -5 is not positive" ${model} predict --compute-ms=-5)
   refuse(2 "scaling-model: --link-efficiency: 1.5 is not in (0, 1]" ${model} predict --link-efficiency 1.5)
