@@ -839,6 +839,11 @@ int cfg_load_string(const char *yaml_text, const char *name_for_messages, cfg_co
                   cfg_describe(root, got, sizeof got));
   }
   yaml_document_delete(&doc);
+  if (rc != 0) { /* drop the layer lists of the keys before the refused one */
+    cfg_free(c);
+    cfg_init(c, name);
+    return rc;
+  }
   derive_defaults(c);
   return rc;
 }

@@ -168,7 +168,9 @@ void cfg_init(cfg_config *c, const char *source_name);
 /* Reads a YAML config file into c (defaults first, then the file's keys).
  * Checks syntax, duplicate and unknown keys and value types, not ranges: call
  * cfg_validate after the overrides. Returns 0, or -1 with a message naming
- * file:line:column and the key in err; c is always initialized (cfg_free it). */
+ * file:line:column and the key in err. c is always initialized: on success
+ * cfg_free it; on error it holds only the defaults, nothing allocated (what
+ * the keys before the refused one built is freed), and cfg_free is safe. */
 int cfg_load(const char *path, cfg_config *c, char *err, size_t errlen);
 
 /* Same as cfg_load from YAML text in memory (e.g. a checkpoint's stored

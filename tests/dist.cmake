@@ -34,6 +34,11 @@ if(CMAKE_SCRIPT_MODE_FILE)
   elseif(NOT rc STREQUAL EXPECT_RC)
     list(APPEND bad "exit status ${rc}, expected ${EXPECT_RC}")
   endif()
+  # A sanitizer's finding in any rank fails the test even where a non-zero
+  # status is expected (the sanitizer pass).
+  if(out MATCHES "ERROR: (Leak|Address)Sanitizer|: runtime error: ")
+    list(APPEND bad "a sanitizer reported (output above)")
+  endif()
   foreach(re IN LISTS expect)
     if(NOT out MATCHES "${re}")
       list(APPEND bad "no output matching: ${re}")

@@ -22,11 +22,6 @@ set(FUZZ_LIBS_config launch)
 set(FUZZ_LIBS_dataset data)
 set(FUZZ_LIBS_image data)
 
-# The replays need no MPI, so LeakSanitizer can watch them (the other tests
-# switch it off for Open MPI's sake).
-set(FUZZ_TEST_ENV ${ALEXNET_TEST_ENV})
-list(FILTER FUZZ_TEST_ENV EXCLUDE REGEX "^ASAN_OPTIONS=")
-list(APPEND FUZZ_TEST_ENV "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0")
 
 foreach(t ${FUZZ_TARGETS})
   add_executable(fuzz_${t}_replay ${FUZZ_DIR}/fuzz_${t}.c ${FUZZ_DIR}/replay.c)
@@ -34,7 +29,7 @@ foreach(t ${FUZZ_TARGETS})
   target_link_libraries(fuzz_${t}_replay PRIVATE ${FUZZ_LIBS_${t}})
   add_test(NAME fuzz_${t}_replay COMMAND fuzz_${t}_replay ${FUZZ_DIR}/corpus/${t}
            WORKING_DIRECTORY ${CMAKE_BINARY_DIR}/test-tmp)
-  set_tests_properties(fuzz_${t}_replay PROPERTIES ENVIRONMENT "${FUZZ_TEST_ENV}" TIMEOUT 300
+  set_tests_properties(fuzz_${t}_replay PROPERTIES ENVIRONMENT "${ALEXNET_TEST_ENV}" TIMEOUT 300
                        LABELS fuzz)
 endforeach()
 

@@ -633,6 +633,16 @@ static void test_file_errors(void) {
            path);
   CU_ASSERT_STRING_EQUAL(err, want);
   cfg_free(&c);
+  /* A refused key after a layer list: the list is freed, c holds defaults
+   * (the sanitizer pass's leak check would also see it kept). */
+  CU_ASSERT_EQUAL(cfg_load_string("model: {features: [relu, tanh]}\noptimizer: {lr: fast}\n",
+                                  "t.yaml", &c, err, ERRLEN),
+                  -1);
+  CU_ASSERT_STRING_EQUAL(err,
+                         "t.yaml:2:17: optimizer.lr: expected a positive number, got \"fast\"");
+  CU_ASSERT_PTR_NULL(c.model.features);
+  CU_ASSERT_EQUAL(c.model.num_features, 0);
+  CU_ASSERT_STRING_EQUAL(c.run.name, "t");
 }
 
 /* Checks that need more than the config: ranks, files, nn's shape checks. */

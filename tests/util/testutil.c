@@ -197,6 +197,28 @@ const char *tu_scratch_dir(const char *name) {
   return path;
 }
 
+/* The first line of each sanitizer's report: a leak, a memory error, and
+ * UBSan's (which has no "ERROR:" line). */
+static const char *const sanitizer_reports[] = {"ERROR: LeakSanitizer", "ERROR: AddressSanitizer",
+                                                ": runtime error: "};
+enum { REPORT_TAIL = 32 }; /* longer than every entry above */
+
+/* Whether `tail` (what came before buf, at most REPORT_TAIL - 1 bytes,
+ * NUL-terminated) followed by buf[0..n) holds a sanitizer's report; leaves
+ * the last bytes in tail for the next call. */
+static int saw_report(char tail[2 * REPORT_TAIL], const char *buf, size_t n) {
+  for (size_t at = 0; at < n; at += REPORT_TAIL) {
+    size_t have = strlen(tail), take = n - at < REPORT_TAIL ? n - at : REPORT_TAIL;
+    memcpy(tail + have, buf + at, take);
+    tail[have + take] = '\0';
+    for (size_t i = 0; i < sizeof sanitizer_reports / sizeof *sanitizer_reports; i++)
+      if (strstr(tail, sanitizer_reports[i])) return 1;
+    size_t len = strlen(tail), keep = len < REPORT_TAIL - 1 ? len : REPORT_TAIL - 1;
+    memmove(tail, tail + len - keep, keep + 1);
+  }
+  return 0;
+}
+
 int tu_run_cmd(const char *cmd, char *out, size_t outlen) {
   char full[8192];
   snprintf(full, sizeof full, "( %s ) 2>&1", cmd);
@@ -206,9 +228,11 @@ int tu_run_cmd(const char *cmd, char *out, size_t outlen) {
     return -1;
   }
   size_t used = 0;
-  char buf[4096];
+  char buf[4096], tail[2 * REPORT_TAIL] = "";
   size_t got;
+  int report = 0;
   while ((got = fread(buf, 1, sizeof buf, p)) > 0) {
+    if (!report) report = saw_report(tail, buf, got);
     if (outlen > 1 && used < outlen - 1) {
       size_t take = got < outlen - 1 - used ? got : outlen - 1 - used;
       memcpy(out + used, buf, take);
@@ -217,6 +241,12 @@ int tu_run_cmd(const char *cmd, char *out, size_t outlen) {
   }
   if (outlen) out[used] = '\0';
   int status = pclose(p);
+  /* A sanitizer's finding fails the case whatever status the caller
+   * expects: a leak at exit turns an expected exit 1 into exit 1. */
+  if (report) {
+    fprintf(stderr, "\n$ %s\n%s\n", cmd, outlen ? out : "");
+    CU_FAIL("a sanitizer reported in the output of a command (printed above)");
+  }
   if (status == -1) return -1;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
