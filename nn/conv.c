@@ -501,3 +501,44 @@ void nn_conv_backward(const nn_conv_geom *g, int n, const float *x, const float 
   }
   if (wino_dx) nn_winograd_backward_data(g, n, w, dy, wino_dx, ws, ws_floats);
 }
+
+/* ------------------------------------------------------------------------ */
+/* The conv layer (its row in nn/kinds.c)                                    */
+
+static nn_conv_geom layer_geom(const nn_net *net, const nn_layer *l) {
+  nn_conv_geom g = {
+      .in_c = l->in.c,
+      .in_h = l->in.h,
+      .in_w = l->in.w,
+      .out_c = l->out.c,
+      .out_h = l->out.h,
+      .out_w = l->out.w,
+      .kernel_h = l->spec.kernel_h,
+      .kernel_w = l->spec.kernel_w,
+      .stride_h = l->spec.stride_h,
+      .stride_w = l->spec.stride_w,
+      .pad_top = l->spec.pad_top,
+      .pad_left = l->spec.pad_left,
+      .groups = l->spec.groups,
+      .kernel = net->kernel,
+  };
+  return g;
+}
+
+float *nn_conv_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  nn_conv_geom g = layer_geom(net, l);
+  nn_conv_forward(&g, n, x, l->weight, l->bias, l->fused_relu, y, net->workspace,
+                  net->workspace_floats);
+  return y;
+}
+
+void nn_conv_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy, float *dx) {
+  nn_conv_geom g = layer_geom(net, l);
+  nn_conv_backward(&g, n, x, l->weight, l->output, l->fused_relu, dy, dx, l->dweight, l->dbias,
+                   net->workspace, net->workspace_floats);
+}
+
+size_t nn_conv_layer_workspace(const nn_net *net, const nn_layer *l, int n, size_t cap) {
+  nn_conv_geom g = layer_geom(net, l);
+  return nn_conv_workspace_floats(&g, n, cap);
+}

@@ -1,8 +1,10 @@
 /*
  * nn/kinds.c: the layer kinds, one row each (see nn_kind_desc in nn.h): name,
  * parameters with types, defaults and ranges, learned tensors, validity and
- * shape rules, backward facts. nn_net_build, the summary and the config
- * (launch/config_layers.c) all read this table; nothing else lists kinds.
+ * shape rules, kernels, memory-plan facts. nn_net_build, nn_net_alloc,
+ * nn_forward, nn_backward, the initializations, LARS, the checkpoint, the
+ * summary and the config (launch/config_layers.c) all read this table;
+ * nothing else lists kinds.
  *
  * Shapes are computed in 64 bits and refused when a per-sample tensor or a
  * parameter tensor would hold more than NN_MAX_ELEMENTS values: the kernels
@@ -223,6 +225,9 @@ static int batchnorm_weight_dims(const nn_layer *l, int *dims) {
   return 1;
 }
 
+/* batchnorm's state_dims is with its kernels (nn/batchnorm.c), beside the
+ * layout of its state. */
+
 static int linear_weight_dims(const nn_layer *l, int *dims) {
   dims[0] = l->out.c;
   dims[1] = (int)nn_shape_size(l->in);
@@ -231,6 +236,24 @@ static int linear_weight_dims(const nn_layer *l, int *dims) {
 
 /* ------------------------------------------------------------------------ */
 /* The table                                                                 */
+
+/* Adding a layer kind takes exactly:
+ *  1. its value in the nn_kind enum (nn/nn.h), before NN_KIND_COUNT: the
+ *     index of its row, and the name builders (nn/models.c) use;
+ *  2. its row below: name, parameters (defaults, ranges), learned tensors
+ *     and saved state with their dimension functions, the rules (complete,
+ *     check, follows), the shape rule (set out, weight_count, bias_count,
+ *     buffer_count, flops), the kernels (forward and backward; init, setup
+ *     and workspace when it needs them) and the plan's flags;
+ *  3. its kernel file, nn/<kind>.c, with the kernels and the layer functions
+ *     the row points at (declared in nn/layers.h);
+ *  4. tests: the kernels against finite differences and PyTorch
+ *     (tests/test_nn_layers.c, tests/test_parity.c), the row's rules
+ *     (tests/test_nn_kinds.c).
+ * Nothing else changes: the config learns the kind's name, parameters and
+ * rules from the row (launch/config_layers.c), the checkpoint its tensors
+ * (nn_visit_params, nn_visit_buffers), the network its plan and kernels.
+ * docs/config.md lists the kinds for config writers. */
 
 static const nn_kind_desc kinds[NN_KIND_COUNT] = {
     [NN_CONV] = {.name = "conv",
@@ -243,7 +266,12 @@ static const nn_kind_desc kinds[NN_KIND_COUNT] = {
                  .follows = conv_follows,
                  .shape = conv_shape,
                  .weight_dims = conv_weight_dims,
-                 .reads_input = 1},
+                 .forward = nn_conv_layer_forward,
+                 .backward = nn_conv_layer_backward,
+                 .workspace = nn_conv_layer_workspace,
+                 .reads_input = 1,
+                 .fuses_relu = 1,
+                 .compute_bound = 1},
     [NN_LINEAR] = {.name = "linear",
                    .kind = NN_LINEAR,
                    .params = {POSITIVE("out", out, 1, 0), BIAS},
@@ -251,15 +279,25 @@ static const nn_kind_desc kinds[NN_KIND_COUNT] = {
                    .learned = {"weight", "bias"},
                    .shape = linear_shape,
                    .weight_dims = linear_weight_dims,
-                   .reads_input = 1},
+                   .forward = nn_linear_layer_forward,
+                   .backward = nn_linear_layer_backward,
+                   .reads_input = 1,
+                   .fuses_relu = 1,
+                   .compute_bound = 1},
     [NN_RELU] = {.name = "relu",
                  .kind = NN_RELU,
                  .shape = pointwise_shape,
+                 .forward = nn_relu_layer_forward,
+                 .backward = nn_relu_layer_backward,
                  .reads_output = 1,
-                 .in_place = 1},
+                 .in_place = 1,
+                 .forward_in_place = NN_IN_PLACE_FREE,
+                 .fusable = 1},
     [NN_TANH] = {.name = "tanh",
                  .kind = NN_TANH,
                  .shape = pointwise_shape,
+                 .forward = nn_tanh_layer_forward,
+                 .backward = nn_tanh_layer_backward,
                  .reads_output = 1,
                  .in_place = 1},
     /* The defaults are the 2012 paper's constants (PyTorch's alpha: per size). */
@@ -291,6 +329,9 @@ static const nn_kind_desc kinds[NN_KIND_COUNT] = {
                             .expect = "a positive number"}},
                 .shorthand = "size",
                 .shape = lrn_shape,
+                .forward = nn_lrn_layer_forward,
+                .backward = nn_lrn_layer_backward,
+                .workspace = nn_lrn_layer_workspace,
                 .reads_input = 1,
                 .in_place = 1},
     [NN_MAXPOOL] = {.name = "maxpool",
@@ -301,13 +342,24 @@ static const nn_kind_desc kinds[NN_KIND_COUNT] = {
                     .shorthand = "kernel",
                     .complete = maxpool_complete,
                     .check = maxpool_check,
-                    .shape = maxpool_shape},
+                    .shape = maxpool_shape,
+                    .forward = nn_maxpool_layer_forward,
+                    .backward = nn_maxpool_layer_backward,
+                    .saves_argmax = 1},
     [NN_AVGPOOL] = {.name = "avgpool",
                     .kind = NN_AVGPOOL,
                     .params = {HW("out", out_h, out_w, 1, 0)},
                     .shorthand = "out",
-                    .shape = avgpool_shape},
-    [NN_FLATTEN] = {.name = "flatten", .kind = NN_FLATTEN, .shape = flatten_shape, .in_place = 1},
+                    .shape = avgpool_shape,
+                    .forward = nn_avgpool_layer_forward,
+                    .backward = nn_avgpool_layer_backward},
+    [NN_FLATTEN] = {.name = "flatten",
+                    .kind = NN_FLATTEN,
+                    .shape = flatten_shape,
+                    .forward = nn_flatten_layer_forward,
+                    .backward = nn_flatten_layer_backward,
+                    .in_place = 1,
+                    .forward_in_place = NN_VIEW},
     [NN_BATCHNORM] = {.name = "batchnorm",
                       .kind = NN_BATCHNORM,
                       .learned = {"weight", "bias"},
@@ -315,8 +367,14 @@ static const nn_kind_desc kinds[NN_KIND_COUNT] = {
                       .follows = batchnorm_follows,
                       .shape = batchnorm_shape,
                       .weight_dims = batchnorm_weight_dims,
+                      .state_dims = nn_batchnorm_state_dims,
+                      .forward = nn_batchnorm_layer_forward,
+                      .backward = nn_batchnorm_layer_backward,
+                      .init = nn_batchnorm_layer_init,
+                      .setup = nn_batchnorm_layer_setup,
                       .reads_input = 1,
-                      .in_place = 1},
+                      .in_place = 1,
+                      .lars_plain = 1},
     [NN_DROPOUT] = {.name = "dropout",
                     .kind = NN_DROPOUT,
                     .params = {{.name = "p",
@@ -330,7 +388,10 @@ static const nn_kind_desc kinds[NN_KIND_COUNT] = {
                                 .syntax = "a number in [0, 1)"}},
                     .shorthand = "p",
                     .shape = pointwise_shape,
-                    .in_place = 1},
+                    .forward = nn_dropout_layer_forward,
+                    .backward = nn_dropout_layer_backward,
+                    .in_place = 1,
+                    .forward_in_place = NN_IN_PLACE_FREE},
 };
 
 /* ------------------------------------------------------------------------ */

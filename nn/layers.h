@@ -186,6 +186,44 @@ void nn_bn_backward_dx(int n, int c, int s, const float *x, const float *dy, con
                        const float *invstd, const float *gamma, const double *sums, double count,
                        float *dx);
 
+/* ---- the kinds' layer functions ------------------------------------------ */
+
+/* What the rows of the kind table (nn/kinds.c) point at: each kind's forward
+ * and backward over a layer of a network (contracts at nn_kind_desc in nn.h),
+ * calling the kernels above with the layer's shapes and parameters; each is
+ * in its kind's kernel file. */
+float *nn_conv_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_conv_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy, float *dx);
+size_t nn_conv_layer_workspace(const nn_net *net, const nn_layer *l, int n, size_t cap);
+float *nn_linear_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_linear_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                              float *dx);
+float *nn_relu_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_relu_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy, float *dx);
+float *nn_tanh_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_tanh_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy, float *dx);
+float *nn_dropout_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_dropout_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                               float *dx);
+float *nn_flatten_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_flatten_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                               float *dx);
+float *nn_lrn_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_lrn_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy, float *dx);
+size_t nn_lrn_layer_workspace(const nn_net *net, const nn_layer *l, int n, size_t cap);
+float *nn_maxpool_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_maxpool_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                               float *dx);
+float *nn_avgpool_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_avgpool_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                               float *dx);
+float *nn_batchnorm_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y);
+void nn_batchnorm_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                                 float *dx);
+void nn_batchnorm_layer_init(nn_layer *l);
+int nn_batchnorm_layer_setup(nn_net *net, nn_layer *l);
+int nn_batchnorm_state_dims(const nn_layer *l, int t, int *dims);
+
 /* ---- loss ---------------------------------------------------------------- */
 
 /* Softmax cross-entropy, mean over n. logits (n, classes); dlogits may be NULL.

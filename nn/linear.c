@@ -52,3 +52,18 @@ void nn_linear_backward(nn_bf16_kernel kernel, int n, int in, int out, const flo
                 dx, in);
   }
 }
+
+/* ------------------------------------------------------------------------ */
+/* The linear layer (its row in nn/kinds.c)                                  */
+
+float *nn_linear_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  nn_linear_forward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, x, l->weight, l->bias,
+                    l->fused_relu, y);
+  return y;
+}
+
+void nn_linear_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                              float *dx) {
+  nn_linear_backward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, x, l->weight, l->output,
+                     l->fused_relu, dy, dx, l->dweight, l->dbias);
+}

@@ -140,3 +140,27 @@ void nn_lrn_backward(int n, int c, int h, int w, int size, float alpha, float be
     }
   }
 }
+
+/* ------------------------------------------------------------------------ */
+/* The lrn layer (its row in nn/kinds.c)                                     */
+
+float *nn_lrn_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  (void)net;
+  const nn_layer_spec *s = &l->spec;
+  nn_lrn_forward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta, s->lrn_k, x,
+                 y);
+  return y;
+}
+
+void nn_lrn_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy, float *dx) {
+  const nn_layer_spec *s = &l->spec;
+  if (dx)
+    nn_lrn_backward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta, s->lrn_k,
+                    x, dy, dx, net->workspace, net->workspace_floats);
+}
+
+/* One block per thread of the pool, whatever the batch. */
+size_t nn_lrn_layer_workspace(const nn_net *net, const nn_layer *l, int n, size_t cap) {
+  (void)net, (void)n, (void)cap;
+  return nn_lrn_workspace_floats(l->in.c, l->in.h, l->in.w, omp_get_max_threads());
+}

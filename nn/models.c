@@ -200,12 +200,13 @@ int nn_preset(const char *arch, const nn_preset_opts *opts, nn_layer_spec **spec
 /* ------------------------------------------------------------------------ */
 /* Initialization                                                            */
 
-/* PyTorch's batch norm start, whatever the init: scale 1, shift 0. Returns
- * 1 for a batch norm layer (done), 0 for a layer the caller initializes. */
-static int init_batchnorm(nn_layer *l) {
-  if (l->spec.kind != NN_BATCHNORM) return 0;
-  for (size_t j = 0; j < l->weight_count; j++) l->weight[j] = 1.0f;
-  for (size_t j = 0; j < l->bias_count; j++) l->bias[j] = 0.0f;
+/* A kind with a fixed start (its row's init: batch norm's scale 1, shift 0)
+ * gets it whatever the scheme. Returns 1 for such a layer (done), 0 for a
+ * layer the caller initializes. */
+static int init_fixed(nn_layer *l) {
+  const nn_kind_desc *kind = nn_kind_info(l->spec.kind);
+  if (!kind->init) return 0;
+  kind->init(l);
   return 1;
 }
 
@@ -214,7 +215,7 @@ void nn_init_paper(nn_net *net, uint64_t seed) {
   for (int i = 0; i < net->num_layers; i++) linears += net->layers[i].spec.kind == NN_LINEAR;
   for (int i = 0; i < net->num_layers; i++) {
     nn_layer *l = &net->layers[i];
-    if (!l->weight_count || init_batchnorm(l)) continue;
+    if (!l->weight_count || init_fixed(l)) continue;
     int bias_one;
     if (l->spec.kind == NN_CONV) {
       conv_index++;
@@ -235,7 +236,7 @@ void nn_init_paper(nn_net *net, uint64_t seed) {
 void nn_init_torch_default(nn_net *net, uint64_t seed) {
   for (int i = 0; i < net->num_layers; i++) {
     nn_layer *l = &net->layers[i];
-    if (!l->weight_count || init_batchnorm(l)) continue;
+    if (!l->weight_count || init_fixed(l)) continue;
     size_t fan_in = l->weight_count / (size_t)l->out.c;
     float bound = 1.0f / sqrtf((float)fan_in);
     uint64_t layer_seed = nn_hash64(seed, (uint64_t)i);
@@ -253,10 +254,10 @@ void nn_init_torch_default(nn_net *net, uint64_t seed) {
 void nn_init_kaiming(nn_net *net, uint64_t seed) {
   int last = -1; /* the last conv/linear: the logits, which no ReLU follows */
   for (int i = 0; i < net->num_layers; i++)
-    if (net->layers[i].weight_count && net->layers[i].spec.kind != NN_BATCHNORM) last = i;
+    if (net->layers[i].weight_count && !nn_kind_info(net->layers[i].spec.kind)->init) last = i;
   for (int i = 0; i < net->num_layers; i++) {
     nn_layer *l = &net->layers[i];
-    if (!l->weight_count || init_batchnorm(l)) continue;
+    if (!l->weight_count || init_fixed(l)) continue;
     /* fan_in = C/G * KH * KW (conv) or C (linear); gain^2 2 for ReLU, 1 for
      * the output layer. */
     size_t fan_in = l->weight_count / (size_t)l->out.c;

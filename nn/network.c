@@ -123,50 +123,34 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
     free(layers);
     return -1;
   }
-  size_t max_channels = 0;
-  for (int i = 0; i < count; i++)
-    if (layers[i].buffer_count) max_channels = max_size(max_channels, (size_t)layers[i].in.c);
   net->params = alloc_floats(offset);
   net->grads = alloc_floats(offset);
   net->buffers = alloc_floats(buffer_offset);
-  net->bn_sums = calloc(2 * max_channels + 1, sizeof(double));
   net->forward_seconds = calloc((size_t)count, sizeof(double));
   net->backward_seconds = calloc((size_t)count, sizeof(double));
   net->layers = layers;
   net->num_layers = count;
-  int oom = !net->params || !net->grads || !net->buffers || !net->bn_sums ||
-            !net->forward_seconds || !net->backward_seconds;
+  int oom = !net->params || !net->grads || !net->buffers || !net->forward_seconds ||
+            !net->backward_seconds;
+  /* The views, then each kind's own set-up (its state's start, its memory). */
   for (int i = 0; i < count && !oom; i++) {
     nn_layer *l = &layers[i];
-    if (!l->buffer_count) continue;
-    l->bn_mean = alloc_floats(2 * (size_t)l->in.c);
-    if (!l->bn_mean)
-      oom = 1;
-    else
-      l->bn_invstd = l->bn_mean + l->in.c;
+    if (l->weight_count) {
+      l->weight = net->params + l->weight_offset;
+      l->dweight = net->grads + l->weight_offset;
+    }
+    if (l->bias_count) {
+      l->bias = net->params + l->bias_offset;
+      l->dbias = net->grads + l->bias_offset;
+    }
+    if (l->buffer_count) l->state = net->buffers + l->buffer_offset;
+    const nn_kind_desc *kind = nn_kind_info(l->spec.kind);
+    if (kind->setup && kind->setup(net, l) != 0) oom = 1;
   }
   if (oom) {
     util_errf(err, errlen, "out of memory for %zu parameters", offset);
     nn_net_free(net);
     return -1;
-  }
-  for (int i = 0; i < count; i++) {
-    nn_layer *l = &layers[i];
-    if (!l->buffer_count) continue;
-    l->running_mean = net->buffers + l->buffer_offset;
-    l->running_var = l->running_mean + l->in.c;
-    l->num_batches = l->running_var + l->in.c;
-    for (int c = 0; c < l->in.c; c++) l->running_var[c] = 1.0f; /* PyTorch's start */
-  }
-  for (int i = 0; i < count; i++) {
-    nn_layer *l = &layers[i];
-    if (!l->weight_count) continue;
-    l->weight = net->params + l->weight_offset;
-    l->dweight = net->grads + l->weight_offset;
-    if (l->bias_count) {
-      l->bias = net->params + l->bias_offset;
-      l->dbias = net->grads + l->bias_offset;
-    }
   }
   net->input = input;
   net->num_classes = shape.c;
@@ -196,10 +180,9 @@ static void free_activations(nn_net *net) {
 void nn_net_free(nn_net *net) {
   if (!net) return;
   if (net->layers) free_activations(net);
-  for (int i = 0; net->layers && i < net->num_layers; i++) free(net->layers[i].bn_mean);
+  for (int i = 0; net->layers && i < net->num_layers; i++) free(net->layers[i].kind_data);
   free(net->layers);
   free(net->buffers);
-  free(net->bn_sums);
   free(net->params);
   free(net->grads);
   free(net->forward_seconds);
@@ -209,43 +192,6 @@ void nn_net_free(nn_net *net) {
 
 /* ------------------------------------------------------------------------ */
 /* Planning and allocation                                                   */
-
-static nn_conv_geom conv_geom(const nn_net *net, const nn_layer *l) {
-  nn_conv_geom g = {
-      .in_c = l->in.c,
-      .in_h = l->in.h,
-      .in_w = l->in.w,
-      .out_c = l->out.c,
-      .out_h = l->out.h,
-      .out_w = l->out.w,
-      .kernel_h = l->spec.kernel_h,
-      .kernel_w = l->spec.kernel_w,
-      .stride_h = l->spec.stride_h,
-      .stride_w = l->spec.stride_w,
-      .pad_top = l->spec.pad_top,
-      .pad_left = l->spec.pad_left,
-      .groups = l->spec.groups,
-      .kernel = net->kernel,
-  };
-  return g;
-}
-
-static nn_pool_geom pool_geom(const nn_layer *l) {
-  nn_pool_geom g = {
-      .c = l->in.c,
-      .in_h = l->in.h,
-      .in_w = l->in.w,
-      .out_h = l->out.h,
-      .out_w = l->out.w,
-      .kernel_h = l->spec.kernel_h,
-      .kernel_w = l->spec.kernel_w,
-      .stride_h = l->spec.stride_h,
-      .stride_w = l->spec.stride_w,
-      .pad_top = l->spec.pad_top,
-      .pad_left = l->spec.pad_left,
-  };
-  return g;
-}
 
 /* What a layer's backward reads and where it writes, from its kind's row
  * (conv and linear read their output only for a fused ReLU, set when
@@ -277,28 +223,21 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
     l->in_place = 0;
     l->needs_output = backward_reads_output(l);
     l->scratch = -1;
-    nn_kind k = l->spec.kind;
+    const nn_kind_desc *kind = nn_kind_info(l->spec.kind);
     /* The input batch is the caller's (const): the first layer never works in place. */
     int prev_output_free = prev && !prev->needs_output;
-    if (k == NN_RELU && prev && (prev->spec.kind == NN_CONV || prev->spec.kind == NN_LINEAR) &&
-        !prev->fused_relu) {
+    if (kind->fusable && prev && nn_kind_info(prev->spec.kind)->fuses_relu && !prev->fused_relu) {
       prev->fused_relu = 1; /* conv/linear apply it; its mask comes from their output */
       prev->needs_output = 1;
       l->in_place = 1;
       l->needs_output = 1;
-    } else if (k == NN_FLATTEN && prev) {
+    } else if (kind->forward_in_place == NN_VIEW && prev) {
       l->in_place = 1;
       l->needs_output = prev->needs_output;
-    } else if ((k == NN_RELU || k == NN_DROPOUT) && prev_output_free) {
+    } else if (kind->forward_in_place == NN_IN_PLACE_FREE && prev_output_free) {
       l->in_place = 1;
     }
-    if (k == NN_CONV) {
-      nn_conv_geom g = conv_geom(net, l);
-      workspace = max_size(workspace, nn_conv_workspace_floats(&g, batch, cap));
-    } else if (k == NN_LRN) {
-      workspace = max_size(
-          workspace, nn_lrn_workspace_floats(l->in.c, l->in.h, l->in.w, omp_get_max_threads()));
-    }
+    if (kind->workspace) workspace = max_size(workspace, kind->workspace(net, l, batch, cap));
   }
   /* The backward's ping-pong: dx goes to the buffer dy is not in, unless the
    * layer writes it over dy; the first layer computes none. */
@@ -340,7 +279,7 @@ int nn_net_alloc(nn_net *net, int batch, size_t workspace_cap_mib, char *err, si
       need[slot] = max_size(need[slot], floats);
     }
     owner_slot = l->scratch;
-    if (l->spec.kind == NN_MAXPOOL) {
+    if (nn_kind_info(l->spec.kind)->saves_argmax) {
       l->argmax = malloc(floats * sizeof(uint16_t));
       if (!l->argmax) goto oom;
     }
@@ -403,18 +342,24 @@ void nn_visit_params(const nn_net *net, nn_param_visitor fn, void *ctx) {
   }
 }
 
+/* The kind's state tensors in the order of its row, one after the other from
+ * l->buffer_offset, each as long as the product of its dimensions. */
 void nn_visit_buffers(const nn_net *net, nn_param_visitor fn, void *ctx) {
-  char name[64];
+  char name[96];
   for (int i = 0; i < net->num_layers; i++) {
     const nn_layer *l = &net->layers[i];
     if (!l->buffer_count) continue;
-    int c = l->in.c;
-    snprintf(name, sizeof name, "%s.running_mean", l->name);
-    fn(ctx, name, l->buffer_offset, (size_t)c, 1, &c);
-    snprintf(name, sizeof name, "%s.running_var", l->name);
-    fn(ctx, name, l->buffer_offset + (size_t)c, (size_t)c, 1, &c);
-    snprintf(name, sizeof name, "%s.num_batches_tracked", l->name);
-    fn(ctx, name, l->buffer_offset + 2 * (size_t)c, 1, 0, &c);
+    const nn_kind_desc *kind = nn_kind_info(l->spec.kind);
+    size_t offset = l->buffer_offset;
+    for (int t = 0; t < NN_KIND_MAX_TENSORS && kind->state[t]; t++) {
+      int dims[4];
+      int ndim = kind->state_dims(l, t, dims);
+      size_t count = 1;
+      for (int d = 0; d < ndim; d++) count *= (size_t)dims[d];
+      snprintf(name, sizeof name, "%s.%s", l->name, kind->state[t]);
+      fn(ctx, name, offset, count, ndim, dims);
+      offset += count;
+    }
   }
 }
 
@@ -446,49 +391,6 @@ float *nn_buffer_by_name(nn_net *net, const char *name, size_t *count, size_t *o
 /* ------------------------------------------------------------------------ */
 /* Forward and backward                                                      */
 
-/* Batch norm's forward: batch statistics in training (over every rank's
- * batch when net->bn_reduce is set), the running ones in evaluation. */
-static void batchnorm_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
-  int c = l->in.c, s = l->in.h * l->in.w;
-  if (net->training) {
-    double *sums = net->bn_sums;
-    nn_bn_sums(n, c, s, x, sums);
-    sums[2 * c] = (double)n * s;
-    if (net->bn_reduce) net->bn_reduce(net->bn_reduce_ctx, sums, 2 * c + 1);
-    nn_bn_finish_stats(c, sums, sums[2 * c], NN_BN_EPS, NN_BN_MOMENTUM, l->bn_mean, l->bn_invstd,
-                       l->running_mean, l->running_var);
-    *l->num_batches += 1.0f;
-  } else {
-    nn_bn_eval_stats(c, l->running_mean, l->running_var, NN_BN_EPS, l->bn_mean, l->bn_invstd);
-  }
-  nn_bn_normalize(n, c, s, x, l->bn_mean, l->bn_invstd, l->weight, l->bias, y);
-}
-
-/* dgamma, dbeta from this process's samples (the gradient allreduce sums
- * them); dx from the sums over the samples the statistics came from. In
- * evaluation mode the statistics are constants: dx = gamma * invstd * dy. */
-static void batchnorm_backward(nn_net *net, nn_layer *l, int n, const float *x, const float *dy,
-                               float *dx) {
-  int c = l->in.c, s = l->in.h * l->in.w;
-  double *sums = net->bn_sums;
-  nn_bn_backward_sums(n, c, s, x, dy, l->bn_mean, l->bn_invstd, sums);
-  nn_bn_backward_params(c, sums, l->dweight, l->dbias);
-  if (!dx) return;
-  if (!net->training) {
-    for (int k = 0; k < 2 * c; k++) sums[k] = 0;
-    nn_bn_backward_dx(n, c, s, x, dy, l->bn_mean, l->bn_invstd, l->weight, sums, 1.0, dx);
-    return;
-  }
-  sums[2 * c] = (double)n * s;
-  if (net->bn_reduce) net->bn_reduce(net->bn_reduce_ctx, sums, 2 * c + 1);
-  nn_bn_backward_dx(n, c, s, x, dy, l->bn_mean, l->bn_invstd, l->weight, sums, sums[2 * c], dx);
-}
-
-/* Each dropout layer draws from its own stream of the step's seed. */
-static uint64_t dropout_seed(const nn_net *net, int layer) {
-  return nn_hash64(net->dropout_seed, 0xD50u + (uint64_t)layer);
-}
-
 const float *nn_forward(nn_net *net, const float *x, int n) {
   const float *in = x;
   /* Each layer runs on as many of the pool's threads as its work is worth
@@ -499,8 +401,6 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
     nn_layer *l = &net->layers[i];
     double t0 = util_now();
     omp_set_num_threads(nn_layer_threads(l, n, pool));
-    const nn_layer_spec *s = &l->spec;
-    size_t in_count = nn_shape_size(l->in) * (size_t)n;
     /* In place: the output is the input buffer (never the caller's x: see
      * alloc). Scratch: the activation-gradient buffer alloc planned, never
      * the one the input is in. */
@@ -508,54 +408,7 @@ const float *nn_forward(nn_net *net, const float *x, int n) {
                : l->buffer       ? l->buffer
                : l->scratch == 0 ? net->grad_a
                                  : net->grad_b;
-    switch (s->kind) {
-      case NN_CONV: {
-        nn_conv_geom g = conv_geom(net, l);
-        nn_conv_forward(&g, n, in, l->weight, l->bias, l->fused_relu, y, net->workspace,
-                        net->workspace_floats);
-        break;
-      }
-      case NN_LINEAR:
-        nn_linear_forward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, in, l->weight,
-                          l->bias, l->fused_relu, y);
-        break;
-      case NN_RELU:
-        /* Fused into the previous conv/linear: already applied. */
-        if (!(i > 0 && net->layers[i - 1].fused_relu && l->in_place))
-          nn_relu_forward(in_count, in, y);
-        break;
-      case NN_TANH:
-        nn_tanh_forward(in_count, in, y);
-        break;
-      case NN_DROPOUT:
-        if (net->training && s->dropout_p > 0) {
-          nn_dropout_forward_at(in_count, s->dropout_p, dropout_seed(net, i),
-                                (uint64_t)net->sample_offset * nn_shape_size(l->in), in, y);
-        } else {
-          y = (float *)in; /* identity: no copy */
-        }
-        break;
-      case NN_FLATTEN:
-        y = (float *)in;
-        break;
-      case NN_LRN:
-        nn_lrn_forward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,
-                       s->lrn_k, in, y);
-        break;
-      case NN_MAXPOOL: {
-        nn_pool_geom g = pool_geom(l);
-        nn_maxpool_forward(&g, n, in, y, net->no_grad ? NULL : l->argmax);
-        break;
-      }
-      case NN_AVGPOOL:
-        nn_avgpool_forward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, in, y);
-        break;
-      case NN_BATCHNORM:
-        batchnorm_forward(net, l, n, in, y);
-        break;
-      case NN_KIND_COUNT:
-        break;
-    }
+    y = nn_kind_info(l->spec.kind)->forward(net, l, n, in, y);
     l->output = y;
     in = y;
     net->forward_seconds[i] = util_now() - t0;
@@ -576,59 +429,12 @@ void nn_backward(nn_net *net, const float *x, int n, nn_grad_ready_fn ready, voi
     nn_layer *l = &net->layers[i];
     double t0 = util_now();
     omp_set_num_threads(nn_layer_threads(l, n, pool));
-    const nn_layer_spec *s = &l->spec;
     const float *in = i > 0 ? net->layers[i - 1].output : x;
-    size_t in_count = nn_shape_size(l->in) * (size_t)n;
     /* dx goes over dy, or to whichever ping-pong buffer dy is not in (the plan
      * nn_net_alloc sized them by); layer 0 needs none. */
     float *other = dy == net->grad_a ? net->grad_b : net->grad_a;
     float *dx = i == 0 ? NULL : backward_in_place(l) ? dy : other;
-    switch (s->kind) {
-      case NN_CONV: {
-        nn_conv_geom g = conv_geom(net, l);
-        nn_conv_backward(&g, n, in, l->weight, l->output, l->fused_relu, dy, dx, l->dweight,
-                         l->dbias, net->workspace, net->workspace_floats);
-        break;
-      }
-      case NN_LINEAR:
-        nn_linear_backward(net->kernel, n, (int)nn_shape_size(l->in), l->out.c, in, l->weight,
-                           l->output, l->fused_relu, dy, dx, l->dweight, l->dbias);
-        break;
-      case NN_RELU:
-        /* Fused: dx stays dy, and the conv/linear below masks it itself. */
-        if (dx && !(net->layers[i - 1].fused_relu && l->in_place))
-          nn_relu_backward(in_count, l->output, dy, dx);
-        break;
-      case NN_TANH:
-        if (dx) nn_tanh_backward(in_count, l->output, dy, dx);
-        break;
-      case NN_DROPOUT: /* the identity in evaluation: dx is dy already */
-        if (dx && net->training && s->dropout_p > 0)
-          nn_dropout_backward_at(in_count, s->dropout_p, dropout_seed(net, i),
-                                 (uint64_t)net->sample_offset * nn_shape_size(l->in), dy, dx);
-        break;
-      case NN_FLATTEN:
-        break; /* dx is dy */
-      case NN_LRN:
-        if (dx)
-          nn_lrn_backward(n, l->in.c, l->in.h, l->in.w, s->lrn_size, s->lrn_alpha, s->lrn_beta,
-                          s->lrn_k, in, dy, dx, net->workspace, net->workspace_floats);
-        break;
-      case NN_MAXPOOL:
-        if (dx) {
-          nn_pool_geom g = pool_geom(l);
-          nn_maxpool_backward(&g, n, l->argmax, dy, dx);
-        }
-        break;
-      case NN_AVGPOOL:
-        if (dx) nn_avgpool_backward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, dy, dx);
-        break;
-      case NN_BATCHNORM:
-        batchnorm_backward(net, l, n, in, dy, dx);
-        break;
-      case NN_KIND_COUNT:
-        break;
-    }
+    nn_kind_info(l->spec.kind)->backward(net, l, n, in, dy, dx);
     net->backward_seconds[i] = util_now() - t0;
     if (l->weight_count && ready) ready(ctx, l->weight_offset, l->weight_count + l->bias_count);
     dy = dx;

@@ -87,18 +87,18 @@ typedef struct nn_layer {
   size_t bias_count;      /* O, or 0 */
   float *weight, *bias;   /* views into net->params: conv (O, C/G, KH, KW); linear (O, C) */
   float *dweight, *dbias; /* views into net->grads, same layouts */
-  size_t buffer_offset;   /* batchnorm: into net->buffers: running_mean (C),
-                             running_var (C), num_batches_tracked (1) */
-  size_t buffer_count;    /* batchnorm: 2C + 1; others 0 */
-  float *running_mean, *running_var; /* batchnorm: views into net->buffers, (C) */
-  float *num_batches;                /* batchnorm: (1), PyTorch's num_batches_tracked: training
-                                        forwards seen, as a float (exact up to 2^24) */
-  float *bn_mean, *bn_invstd;        /* batchnorm: (C) each, the statistics of the last
-                                     forward (batch or running), read by backward */
-  double flops;                      /* forward multiply-adds x 2 per sample */
+  size_t buffer_offset;   /* into net->buffers: the kind's saved state, its row's
+                             state[] tensors in order (batchnorm: running_mean (C),
+                             running_var (C), num_batches_tracked (1)) */
+  size_t buffer_count;    /* floats of that state (batchnorm: 2C + 1); 0: none */
+  float *state;           /* view into net->buffers at buffer_offset, or NULL */
+  void *kind_data;        /* owned: the kind's own memory, allocated by its row's setup
+                             and freed by nn_net_free (batchnorm: the statistics of the
+                             last forward and its per-channel sums), or NULL */
+  double flops;           /* forward multiply-adds x 2 per sample */
   /* Execution plan, set by nn_net_alloc: */
-  int fused_relu;   /* conv/linear: the following ReLU is applied here */
-  int in_place;     /* relu/dropout/flatten: output aliases input */
+  int fused_relu;   /* a kind with fuses_relu: the following ReLU is applied here */
+  int in_place;     /* output aliases input (the row's forward_in_place) */
   int needs_output; /* backward reads this layer's own output */
   int scratch;      /* the output lives in grad_a (0) or grad_b (1) during the
                        forward, or -1: own buffer or in place */
@@ -107,8 +107,8 @@ typedef struct nn_layer {
                        reads it after the forward: see nn_net_alloc) */
   float *output;    /* (N, out) activations of the last forward (buffer, scratch,
                        or the input when in place or an identity in evaluation) */
-  uint16_t *argmax; /* maxpool: (N, C, OH, OW) window index of each maximum,
-                       saved by a training forward for backward */
+  uint16_t *argmax; /* a kind with saves_argmax (maxpool): (N, C, OH, OW) window
+                       index of each maximum, saved by a training forward for backward */
 } nn_layer;
 
 typedef struct nn_net {
@@ -128,7 +128,6 @@ typedef struct nn_net {
    * process normalizes by its own batch. */
   void (*bn_reduce)(void *ctx, double *sums, int n);
   void *bn_reduce_ctx;
-  double *bn_sums; /* owned: 2 C + 1 doubles for the largest batchnorm */
   /* Execution state, owned; see nn_net_alloc. */
   int batch;              /* batch size the buffers are sized for; 0 = none */
   int training;           /* 1: dropout active; 0: evaluation */
@@ -163,9 +162,19 @@ typedef struct nn_net {
 /* Every fact about a kind lives in its row of the kind table (nn/kinds.c):
  * its name, its parameters with their types, defaults and valid ranges, its
  * learned tensors and saved state, its validity rules (alone and after the
- * layer before) and its shape rule, and what its backward reads. The config parser and writer
- * (launch/), the summary and nn_net_build all learn the kinds from there, so a new kind is an enum
- * value, one row, its kernels and their two calls in network.c. */
+ * layer before), its shape rule, its kernels (forward, backward, fixed
+ * initialization, set-up, workspace) and what the memory plan needs to know.
+ * The config parser and writer (launch/), the summary, nn_net_build,
+ * nn_net_alloc, nn_forward, nn_backward, the initializations, the optimizers
+ * and the checkpoint all learn the kinds from there: a new kind is its enum
+ * value below, one row, and its kernel file (see the comment at the table). */
+
+/* Where a kind's forward writes its output (nn_net_alloc's plan). */
+typedef enum {
+  NN_OWN_OUTPUT,    /* its own storage (kept or scratch) */
+  NN_IN_PLACE_FREE, /* over its input when nothing reads the input later (ReLU, dropout) */
+  NN_VIEW           /* its output is its input, reshaped (flatten) */
+} nn_forward_place;
 
 /* How a parameter is stored in nn_layer_spec (and written in a config). */
 typedef enum {
@@ -228,10 +237,51 @@ typedef struct nn_kind_desc {
   /* The dimensions of the weight in the checkpoint (conv: O, C/G, KH, KW);
    * returns their count. NULL for kinds without learned tensors. */
   int (*weight_dims)(const struct nn_layer *l, int *dims);
-  /* What the backward needs, for the memory plan of nn_net_alloc: */
-  int reads_input;  /* its x (weight gradients, a recomputed scale) */
-  int reads_output; /* its own y (ReLU and tanh derivatives) */
-  int in_place;     /* it may write dx over dy (same shape, dy read first) */
+  /* The dimensions of saved-state tensor t (state[t]; its count is their
+   * product) into dims; returns ndim, 0 for a scalar (count 1). NULL for
+   * kinds without state. */
+  int (*state_dims)(const struct nn_layer *l, int t, int *dims);
+
+  /* The kernels. nn_forward and nn_backward call them for every layer of the
+   * kind, having set the layer's thread count (nn_layer_threads); they live
+   * in the kind's kernel file, declared in nn/layers.h. */
+  /* Computes the output of n samples of x (n, in) into y (n, out): the
+   * storage the memory plan gave the layer, x itself when it works in
+   * place. Returns where the output is: y, or x for an identity (dropout in
+   * evaluation, flatten). */
+  float *(*forward)(struct nn_net *net, struct nn_layer *l, int n, const float *x, float *y);
+  /* From dy (n, out), which the kernel may overwrite (a fused ReLU's mask),
+   * and x (n, in): the weight gradients into l->dweight and l->dbias, and dx
+   * (n, in), NULL for the first layer (nothing below needs it). dx is dy
+   * itself when the row says in_place. */
+  void (*backward)(struct nn_net *net, struct nn_layer *l, int n, const float *x, float *dy,
+                   float *dx);
+  /* A fixed start of the learned tensors that every initialization keeps
+   * (batchnorm: scale 1, shift 0). NULL: the initialization's random weights
+   * (nn_init_*, fan_in = weight_count / out.c) and its biases. */
+  void (*init)(struct nn_layer *l);
+  /* Called once by nn_net_build after the buffers are carved (l->state
+   * points at the layer's saved state, zeroed): sets the state's start
+   * values (batchnorm: running_var 1) and allocates l->kind_data. Returns 0,
+   * or -1 when out of memory. NULL: nothing to set up. */
+  int (*setup)(struct nn_net *net, struct nn_layer *l);
+  /* Floats of net->workspace the kernels need for a batch of n, at most cap
+   * unless one sample needs more; called by nn_net_alloc with the thread
+   * pool set. NULL: none. */
+  size_t (*workspace)(const struct nn_net *net, const struct nn_layer *l, int n, size_t cap);
+
+  /* What the memory plan of nn_net_alloc needs (and the thread split): */
+  int reads_input;  /* backward reads its x (weight gradients, a recomputed scale) */
+  int reads_output; /* backward reads its own y (ReLU and tanh derivatives) */
+  int in_place;     /* backward may write dx over dy (same shape, dy read first) */
+  nn_forward_place forward_in_place; /* where the forward may write its output */
+  int fuses_relu;                    /* applies a following ReLU in its own pass (conv, linear) */
+  int fusable;       /* is that ReLU: a layer with fuses_relu just before applies it */
+  int saves_argmax;  /* needs l->argmax, (N, out) window indices (maxpool) */
+  int compute_bound; /* its flops are GEMM flops; else memory bound, see
+                        nn_layer_threads */
+  int lars_plain;    /* LARS updates its learned tensors with the plain learning rate
+                        and no weight decay, as biases (batchnorm's scale and shift) */
 } nn_kind_desc;
 
 /* The row of a kind, or NULL for a value outside the enum. */
@@ -291,9 +341,10 @@ int nn_net_build(nn_net *net, const nn_layer_spec *specs, int count, nn_shape in
 /* Frees everything a network owns; the struct is left zeroed. Safe on zeroed. */
 void nn_net_free(nn_net *net);
 
-/* Initializations. All are deterministic functions of the seed, and all give
- * batch norm layers PyTorch's weight 1, bias 0 (their running statistics,
- * mean 0 and variance 1, are set by nn_net_build). */
+/* Initializations. All are deterministic functions of the seed, and all keep
+ * the fixed start of a kind whose row has one (init: batch norm's weight 1,
+ * bias 0; its running statistics, mean 0 and variance 1, are set by
+ * nn_net_build through the row's setup). */
 /* The 2012 paper: weights N(0, 0.01), biases 1 in conv2, conv4, conv5 and the
  * hidden fc layers, 0 elsewhere. */
 void nn_init_paper(nn_net *net, uint64_t seed);

@@ -59,3 +59,71 @@ void nn_dropout_backward_at(size_t count, float p, uint64_t seed, uint64_t first
                             float *dx) {
   dropout_apply(count, p, seed, first, dy, dx);
 }
+
+/* ------------------------------------------------------------------------ */
+/* The relu, tanh, dropout and flatten layers (their rows in nn/kinds.c)     */
+
+/* A ReLU that the conv or linear layer before applies (nn_net_alloc's plan:
+ * that layer's fused_relu, this one in place) has nothing left to do. */
+static int relu_fused(const nn_net *net, const nn_layer *l) {
+  return l > net->layers && l[-1].fused_relu && l->in_place;
+}
+
+float *nn_relu_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  if (!relu_fused(net, l)) nn_relu_forward(nn_shape_size(l->in) * (size_t)n, x, y);
+  return y;
+}
+
+/* Fused: dx stays dy, and the conv/linear below masks it itself. */
+void nn_relu_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy, float *dx) {
+  (void)x;
+  if (dx && !relu_fused(net, l))
+    nn_relu_backward(nn_shape_size(l->in) * (size_t)n, l->output, dy, dx);
+}
+
+float *nn_tanh_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  (void)net;
+  nn_tanh_forward(nn_shape_size(l->in) * (size_t)n, x, y);
+  return y;
+}
+
+void nn_tanh_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy, float *dx) {
+  (void)net, (void)x;
+  if (dx) nn_tanh_backward(nn_shape_size(l->in) * (size_t)n, l->output, dy, dx);
+}
+
+/* Each dropout layer draws from its own stream of the step's seed; element
+ * indices start at this process's first sample (nn_dropout_forward_at). */
+static uint64_t dropout_seed(const nn_net *net, const nn_layer *l) {
+  return nn_hash64(net->dropout_seed, 0xD50u + (uint64_t)(l - net->layers));
+}
+
+/* The identity in evaluation or with p 0: the output is the input, no copy. */
+float *nn_dropout_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  if (!net->training || l->spec.dropout_p <= 0) return (float *)x;
+  nn_dropout_forward_at(nn_shape_size(l->in) * (size_t)n, l->spec.dropout_p, dropout_seed(net, l),
+                        (uint64_t)net->sample_offset * nn_shape_size(l->in), x, y);
+  return y;
+}
+
+/* The identity in evaluation: dx is dy already. */
+void nn_dropout_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                               float *dx) {
+  (void)x;
+  if (dx && net->training && l->spec.dropout_p > 0)
+    nn_dropout_backward_at(nn_shape_size(l->in) * (size_t)n, l->spec.dropout_p,
+                           dropout_seed(net, l),
+                           (uint64_t)net->sample_offset * nn_shape_size(l->in), dy, dx);
+}
+
+/* (N, C, H, W) read as (N, C*H*W): the same memory. */
+float *nn_flatten_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  (void)net, (void)l, (void)n, (void)y;
+  return (float *)x;
+}
+
+/* dx is dy (the row says in_place). */
+void nn_flatten_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                               float *dx) {
+  (void)net, (void)l, (void)n, (void)x, (void)dy, (void)dx;
+}

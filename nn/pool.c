@@ -261,3 +261,50 @@ void nn_avgpool_backward(int n, int c, int h, int w, int out_h, int out_w, const
     }
   }
 }
+
+/* ------------------------------------------------------------------------ */
+/* The maxpool and avgpool layers (their rows in nn/kinds.c)                 */
+
+static nn_pool_geom layer_geom(const nn_layer *l) {
+  nn_pool_geom g = {
+      .c = l->in.c,
+      .in_h = l->in.h,
+      .in_w = l->in.w,
+      .out_h = l->out.h,
+      .out_w = l->out.w,
+      .kernel_h = l->spec.kernel_h,
+      .kernel_w = l->spec.kernel_w,
+      .stride_h = l->spec.stride_h,
+      .stride_w = l->spec.stride_w,
+      .pad_top = l->spec.pad_top,
+      .pad_left = l->spec.pad_left,
+  };
+  return g;
+}
+
+/* Saves the argmax for backward unless the network runs without gradients. */
+float *nn_maxpool_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  nn_pool_geom g = layer_geom(l);
+  nn_maxpool_forward(&g, n, x, y, net->no_grad ? NULL : l->argmax);
+  return y;
+}
+
+void nn_maxpool_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                               float *dx) {
+  (void)net, (void)x;
+  if (!dx) return;
+  nn_pool_geom g = layer_geom(l);
+  nn_maxpool_backward(&g, n, l->argmax, dy, dx);
+}
+
+float *nn_avgpool_layer_forward(nn_net *net, nn_layer *l, int n, const float *x, float *y) {
+  (void)net;
+  nn_avgpool_forward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, x, y);
+  return y;
+}
+
+void nn_avgpool_layer_backward(nn_net *net, nn_layer *l, int n, const float *x, float *dy,
+                               float *dx) {
+  (void)net, (void)x;
+  if (dx) nn_avgpool_backward(n, l->in.c, l->in.h, l->in.w, l->out.h, l->out.w, dy, dx);
+}

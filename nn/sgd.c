@@ -79,7 +79,7 @@ void nn_lars_step(nn_net *net, float *momentum, const nn_lars_opts *o) {
     size_t wo = l->weight_offset, bo = l->bias_offset;
     float *w = net->params + wo;
     const float *g = net->grads + wo;
-    if (l->spec.kind == NN_BATCHNORM) {
+    if (nn_kind_info(l->spec.kind)->lars_plain) {
       lars_run(w, g, momentum + wo, (long)l->weight_count, o->lr, o->momentum, 0.0f);
     } else {
       double wn = norm2(w, (long)l->weight_count), gn = norm2(g, (long)l->weight_count);

@@ -35,7 +35,7 @@ int nn_threads_for(double flops, int pool) {
 
 int nn_layer_threads(const nn_layer *l, int n, int pool) {
   double per_sample = l->flops;
-  if (l->spec.kind != NN_CONV && l->spec.kind != NN_LINEAR) {
+  if (!nn_kind_info(l->spec.kind)->compute_bound) {
     double elements = (double)nn_shape_size(l->in);
     if (per_sample < elements) per_sample = elements; /* dropout, flatten: no flops */
     per_sample *= NN_MEMORY_BOUND_WEIGHT;

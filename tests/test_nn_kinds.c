@@ -12,9 +12,10 @@
 #include "nn.h"
 #include "testutil.h"
 
-/* Every kind has a row that finds itself by name, a shape rule, parameters
- * whose defaults are valid unless required, and a shorthand that names one
- * of its parameters. */
+/* Every kind has a row that finds itself by name, a shape rule, its
+ * forward and backward, a dimension rule for each kind of tensor it has,
+ * parameters whose defaults are valid unless required, and a shorthand that
+ * names one of its parameters. */
 static void test_table_rows(void) {
   for (int i = 0; i < NN_KIND_COUNT; i++) {
     const nn_kind_desc *k = nn_kind_info((nn_kind)i);
@@ -25,6 +26,9 @@ static void test_table_rows(void) {
     CU_ASSERT_STRING_EQUAL(nn_kind_name((nn_kind)i), k->name);
     CU_ASSERT_PTR_NOT_NULL(k->shape);
     CU_ASSERT_EQUAL(k->learned[0] != NULL, k->weight_dims != NULL);
+    CU_ASSERT_EQUAL(k->state[0] != NULL, k->state_dims != NULL);
+    CU_ASSERT_PTR_NOT_NULL(k->forward);
+    CU_ASSERT_PTR_NOT_NULL(k->backward);
     int required = 0, shorthand_found = k->shorthand == NULL;
     for (const nn_param_desc *p = k->params; p < k->params + NN_KIND_MAX_PARAMS && p->name; p++) {
       CU_ASSERT(p->expect != NULL || p->type == NN_PARAM_BIAS);
@@ -188,12 +192,74 @@ static void test_previous_layer_rule(void) {
                          "linear layer (BatchNorm1d), not relu; input shape 3x8x8");
 }
 
+/* The checkpoint's view of a kind's state comes from its row (state names,
+ * state_dims), its start from the row's setup and init: batchnorm's
+ * running_mean (C), running_var (C, starting at 1), num_batches_tracked (a
+ * scalar), one after the other; weight 1 and bias 0 under any
+ * initialization. */
+typedef struct {
+  char names[4][64];
+  size_t offsets[4], counts[4];
+  int ndims[4], dims0[4], seen;
+} visited;
+
+static void record(void *ctx, const char *name, size_t offset, size_t count, int ndim,
+                   const int *dims) {
+  visited *v = ctx;
+  if (v->seen < 4) {
+    snprintf(v->names[v->seen], sizeof v->names[0], "%s", name);
+    v->offsets[v->seen] = offset, v->counts[v->seen] = count, v->ndims[v->seen] = ndim;
+    v->dims0[v->seen] = ndim ? dims[0] : -1;
+  }
+  v->seen++;
+}
+
+static void test_state_from_row(void) {
+  nn_layer_spec conv = nn_layer_defaults(NN_CONV, NN_FEATURES);
+  conv.out = 5, conv.kernel_h = conv.kernel_w = 3;
+  nn_layer_spec linear = nn_layer_defaults(NN_LINEAR, NN_CLASSIFIER);
+  linear.out = 2;
+  nn_layer_spec specs[3] = {conv, nn_layer_defaults(NN_BATCHNORM, NN_FEATURES), linear};
+  nn_net net;
+  char err[256];
+  CU_ASSERT_EQUAL_FATAL(nn_net_build(&net, specs, 3, (nn_shape){3, 6, 6}, err, sizeof err), 0);
+  visited v = {0};
+  nn_visit_buffers(&net, record, &v);
+  CU_ASSERT_EQUAL_FATAL(v.seen, 3);
+  const char *names[3] = {"features.1.running_mean", "features.1.running_var",
+                          "features.1.num_batches_tracked"};
+  const size_t offsets[3] = {0, 5, 10}, counts[3] = {5, 5, 1};
+  const int ndims[3] = {1, 1, 0}, dims0[3] = {5, 5, -1};
+  for (int t = 0; t < 3; t++) {
+    CU_ASSERT_STRING_EQUAL(v.names[t], names[t]);
+    CU_ASSERT_EQUAL(v.offsets[t], offsets[t]);
+    CU_ASSERT_EQUAL(v.counts[t], counts[t]);
+    CU_ASSERT_EQUAL(v.ndims[t], ndims[t]);
+    CU_ASSERT_EQUAL(v.dims0[t], dims0[t]);
+  }
+  CU_ASSERT_EQUAL(net.num_buffers, 11);
+  size_t count = 0;
+  const float *var = nn_buffer_by_name(&net, "features.1.running_var", &count, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(var);
+  CU_ASSERT_EQUAL(count, 5);
+  for (int c = 0; c < 5; c++) CU_ASSERT_EQUAL(var[c], 1.0f);
+  CU_ASSERT_EQUAL(net.buffers[0], 0.0f);
+  CU_ASSERT_EQUAL(net.buffers[10], 0.0f);
+  nn_init_kaiming(&net, 3);
+  for (int c = 0; c < 5; c++) {
+    CU_ASSERT_EQUAL(net.layers[1].weight[c], 1.0f);
+    CU_ASSERT_EQUAL(net.layers[1].bias[c], 0.0f);
+  }
+  nn_net_free(&net);
+}
+
 int main(void) {
   static const tu_test tests[] = {
       {"every kind has a consistent row", test_table_rows},
       {"defaults", test_defaults},
       {"nn_net_build refuses with the kind's rules", test_build_refuses},
       {"a rule on the previous layer", test_previous_layer_rule},
+      {"state tensors and fixed starts from the row", test_state_from_row},
       {NULL, NULL},
   };
   tu_add_suite("kinds", tests);
