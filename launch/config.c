@@ -520,10 +520,16 @@ static void derive_defaults(cfg_config *c) {
   }
   if (is_default(c, K("checkpoint.dir"))) {
     memset(c->checkpoint.dir, 0, sizeof c->checkpoint.dir);
-    if ((size_t)snprintf(c->checkpoint.dir, sizeof c->checkpoint.dir, "%s/checkpoints",
-                         c->run.dir) >= sizeof c->checkpoint.dir)
-      memset(c->checkpoint.dir, 0, sizeof c->checkpoint.dir);
+    cfg_default_checkpoint_dir(c->run.dir, c->checkpoint.dir, sizeof c->checkpoint.dir);
   }
+}
+
+#define CHECKPOINTS_SUFFIX "/checkpoints" /* the default checkpoint.dir below run.dir */
+
+int cfg_default_checkpoint_dir(const char *run_dir, char *out, size_t len) {
+  if ((size_t)snprintf(out, len, "%s" CHECKPOINTS_SUFFIX, run_dir) < len) return 0;
+  memset(out, 0, len);
+  return -1;
 }
 
 void cfg_free(cfg_config *c) {
@@ -1140,13 +1146,13 @@ int cfg_validate(const cfg_config *c, char *err, size_t errlen) {
                    keys[K("checkpoint.resume")].expect);
   /* derive_defaults leaves a default that does not fit empty: name the key
    * whose length is the cause */
-  size_t ckpt_len = strlen(c->run.dir) + strlen("/checkpoints");
+  size_t ckpt_len = strlen(c->run.dir) + strlen(CHECKPOINTS_SUFFIX);
   if (is_default(c, K("checkpoint.dir")) && ckpt_len >= sizeof c->checkpoint.dir)
     return invalid(c, err, errlen, "run.dir",
                    "%zu bytes is too long for the default checkpoint.dir <run.dir>/checkpoints "
                    "(at most %zu bytes): use a run.dir of at most %zu bytes, or set checkpoint.dir",
                    strlen(c->run.dir), sizeof c->checkpoint.dir - 1,
-                   sizeof c->checkpoint.dir - 1 - strlen("/checkpoints"));
+                   sizeof c->checkpoint.dir - 1 - strlen(CHECKPOINTS_SUFFIX));
   if (!c->run.dir[0]) return invalid(c, err, errlen, "run.dir", "expected a path, got \"\"");
   if (!c->checkpoint.dir[0])
     return invalid(c, err, errlen, "checkpoint.dir", "expected a path, got \"\"");

@@ -165,6 +165,11 @@ typedef struct cfg_config {
  * and gives the default run.name. Cannot fail. Safe to cfg_free afterwards. */
 void cfg_init(cfg_config *c, const char *source_name);
 
+/* The default checkpoint.dir of a run directory, <run_dir>/checkpoints, into
+ * out (len bytes; alexnet-predict looks there in a run directory). Returns 0,
+ * or -1 with out all zeros when it does not fit. */
+int cfg_default_checkpoint_dir(const char *run_dir, char *out, size_t len);
+
 /* Reads a YAML config file into c (defaults first, then the file's keys).
  * Checks syntax, duplicate and unknown keys and value types, not ranges: call
  * cfg_validate after the overrides. Returns 0, or -1 with a message naming

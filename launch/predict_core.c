@@ -349,8 +349,9 @@ int predict_load_any(const char *path, nn_net *net, ckpt_meta *meta, char *used,
   if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
     return predict_load_model(path, net, meta, err, errlen);
   char dir[4200];
-  snprintf(dir, sizeof dir, "%s/checkpoints", path);
-  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) snprintf(dir, sizeof dir, "%s", path);
+  if (cfg_default_checkpoint_dir(path, dir, sizeof dir) != 0 || stat(dir, &st) != 0 ||
+      !S_ISDIR(st.st_mode))
+    snprintf(dir, sizeof dir, "%s", path);
   int64_t *steps;
   int count = ckpt_list_steps(dir, &steps);
   if (count < 0) {

@@ -7,6 +7,18 @@
 #include "layers.h"
 #include "nn.h"
 
+/* The softmax's denominator with the maximum taken out: sum_j exp(z_j - max)
+ * in double, max into *zmax. The one copy behind the loss (training) and
+ * nn_softmax (evaluation, prediction). */
+static double shifted_exp_sum(int classes, const float *z, float *zmax) {
+  float m = z[0];
+  for (int j = 1; j < classes; j++) m = z[j] > m ? z[j] : m;
+  double sum = 0.0;
+  for (int j = 0; j < classes; j++) sum += exp((double)z[j] - (double)m);
+  *zmax = m;
+  return sum;
+}
+
 float nn_softmax_xent(int n, int classes, const float *logits, const int *labels, float *dlogits,
                       int *c1, int *c5) {
   double total = 0.0;
@@ -18,10 +30,8 @@ float nn_softmax_xent(int n, int classes, const float *logits, const int *labels
   for (int i = 0; i < n; i++) {
     const float *z = logits + (size_t)i * (size_t)classes;
     const int label = labels[i];
-    float zmax = z[0];
-    for (int j = 1; j < classes; j++) zmax = z[j] > zmax ? z[j] : zmax;
-    double sum = 0.0;
-    for (int j = 0; j < classes; j++) sum += exp((double)z[j] - (double)zmax);
+    float zmax;
+    const double sum = shifted_exp_sum(classes, z, &zmax);
     /* loss_i = log(sum_j exp(z_j)) - z_label, with the max taken out. */
     total += log(sum) - ((double)z[label] - (double)zmax);
     /* rank = classes strictly above the label: a tie counts as a hit. */
@@ -42,9 +52,7 @@ float nn_softmax_xent(int n, int classes, const float *logits, const int *labels
 }
 
 void nn_softmax(int classes, const float *logits, double *probs) {
-  double max = logits[0];
-  for (int k = 1; k < classes; k++) max = logits[k] > max ? logits[k] : max;
-  double sum = 0;
-  for (int k = 0; k < classes; k++) sum += (probs[k] = exp((double)logits[k] - max));
-  for (int k = 0; k < classes; k++) probs[k] /= sum;
+  float zmax;
+  const double sum = shifted_exp_sum(classes, logits, &zmax);
+  for (int k = 0; k < classes; k++) probs[k] = exp((double)logits[k] - (double)zmax) / sum;
 }

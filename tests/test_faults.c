@@ -26,6 +26,7 @@
 
 #include "testutil.h"
 #include "trainrun.h"
+#include "util.h"
 
 /* Every run of this file: 30 steps (the debug config has 14 per epoch, so
  * two epoch boundaries with their checkpoints and evaluations), a checkpoint
@@ -91,10 +92,10 @@ static void test_rank_killed(void) {
   tr_ckpt(dir, 15, path, sizeof path);
   int reached = tr_wait_file(path, 300);
   int pid = tr_find_rank(dir, 1);
-  double t0 = tr_now();
+  double t0 = util_now();
   if (pid > 0) kill(pid, SIGKILL);
   int rc = tr_wait(dir, 300);
-  double took = tr_now() - t0;
+  double took = util_now() - t0;
   fprintf(stderr, " [job ended %.1f s after the SIGKILL] ", took);
   CU_ASSERT_FATAL(reached && pid > 0);
   CU_ASSERT(rc > 0);
@@ -129,9 +130,9 @@ static void test_rank_stuck(void) {
   tr_train_bg("ALEXNET_TEST_SLEEP_AT_STEP=7 ALEXNET_TEST_NAN_RANK=1 " TR_MPI2, dir,
               SET " --set dist.timeout_s=3 --set log.every_steps=1");
   int reached = tr_wait_step(dir, 7, 300);
-  double t0 = tr_now();
+  double t0 = util_now();
   int rc = tr_wait(dir, 300);
-  double took = tr_now() - t0;
+  double took = util_now() - t0;
   fprintf(stderr, " [job ended %.1f s after step 7] ", took);
   CU_ASSERT(reached);
   CU_ASSERT(rc == 1);
@@ -162,9 +163,9 @@ static void kill_in_write(int ranks, int k, const char *why) {
   scratch(name, dir, sizeof dir);
   seed_from_reference(dir, ranks, 10);
   snprintf(env, sizeof env, "ALEXNET_TEST_CKPT_KILL_AFTER=%d %s", k, launcher);
-  double t0 = tr_now();
+  double t0 = util_now();
   int rc = tr_train_status(env, dir, SET);
-  double took = tr_now() - t0;
+  double took = util_now() - t0;
   CU_ASSERT(rc != 0);
   if (ranks == 1) CU_ASSERT(rc == 128 + SIGKILL);
   if (ranks > 1) TU_ASSERT_CONTAINS(tr_out, "process rank 0 with PID");
@@ -301,10 +302,10 @@ static void non_finite(const char *name, const char *hook, const char *what) {
   scratch(name, dir, sizeof dir);
   snprintf(launcher, sizeof launcher,
            "%s ALEXNET_TEST_NAN_AT_STEP=7 ALEXNET_TEST_NAN_RANK=1 " TR_MPI2, hook);
-  double t0 = tr_now();
+  double t0 = util_now();
   int rc = tr_train_status(launcher, dir, SET);
   CU_ASSERT(rc != 0);
-  CU_ASSERT(tr_now() - t0 < TIMEOUT_S + 20);
+  CU_ASSERT(util_now() - t0 < TIMEOUT_S + 20);
   TU_ASSERT_CONTAINS(tr_out, what);
   TU_ASSERT_CONTAINS(tr_out,
                      "stopped before the update reached the weights (the last "
@@ -376,10 +377,10 @@ static void test_dataset_truncated(void) {
            data);
   tr_train_bg(TR_MPI2, dir, extra);
   int reached = tr_wait_step(dir, 20, 300);
-  double t0 = tr_now();
+  double t0 = util_now();
   CU_ASSERT(truncate(data, st.st_size / 3) == 0);
   int rc = tr_wait(dir, 300);
-  double took = tr_now() - t0;
+  double took = util_now() - t0;
   fprintf(stderr, " [job ended %.1f s after the truncation] ", took);
   CU_ASSERT(reached);
   CU_ASSERT(rc > 0);

@@ -16,14 +16,9 @@
 #include "nn.h"
 #include "predict_core.h"
 #include "testutil.h"
+#include "util.h"
 
 char tr_out[1 << 16];
-
-double tr_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void nap_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -89,22 +84,22 @@ int tr_wait(const char *dir, double max_s) {
 }
 
 int tr_wait_file(const char *path, double max_s) {
-  double end = tr_now() + max_s;
+  double end = util_now() + max_s;
   while (access(path, F_OK) != 0) {
-    if (tr_now() > end) return 0;
+    if (util_now() > end) return 0;
     nap_ms(10);
   }
   return 1;
 }
 
 int tr_wait_step(const char *dir, int64_t step, double max_s) {
-  double end = tr_now() + max_s;
+  double end = util_now() + max_s;
   tr_metric rows[512];
   for (;;) {
     int n = tr_metrics(dir, rows, 512);
     for (int i = 0; i < n; i++)
       if (!rows[i].val && rows[i].step >= step) return 1;
-    if (tr_now() > end) return 0;
+    if (util_now() > end) return 0;
     nap_ms(10);
   }
 }
@@ -190,11 +185,11 @@ static int count_one(int pid, void *vctx) {
 }
 
 int tr_leftover(const char *tag, double max_s) {
-  double end = tr_now() + max_s;
+  double end = util_now() + max_s;
   for (;;) {
     int n = 0;
     each_process(tag, count_one, &n);
-    if (n == 0 || tr_now() > end) {
+    if (n == 0 || util_now() > end) {
       if (n) tr_run("ps -eo pid,stat,etime,args | grep -F '%s' | grep -v grep", tag);
       if (n) fprintf(stderr, "\n  %d processes left:\n%s\n", n, tr_out);
       return n;

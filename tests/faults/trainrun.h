@@ -39,9 +39,6 @@ void tr_train_bg(const char *launcher, const char *dir, const char *extra);
  * exit status, or -1 on timeout. Its log is then in tr_out. */
 int tr_wait(const char *dir, double max_s);
 
-/* Seconds on a monotonic clock. */
-double tr_now(void);
-
 /* Waits up to max_s seconds for path to exist; returns 1 if it does. */
 int tr_wait_file(const char *path, double max_s);
 /* Waits up to max_s seconds for metrics.jsonl of dir to hold a train line of
