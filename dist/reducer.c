@@ -64,12 +64,24 @@
 #define BUCKET_ALIGN 16
 /* fp16 scales each bucket so that its largest |value| is at most 2^15. */
 #define FP16_TARGET_EXP 15
-/* Buckets the ring keeps in flight at once: enough that one bucket's
- * hand-over between steps never leaves the link idle; each costs a receive
- * buffer of bucket / size floats (and a 16-bit copy of the bucket). */
-#define RING_WINDOW 3
-/* The ring's pause between two polls of its messages, microseconds. */
+/* Buckets the ring keeps in flight at once: while one bucket waits for its
+ * hand-over between steps, the other's messages keep the link busy; each
+ * costs a receive buffer of bucket / size floats (and a 16-bit copy of the
+ * bucket). Measured on quiet emulated clusters, 244 MB in 25 MiB buckets
+ * (docs/multinode.md): 1 left a 2-host 1 Gbit/s ring at 3773 ms, 2 gave
+ * 2861, 3 gave 2746; but on 2 hosts at 10 Gbit/s 3 took 307-345 ms, 1.2x
+ * one MPI_Allreduce, where 2 took 282 and 1 took 250 (three buckets in
+ * flight compete for the cache and the memory bus). -DRING_WINDOW=N
+ * overrides it for such measurements. */
+#ifndef RING_WINDOW
+#define RING_WINDOW 2
+#endif
+/* The ring's pause between two polls of its messages, microseconds
+ * (-DRING_POLL_US=N overrides it: 10, 30 and 100 gave the same times on 2
+ * hosts at 10 Gbit/s). */
+#ifndef RING_POLL_US
 #define RING_POLL_US 100
+#endif
 
 /* One bucket in flight on the ring. */
 typedef struct {
