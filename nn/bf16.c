@@ -33,13 +33,20 @@
  *                operands, for CPUs without bf16 instructions and for tests
  *                (not bitwise equal to vdpbf16ps, which rounds a pair's sum
  *                its own way and flushes denormals).
+ * The avx512_bf16 code is also compiled against portable C versions of its
+ * intrinsics (nn/avx512_portable.h, ctest nn_bf16_avx512_bf16_portable), so
+ * that its packing and kernel are tested on CPUs without AVX512-BF16 too.
  * AMX (tile multiply, Sapphire Rapids) is not built: no machine of this
  * project's sessions that had it was available to test it on.
  *
  * Packing buffers: one slice per thread, reserved by nn_bf16_reserve (called
  * by nn_net_alloc), so the products never allocate.
  */
+#ifdef NN_BF16_PORTABLE_AVX512
+#include "avx512_portable.h" /* a test build: see that header */
+#else
 #include <immintrin.h>
+#endif
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +103,9 @@ const char *nn_bf16_kernel_name(nn_bf16_kernel k) {
 }
 
 int nn_bf16_cpu_has_avx512bf16(void) {
+#ifdef NN_BF16_PORTABLE_AVX512
+  return 1; /* the test build's portable intrinsics run anywhere */
+#endif
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
 }
@@ -165,7 +175,11 @@ static inline float at(const operand *o, size_t r, size_t c) {
 
 /* ---- AVX512-BF16 packing: vcvtne2ps2bf16 rounds 32 floats at once ---- */
 
+#ifdef NN_BF16_PORTABLE_AVX512
+#define BF16_TARGET
+#else
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#endif
 
 /* Transposes 16 vectors of 16 words in place: r[i] word j <-> r[j] word i. */
 BF16_TARGET static inline void transpose16(__m512i r[16]) {

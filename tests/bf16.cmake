@@ -9,3 +9,19 @@ foreach(kernel avx512_bf16 emulated)
   set_tests_properties(nn_bf16_${kernel} PROPERTIES ENVIRONMENT "${ALEXNET_TEST_ENV}"
                        TIMEOUT 600 SKIP_RETURN_CODE 77)
 endforeach()
+
+# The avx512_bf16 kernel's code (packing, transposes, masks, micro-kernel) on
+# portable intrinsics (nn/avx512_portable.h): nn/bf16.c compiled again into the
+# test itself, so that its symbols replace the library's. Runs on every CPU,
+# so a machine without AVX512-BF16 still checks that code's logic.
+add_executable(bf16_kernels_portable ${CMAKE_CURRENT_SOURCE_DIR}/bf16_kernels.c
+                                     ${PROJECT_SOURCE_DIR}/nn/bf16.c)
+target_compile_definitions(bf16_kernels_portable PRIVATE NN_BF16_PORTABLE_AVX512)
+# 64-byte vectors by value without AVX-512 (nn/avx512_portable.h): GCC notes the ABI
+# differs from an AVX-512 build; every such function is static.
+target_compile_options(bf16_kernels_portable PRIVATE -Wno-psabi)
+target_link_libraries(bf16_kernels_portable PRIVATE testutil nn)
+add_test(NAME nn_bf16_avx512_bf16_portable COMMAND bf16_kernels_portable avx512_bf16
+         WORKING_DIRECTORY ${CMAKE_BINARY_DIR}/test-tmp)
+set_tests_properties(nn_bf16_avx512_bf16_portable PROPERTIES ENVIRONMENT "${ALEXNET_TEST_ENV}"
+                     TIMEOUT 600)
