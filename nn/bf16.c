@@ -61,6 +61,7 @@ enum {
   MC = 384,  /* rows of an A block: 32 panels */
   NC = 2048, /* columns of a B block: 64 strips */
 };
+_Static_assert(MR <= 16, "an A panel's row pair must fit one zmm of words (pack_pairs_avx512)");
 /* 32-bit words of one thread's packing slice: an A block and a B block. */
 #define PACK_WORDS ((size_t)MC * (KC / 2) + (size_t)NC * (KC / 2))
 
@@ -265,6 +266,20 @@ BF16_TARGET static void pack_rows_avx512(const float *p, size_t rs, int cols, in
   }
 }
 
+/* One panel of MR rows contiguous in memory, K rows ks apart: dst[kp][MR] gets
+ * the pairs of K rows (2kp, 2kp+1) for `rows` (<= MR) rows, zeros past them
+ * and past kc. */
+BF16_TARGET static void pack_pairs_avx512(const float *p, size_t ks, int rows, int kc,
+                                          uint32_t *dst) {
+  const int kp_n = (kc + 1) / 2;
+  const __mmask16 load = (__mmask16)((1u << rows) - 1), store = (__mmask16)((1u << MR) - 1);
+  for (int kp = 0; kp < kp_n; kp++) {
+    const float *r0 = p + 2 * (size_t)kp * ks;
+    const float *r1 = 2 * kp + 1 < kc ? r0 + ks : NULL;
+    _mm512_mask_storeu_epi32(dst + (size_t)kp * MR, store, pairs_of_rows(r0, r1, load));
+  }
+}
+
 /* A rows [m0, m0 + mc), K [k0, k0 + kc) into panels: dst[panel][kp][MR].
  * Rows past mc and K past kc are zeros (rows M.., K.. of the matrix). */
 static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, size_t k0, int kc,
@@ -278,6 +293,13 @@ static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, siz
       if (rows < MR)
         for (size_t i = 0; i < (size_t)kp_n * MR; i++) d[i] = 0;
       pack_runs_avx512(a->p + m * a->rs + k0, a->rs, rows, kc, d, MR);
+      continue;
+    }
+    if (kern == NN_BF16_AVX512 && a->rs == 1) {
+      /* A transposed (W^T of a convolution's dx, dy^T of a linear layer's
+       * dW): the panel's rows are contiguous in memory, so each pair of K is
+       * one masked row pair, rows past `rows` loading as zeros. */
+      pack_pairs_avx512(a->p + k0 * a->cs + m, a->cs, rows, kc, d);
       continue;
     }
     for (int r = 0; r < MR; r++) {
