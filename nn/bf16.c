@@ -34,7 +34,7 @@
  *                (not bitwise equal to vdpbf16ps, which rounds a pair's sum
  *                its own way and flushes denormals).
  * The avx512_bf16 code is also compiled against portable C versions of its
- * intrinsics (nn/avx512_portable.h, ctest nn_bf16_avx512_bf16_portable), so
+ * intrinsics (nn/bf16_portable.h, ctest nn_bf16_avx512_bf16_portable), so
  * that its packing and kernel are tested on CPUs without AVX512-BF16 too.
  * AMX (tile multiply, Sapphire Rapids) is not built: no machine of this
  * project's sessions that had it was available to test it on.
@@ -42,15 +42,19 @@
  * Packing buffers: one slice per thread, reserved by nn_bf16_reserve (called
  * by nn_net_alloc), so the products never allocate.
  */
-#ifdef NN_BF16_PORTABLE_AVX512
-#include "avx512_portable.h" /* a test build: see that header */
+#ifdef NN_BF16_PORTABLE
+#include "bf16_portable.h" /* a test build: see that header */
 #else
 #include <immintrin.h>
 #endif
+#include <cpuid.h>
+#include <errno.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "layers.h"
 
@@ -99,21 +103,52 @@ const char *nn_bf16_kernel_name(nn_bf16_kernel k) {
       return "emulated";
     case NN_BF16_AVX512:
       return "avx512_bf16";
+    case NN_BF16_AMX:
+      return "amx";
   }
   return "?";
 }
 
 int nn_bf16_cpu_has_avx512bf16(void) {
-#ifdef NN_BF16_PORTABLE_AVX512
+#ifdef NN_BF16_PORTABLE
   return 1; /* the test build's portable intrinsics run anywhere */
 #endif
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
 }
 
+int nn_bf16_cpu_has_amx(void) {
+#ifdef NN_BF16_PORTABLE
+  return 1; /* the test build's portable tiles run anywhere */
+#endif
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
+  /* CPUID.(7, 0).EDX: bit 22 AMX-BF16, bit 24 AMX-TILE; the packing is AVX-512. */
+  return (edx >> 22 & 1u) && (edx >> 24 & 1u) && nn_bf16_cpu_has_avx512bf16();
+}
+
+/* Linux hands out the 8 KiB tile data state only to a process that asks for
+ * it (since 5.16); a tile instruction without it is killed with SIGILL. */
+static int amx_request(char *err, size_t errlen) {
+#ifdef NN_BF16_PORTABLE
+  (void)err, (void)errlen;
+  return 0;
+#else
+  enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+  if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0) return 0;
+  snprintf(err, errlen,
+           "ALEXNET_BF16_KERNEL=amx: Linux refused the AMX tile state (arch_prctl "
+           "ARCH_REQ_XCOMP_PERM: %s; Linux 5.16 or later grants it); use avx512_bf16",
+           strerror(errno));
+  return -1;
+#endif
+}
+
 int nn_bf16_select(nn_bf16_kernel *kernel, char *err, size_t errlen) {
   const char *force = getenv("ALEXNET_BF16_KERNEL");
   int has = nn_bf16_cpu_has_avx512bf16();
+  /* auto never picks amx yet: its code has only run on the portable tile
+   * model (tests/bf16.cmake), not on an AMX CPU; docs/performance.md. */
   if (!force || !*force || strcmp(force, "auto") == 0) {
     *kernel = has ? NN_BF16_AVX512 : NN_BF16_EMULATED;
     return 0;
@@ -133,10 +168,15 @@ int nn_bf16_select(nn_bf16_kernel *kernel, char *err, size_t errlen) {
     return 0;
   }
   if (strcmp(force, "amx") == 0) {
-    snprintf(err, errlen,
-             "ALEXNET_BF16_KERNEL=amx: no AMX kernel is built (docs/performance.md); use "
-             "avx512_bf16, emulated or auto");
-    return -1;
+    if (!nn_bf16_cpu_has_amx()) {
+      snprintf(err, errlen,
+               "ALEXNET_BF16_KERNEL=amx: this CPU lacks the AMX-BF16 tile instructions (cpuid "
+               "amx_bf16, amx_tile) or AVX512-BF16; unset it or use avx512_bf16 or emulated");
+      return -1;
+    }
+    if (amx_request(err, errlen) != 0) return -1;
+    *kernel = NN_BF16_AMX;
+    return 0;
   }
   snprintf(err, errlen, "ALEXNET_BF16_KERNEL=%s: unknown kernel (auto, avx512_bf16, emulated, amx)",
            force);
@@ -176,7 +216,7 @@ static inline float at(const operand *o, size_t r, size_t c) {
 
 /* ---- AVX512-BF16 packing: vcvtne2ps2bf16 rounds 32 floats at once ---- */
 
-#ifdef NN_BF16_PORTABLE_AVX512
+#ifdef NN_BF16_PORTABLE
 #define BF16_TARGET
 #else
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
@@ -316,20 +356,22 @@ static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, siz
   }
 }
 
-/* B K [k0, k0 + kc), columns [n0, n0 + nc) into strips: dst[strip][kp][NR];
- * columns past nc and K past kc are zeros. */
+/* B K [k0, k0 + kc), columns [n0, n0 + nc) into strips: dst[strip][kp][NR],
+ * kp < kp_rows (>= (kc + 1) / 2: amx rounds it up to whole tiles); columns
+ * past nc and K past kc are zeros. amx packs B as avx512_bf16 does. */
 static void pack_b(nn_bf16_kernel kern, const operand *b, size_t k0, int kc, size_t n0, int nc,
-                   uint32_t *dst) {
+                   int kp_rows, uint32_t *dst) {
   const int kp_n = (kc + 1) / 2, strips = (nc + NR - 1) / NR;
   for (int s = 0; s < strips; s++) {
-    uint32_t *d = dst + (size_t)s * (size_t)kp_n * NR;
+    uint32_t *d = dst + (size_t)s * (size_t)kp_rows * NR;
+    memset(d + (size_t)kp_n * NR, 0, (size_t)(kp_rows - kp_n) * NR * sizeof *d);
     const int j_n = nc - s * NR < NR ? nc - s * NR : NR;
     const size_t n = n0 + (size_t)s * NR;
-    if (kern == NN_BF16_AVX512 && b->cs == 1) {
+    if (kern != NN_BF16_EMULATED && b->cs == 1) {
       pack_rows_avx512(b->p + k0 * b->rs + n, b->rs, j_n, kc, d, NR, NR);
       continue;
     }
-    if (kern == NN_BF16_AVX512 && b->rs == 1) {
+    if (kern != NN_BF16_EMULATED && b->rs == 1) {
       for (int h = 0; h < NR; h += 16) {
         const int cols = j_n - h < 0 ? 0 : j_n - h < 16 ? j_n - h : 16;
         if (cols < 16)
@@ -424,18 +466,201 @@ static void kernel_emulated(int kp_n, const uint32_t *a, const uint32_t *b, floa
 }
 
 /* ------------------------------------------------------------------------ */
+/* AMX: C += A B by tile multiplies (tdpbf16ps: a 16 x 16 float32 tile of C
+ * += a 16 x 32 bf16 tile of A times a 32 x 16 bf16 tile of B, 8192
+ * multiply-adds per instruction).
+ *
+ * A 32 x 32 block of C lives in 4 tiles (tmm0 rows 0-15 x columns 0-15, tmm1
+ * rows 0-15 x 16-31, tmm2 rows 16-31 x 0-15, tmm3 rows 16-31 x 16-31); per 16
+ * pairs of K the kernel loads two A tiles (tmm4 rows 0-15, tmm5 rows 16-31)
+ * and two B tiles (tmm6 columns 0-15, tmm7 16-31) and does 4 multiplies, so
+ * each tile loaded serves two of them. Packing:
+ *   A: panels of AM = 32 rows, row-major: panel[row][kp], kp_pad words a row
+ *      (pairs of K, k's in the low half, as everywhere here), so a tile is 16
+ *      rows of 64 bytes, kp_pad * 4 bytes apart;
+ *   B: avx512_bf16's strips (kp, NR = 32 words), a tile being 16 rows of one
+ *      half of a strip, 128 bytes apart.
+ * K is padded with zero pairs to kp_pad, a multiple of KT = 16 pairs; rows past
+ * M and columns past N are zeros too, and a C block that is not whole goes
+ * through a 32 x 32 buffer. */
+
+enum { AM = 32, KT = 16 };
+_Static_assert(MC % AM == 0 && (KC / 2) % KT == 0, "amx panels and tiles must fill the blocks");
+_Static_assert(NR == 32, "a B strip is two tiles of 16 columns");
+
+#ifdef NN_BF16_PORTABLE
+#define AMX_TARGET
+#else
+#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
+#endif
+/* The tile intrinsics are asm statements that do not name the memory they
+ * read: this keeps the packing's stores before them and C's reads after. */
+#define AMX_MEMORY_BARRIER() __asm__ volatile("" ::: "memory")
+
+/* ldtilecfg's 64 bytes: palette 1; tiles 0-7 of 16 rows x 64 bytes. */
+static const struct {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+} __attribute__((aligned(64)))
+amx_config = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+_Static_assert(sizeof amx_config == 64, "ldtilecfg reads 64 bytes");
+
+/* Rows with contiguous K (rs apart): row r's pairs [kp0, kp0 + 16) are one
+ * vcvtne2ps2bf16 of 32 floats, stored as they come. Rows past `rows`, pairs
+ * past kc: zeros. */
+BF16_TARGET static void pack_runs_amx(const float *p, size_t rs, int rows, int kc, int kp_pad,
+                                      uint32_t *dst) {
+  for (int r = 0; r < AM; r++)
+    for (int kp0 = 0; kp0 < kp_pad; kp0 += 16) {
+      const __m512i v = r < rows ? pairs_of_run(p + (size_t)r * rs + 2 * (size_t)kp0, kc - 2 * kp0)
+                                 : _mm512_setzero_si512();
+      _mm512_storeu_si512(dst + (size_t)r * (size_t)kp_pad + (size_t)kp0, v);
+    }
+}
+
+/* 16 rows contiguous in memory, K rows ks apart (A transposed): 16 pairs of
+ * K give 16 vectors of the rows' words, transposed into the rows' runs of
+ * pairs. rows may be <= 0 (all zeros) or past 16 (16 are packed). */
+BF16_TARGET static void pack_pairs_amx(const float *p, size_t ks, int rows, int kc, int kp_pad,
+                                       uint32_t *dst) {
+  const int kp_n = (kc + 1) / 2;
+  const __mmask16 load = rows >= 16 ? 0xFFFF : rows <= 0 ? 0 : (__mmask16)((1u << rows) - 1);
+  for (int kp0 = 0; kp0 < kp_pad; kp0 += 16) {
+    __m512i r[16];
+    for (int i = 0; i < 16; i++) {
+      const int kp = kp0 + i;
+      const float *r0 = p + 2 * (size_t)kp * ks;
+      r[i] = kp < kp_n ? pairs_of_rows(r0, 2 * kp + 1 < kc ? r0 + ks : NULL, load)
+                       : _mm512_setzero_si512();
+    }
+    transpose16(r);
+    for (int j = 0; j < 16; j++)
+      _mm512_storeu_si512(dst + (size_t)j * (size_t)kp_pad + (size_t)kp0, r[j]);
+  }
+}
+
+/* A rows [m0, m0 + mc), K [k0, k0 + kc) into AM-row panels:
+ * dst[panel][row][kp], kp < kp_pad. */
+static void pack_a_amx(const operand *a, size_t m0, int mc, size_t k0, int kc, int kp_pad,
+                       uint32_t *dst) {
+  const int kp_n = (kc + 1) / 2, panels = (mc + AM - 1) / AM;
+  for (int pnl = 0; pnl < panels; pnl++) {
+    uint32_t *d = dst + (size_t)pnl * AM * (size_t)kp_pad;
+    const int rows = mc - pnl * AM < AM ? mc - pnl * AM : AM;
+    const size_t m = m0 + (size_t)pnl * AM;
+    if (a->cs == 1) {
+      pack_runs_amx(a->p + m * a->rs + k0, a->rs, rows, kc, kp_pad, d);
+      continue;
+    }
+    if (a->rs == 1) {
+      for (int g = 0; g < AM; g += 16)
+        pack_pairs_amx(a->p + k0 * a->cs + m + (size_t)g, a->cs, rows - g, kc, kp_pad,
+                       d + (size_t)g * (size_t)kp_pad);
+      continue;
+    }
+    for (int r = 0; r < AM; r++)
+      for (int kp = 0; kp < kp_pad; kp++) {
+        const size_t k = k0 + 2 * (size_t)kp;
+        uint32_t w = 0;
+        if (r < rows && kp < kp_n) {
+          w = bf16_of(at(a, m + (size_t)r, k));
+          if (2 * kp + 1 < kc) w |= bf16_of(at(a, m + (size_t)r, k + 1)) << 16;
+        }
+        d[(size_t)r * (size_t)kp_pad + (size_t)kp] = w;
+      }
+  }
+}
+
+/* The C block (mv <= AM rows, nv <= NR columns, ldc) = (acc ? C : 0) + panel
+ * a (AM, kp_pad) x strip b (kp_pad, NR). Tiles configured by the caller. */
+AMX_TARGET static void kernel_amx(int kp_pad, const uint32_t *a, const uint32_t *b, float *c,
+                                  size_t ldc, int acc, int mv, int nv) {
+  float part[AM * NR] __attribute__((aligned(64)));
+  const int whole = mv == AM && nv == NR;
+  float *blk = whole ? c : part;
+  const size_t ld = whole ? ldc : NR;
+  if (!whole && acc)
+    for (int r = 0; r < mv; r++) memcpy(part + (size_t)r * NR, c + (size_t)r * ldc, nv * sizeof *c);
+  AMX_MEMORY_BARRIER();
+  const long ldb = (long)(ld * sizeof(float)), lda = (long)kp_pad * 4;
+  if (acc) {
+    _tile_loadd(0, blk, ldb);
+    _tile_loadd(1, blk + 16, ldb);
+    _tile_loadd(2, blk + 16 * ld, ldb);
+    _tile_loadd(3, blk + 16 * ld + 16, ldb);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int kt = 0; kt < kp_pad; kt += KT) {
+    _tile_loadd(4, a + kt, lda);
+    _tile_loadd(5, a + (size_t)16 * (size_t)kp_pad + (size_t)kt, lda);
+    _tile_loadd(6, b + (size_t)kt * NR, NR * 4);
+    _tile_loadd(7, b + (size_t)kt * NR + 16, NR * 4);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, blk, ldb);
+  _tile_stored(1, blk + 16, ldb);
+  _tile_stored(2, blk + 16 * ld, ldb);
+  _tile_stored(3, blk + 16 * ld + 16, ldb);
+  AMX_MEMORY_BARRIER();
+  if (!whole)
+    for (int r = 0; r < mv; r++) memcpy(c + (size_t)r * ldc, part + (size_t)r * NR, nv * sizeof *c);
+}
+
+/* gemm_serial's loops for amx: the same blocks, K padded to whole tiles. */
+AMX_TARGET static void gemm_serial_amx(int M, int N, int K, const operand *a, const operand *b,
+                                       int accumulate, float *c, size_t ldc, uint32_t *ws) {
+  uint32_t *apack = ws, *bpack = ws + (size_t)MC * (KC / 2);
+  _tile_loadconfig(&amx_config); /* per thread: the tile state is */
+  for (int k0 = 0; k0 < K; k0 += KC) {
+    const int kc = K - k0 < KC ? K - k0 : KC;
+    const int kp_pad = ((kc + 1) / 2 + KT - 1) / KT * KT;
+    const int acc = accumulate || k0 > 0;
+    for (int n0 = 0; n0 < N; n0 += NC) {
+      const int nc = N - n0 < NC ? N - n0 : NC;
+      pack_b(NN_BF16_AMX, b, (size_t)k0, kc, (size_t)n0, nc, kp_pad, bpack);
+      for (int m0 = 0; m0 < M; m0 += MC) {
+        const int mc = M - m0 < MC ? M - m0 : MC;
+        pack_a_amx(a, (size_t)m0, mc, (size_t)k0, kc, kp_pad, apack);
+        for (int s = 0; s * NR < nc; s++) {
+          const uint32_t *bs = bpack + (size_t)s * (size_t)kp_pad * NR;
+          const int nv = nc - s * NR < NR ? nc - s * NR : NR;
+          for (int p = 0; p * AM < mc; p++) {
+            const int mv = mc - p * AM < AM ? mc - p * AM : AM;
+            float *ct = c + (size_t)(m0 + p * AM) * ldc + (size_t)n0 + (size_t)s * NR;
+            kernel_amx(kp_pad, apack + (size_t)p * AM * (size_t)kp_pad, bs, ct, ldc, acc, mv, nv);
+          }
+        }
+      }
+    }
+  }
+  _tile_release();
+}
+
+/* ------------------------------------------------------------------------ */
 /* The product                                                               */
 
 /* C (M, N) (+)= A (M, K) B (K, N) on one thread with packing slice ws. */
 static void gemm_serial(nn_bf16_kernel kern, int M, int N, int K, const operand *a,
                         const operand *b, int accumulate, float *c, size_t ldc, uint32_t *ws) {
+  if (kern == NN_BF16_AMX) {
+    gemm_serial_amx(M, N, K, a, b, accumulate, c, ldc, ws);
+    return;
+  }
   uint32_t *apack = ws, *bpack = ws + (size_t)MC * (KC / 2);
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = K - k0 < KC ? K - k0 : KC, kp_n = (kc + 1) / 2;
     const int acc = accumulate || k0 > 0;
     for (int n0 = 0; n0 < N; n0 += NC) {
       const int nc = N - n0 < NC ? N - n0 : NC;
-      pack_b(kern, b, (size_t)k0, kc, (size_t)n0, nc, bpack);
+      pack_b(kern, b, (size_t)k0, kc, (size_t)n0, nc, kp_n, bpack);
       for (int m0 = 0; m0 < M; m0 += MC) {
         const int mc = M - m0 < MC ? M - m0 : MC;
         pack_a(kern, a, (size_t)m0, mc, (size_t)k0, kc, apack);
@@ -480,7 +705,7 @@ void nn_bgemm(nn_bf16_kernel kern, int trans_a, int trans_b, int M, int N, int K
   }
   /* Split the longer side between the threads, in whole panels or strips. */
   const int split_n = N >= M;
-  const int unit = split_n ? NR : MR, len = split_n ? N : M;
+  const int unit = split_n ? NR : kern == NN_BF16_AMX ? AM : MR, len = split_n ? N : M;
   const int units = (len + unit - 1) / unit;
   if (threads > units) threads = units;
 #pragma omp parallel num_threads(threads)

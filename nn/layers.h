@@ -23,7 +23,8 @@
  * B are rounded to bf16, products accumulate in float32. Runs on every thread
  * outside a parallel region, on the calling thread inside one (as OpenBLAS's
  * OpenMP build does). Needs nn_bf16_reserve for the thread count first;
- * kern is NN_BF16_AVX512 (only when the CPU has it) or NN_BF16_EMULATED. */
+ * kern is NN_BF16_AVX512 or NN_BF16_AMX (only when the CPU has it, and for
+ * amx after nn_bf16_select granted the tile state) or NN_BF16_EMULATED. */
 void nn_bgemm(nn_bf16_kernel kern, int trans_a, int trans_b, int M, int N, int K, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc);
 /* Reserves the packing buffers of nn_bgemm for `threads` threads (about 1.2 MiB

@@ -63,9 +63,10 @@ typedef struct {
 
 /* The code path that multiplies the matrices of convolutions and linear
  * layers: float32 (OpenBLAS sgemm, the default), or bf16 operands with float32
- * accumulation (nn/bf16.c), by AVX512-BF16 instructions or emulated with
- * float32 FMAs on bf16-rounded operands (CPUs without them, and tests). */
-typedef enum { NN_BF16_FP32 = 0, NN_BF16_EMULATED, NN_BF16_AVX512 } nn_bf16_kernel;
+ * accumulation (nn/bf16.c), by AVX512-BF16 instructions, AMX tiles, or
+ * emulated with float32 FMAs on bf16-rounded operands (CPUs without them, and
+ * tests). */
+typedef enum { NN_BF16_FP32 = 0, NN_BF16_EMULATED, NN_BF16_AVX512, NN_BF16_AMX } nn_bf16_kernel;
 
 /* A per-sample shape (C, H, W); a flat vector is (F, 1, 1). */
 typedef struct {
@@ -418,13 +419,16 @@ const double *nn_layer_backward_seconds(const nn_net *net);
 
 /* The bf16 kernel for this process: AVX512-BF16 when the CPU has it, else the
  * emulation; the environment variable ALEXNET_BF16_KERNEL (auto, avx512_bf16,
- * emulated, amx) forces one. Returns 0, or -1 with a message in err when the
- * forced kernel cannot run here (naming the missing instructions) or is not
- * built (amx) or unknown. */
+ * emulated, amx) forces one (amx only when forced, until it has run on an AMX
+ * CPU: docs/performance.md; forcing it asks Linux for the tile state). Returns
+ * 0, or -1 with a message in err when the forced kernel cannot run here
+ * (naming the missing instructions, or Linux's refusal) or is unknown. */
 int nn_bf16_select(nn_bf16_kernel *kernel, char *err, size_t errlen);
 /* 1 when this CPU has AVX512-BF16 (cpuid). */
 int nn_bf16_cpu_has_avx512bf16(void);
-/* "fp32", "emulated", "avx512_bf16". */
+/* 1 when this CPU has AMX-BF16 and AMX-TILE (cpuid), and AVX512-BF16. */
+int nn_bf16_cpu_has_amx(void);
+/* "fp32", "emulated", "avx512_bf16", "amx". */
 const char *nn_bf16_kernel_name(nn_bf16_kernel k);
 
 /* ------------------------------------------------------------------------ */

@@ -644,11 +644,11 @@ static void test_bad_input_predict(void) {
       {"--help", 2, {"--activation-maps DIR"}},
   };
   run_cases(predict_bin, cases, sizeof cases / sizeof cases[0]);
-  CU_ASSERT(run("cd '%s' && ALEXNET_BF16_KERNEL=amx %s " CK " --precision bf16 " IMG, fx.dir,
+  CU_ASSERT(run("cd '%s' && ALEXNET_BF16_KERNEL=fast %s " CK " --precision bf16 " IMG, fx.dir,
                 predict_bin) == 1);
   TU_ASSERT_CONTAINS(out,
-                     "alexnet-predict: --precision bf16: ALEXNET_BF16_KERNEL=amx: no AMX "
-                     "kernel is built");
+                     "alexnet-predict: --precision bf16: ALEXNET_BF16_KERNEL=fast: unknown "
+                     "kernel");
   /* bf16: the same top class, a probability within bf16's rounding. */
   char fp32_line[256];
   CU_ASSERT_FATAL(run("cd '%s' && %s " CK " --top 1 " IMG, fx.dir, predict_bin) == 0);
@@ -670,10 +670,14 @@ static void test_bad_input_predict(void) {
  * figures within bf16's rounding of the float32 ones (a sample near a tie may
  * flip: at most 2 of 64), and predict's top class of a sample likewise. */
 static void test_eval_predict_bf16(void) {
-  const char *kernels[] = {"emulated", "avx512_bf16"};
-  for (int k = 0; k < 2; k++) {
+  const char *kernels[] = {"emulated", "avx512_bf16", "amx"};
+  for (int k = 0; k < 3; k++) {
     if (k == 1 && !nn_bf16_cpu_has_avx512bf16()) {
       printf("\n  (avx512_bf16 not run: this CPU lacks AVX512-BF16)");
+      continue;
+    }
+    if (k == 2 && !nn_bf16_cpu_has_amx()) {
+      printf("\n  (amx not run: this CPU lacks AMX-BF16)");
       continue;
     }
     int rc = run("ALEXNET_BF16_KERNEL=%s %s '%s' --checkpoint '%s' --precision bf16", kernels[k],
@@ -696,13 +700,13 @@ static void test_eval_predict_bf16(void) {
   };
   run_cases(eval_bin, cases, sizeof cases / sizeof cases[0]);
   int rc =
-      run("cd '%s' && ALEXNET_BF16_KERNEL=amx %s tiny.yaml --checkpoint run/checkpoints "
+      run("cd '%s' && ALEXNET_BF16_KERNEL=fast %s tiny.yaml --checkpoint run/checkpoints "
           "--precision bf16",
           fx.dir, eval_bin);
   CU_ASSERT(rc == 2);
   TU_ASSERT_CONTAINS(out,
-                     "tiny.yaml: train.precision: bf16: ALEXNET_BF16_KERNEL=amx: no AMX "
-                     "kernel is built");
+                     "tiny.yaml: train.precision: bf16: ALEXNET_BF16_KERNEL=fast: unknown "
+                     "kernel");
 }
 
 static void test_bad_input_eval(void) {

@@ -459,11 +459,23 @@ static void check_bf16_logits(const char *file, nn_net *net, const float *x, int
   H5Fclose(f);
   CU_ASSERT_FATAL(want && n == (size_t)batch * (size_t)net->num_classes);
   CU_ASSERT_FATAL(nn_bf16_reserve(4) == 0);
-  const nn_bf16_kernel kernels[] = {NN_BF16_EMULATED, NN_BF16_AVX512};
-  for (int k = 0; k < 2; k++) {
+  const nn_bf16_kernel kernels[] = {NN_BF16_EMULATED, NN_BF16_AVX512, NN_BF16_AMX};
+  for (int k = 0; k < 3; k++) {
     if (kernels[k] == NN_BF16_AVX512 && !nn_bf16_cpu_has_avx512bf16()) {
       printf("  bf16 %s: not run, this CPU lacks AVX512-BF16\n", nn_bf16_kernel_name(kernels[k]));
       continue;
+    }
+    if (kernels[k] == NN_BF16_AMX) {
+      /* amx needs the tile state granted first, as nn_bf16_select does. */
+      char err[256];
+      nn_bf16_kernel got;
+      setenv("ALEXNET_BF16_KERNEL", "amx", 1);
+      const int ok = nn_bf16_cpu_has_amx() && nn_bf16_select(&got, err, sizeof err) == 0;
+      unsetenv("ALEXNET_BF16_KERNEL");
+      if (!ok) {
+        printf("  bf16 amx: not run, this CPU lacks AMX or Linux refused its tile state\n");
+        continue;
+      }
     }
     net->kernel = kernels[k];
     const float *got = nn_forward(net, x, batch);

@@ -1,13 +1,14 @@
 /*
- * nn/avx512_portable.h: the 22 AVX-512F/BW/BF16 intrinsics nn/bf16.c uses,
- * written out in portable C from the Intel Intrinsics Guide's operation
- * pseudo-code, so that a test build of nn/bf16.c (NN_BF16_PORTABLE_AVX512,
- * tests/bf16.cmake) runs the avx512_bf16 kernel's packing and micro-kernel on
- * any CPU. Never part of the library: there the real instructions run.
+ * nn/bf16_portable.h: the 22 AVX-512F/BW/BF16 intrinsics and the 6 AMX ones
+ * nn/bf16.c uses, written out in portable C from the Intel Intrinsics Guide's
+ * and the SDM's operation pseudo-code, so that a test build of nn/bf16.c
+ * (NN_BF16_PORTABLE, tests/bf16.cmake) runs the avx512_bf16 and amx kernels'
+ * packing and micro-kernels on any CPU. Never part of the library: there the
+ * real instructions run.
  *
- * Why: a session's machine may have no AVX512-BF16 (AMD Zen 3), and then the
- * real kernel's test is skipped; this build still checks every index, mask and
- * transpose of that code against the same references. What it cannot check is
+ * Why: a session's machine may have no AVX512-BF16 (AMD Zen 3) or no AMX, and
+ * then the real kernel's test is skipped; this build still checks every index,
+ * mask, transpose and tile shape of that code against the same references. What it cannot check is
  * the hardware's own arithmetic, which is modelled here as the manuals give
  * it: vcvtne2ps2bf16 and vdpbf16ps round to nearest even, treat denormal
  * inputs as zero and flush denormal results (they ignore MXCSR); vdpbf16ps
@@ -18,8 +19,8 @@
  * them compile as they do with <immintrin.h>. Masked loads never touch the
  * masked-off elements (the kernel relies on it at the end of a buffer).
  */
-#ifndef NN_AVX512_PORTABLE_H
-#define NN_AVX512_PORTABLE_H
+#ifndef NN_BF16_PORTABLE_H
+#define NN_BF16_PORTABLE_H
 
 #include <stdint.h>
 #include <string.h>
@@ -223,5 +224,100 @@ static inline __m512 _mm512_dpbf16_ps(__m512 src, __m512bh a, __m512bh b) {
   }
   return nnp_ps_of(s);
 }
+
+/* ---- AMX: 8 tiles of up to 16 rows x 64 bytes, per thread ---------------- */
+/* The hardware faults (#UD) on a tile shape an instruction cannot use; the
+ * model aborts with the reason instead, so a test run reports it. */
+
+typedef struct {
+  int configured;
+  uint8_t rows[8];
+  uint16_t colsb[8];
+  uint8_t data[8][16][64];
+} nnp_tiles;
+static _Thread_local nnp_tiles nnp_tile;
+
+#include <stdio.h>
+#include <stdlib.h>
+static inline void nnp_tile_fault(const char *what) {
+  fprintf(stderr, "bf16_portable.h: AMX fault: %s\n", what);
+  abort();
+}
+static inline void nnp_tile_check(int t) {
+  if (!nnp_tile.configured) nnp_tile_fault("tile instruction before ldtilecfg");
+  if (t < 0 || t > 7 || nnp_tile.rows[t] == 0) nnp_tile_fault("tile not configured");
+}
+
+/* ldtilecfg: palette 1, start_row 0, colsb (u16) at byte 16, rows at 48. */
+static inline void _tile_loadconfig(const void *config) {
+  const uint8_t *c = config;
+  if (c[0] != 1) nnp_tile_fault("palette is not 1");
+  if (c[1] != 0) nnp_tile_fault("start_row is not 0");
+  for (int i = 2; i < 16; i++)
+    if (c[i]) nnp_tile_fault("reserved config bytes are not 0");
+  for (int t = 0; t < 8; t++) {
+    memcpy(&nnp_tile.colsb[t], c + 16 + 2 * t, 2);
+    nnp_tile.rows[t] = c[48 + t];
+    if (nnp_tile.rows[t] > 16 || nnp_tile.colsb[t] > 64 || nnp_tile.colsb[t] % 4)
+      nnp_tile_fault("tile larger than 16 rows x 64 bytes");
+  }
+  memset(nnp_tile.data, 0, sizeof nnp_tile.data);
+  nnp_tile.configured = 1;
+}
+static inline void _tile_release(void) {
+  memset(&nnp_tile, 0, sizeof nnp_tile);
+}
+/* tileloadd: row r from base + r * stride, colsb bytes; the rest zero. */
+static inline void nnp_tile_loadd(int t, const void *base, long stride) {
+  nnp_tile_check(t);
+  memset(nnp_tile.data[t], 0, sizeof nnp_tile.data[t]);
+  for (int r = 0; r < nnp_tile.rows[t]; r++)
+    memcpy(nnp_tile.data[t][r], (const uint8_t *)base + r * stride, nnp_tile.colsb[t]);
+}
+static inline void nnp_tile_stored(int t, void *base, long stride) {
+  nnp_tile_check(t);
+  for (int r = 0; r < nnp_tile.rows[t]; r++)
+    memcpy((uint8_t *)base + r * stride, nnp_tile.data[t][r], nnp_tile.colsb[t]);
+}
+static inline void nnp_tile_zero(int t) {
+  nnp_tile_check(t);
+  memset(nnp_tile.data[t], 0, sizeof nnp_tile.data[t]);
+}
+/* tdpbf16ps c, a, b: c (M x N float32) += a (M x K/2 pairs of bf16) times b
+ * (K/2 rows x N pairs): for each pair k, the even products then the odd ones,
+ * each added with one rounding. Shapes: a.colsb / 4 == b.rows, c.rows ==
+ * a.rows, c.colsb == b.colsb. */
+static inline void nnp_tile_dpbf16ps(int c, int a, int b) {
+  nnp_tile_check(c), nnp_tile_check(a), nnp_tile_check(b);
+  if (nnp_tile.colsb[a] / 4 != nnp_tile.rows[b] || nnp_tile.rows[c] != nnp_tile.rows[a] ||
+      nnp_tile.colsb[c] != nnp_tile.colsb[b])
+    nnp_tile_fault("tdpbf16ps tile shapes do not match");
+  const int rows = nnp_tile.rows[c], pairs = nnp_tile.colsb[a] / 4, cols = nnp_tile.colsb[c] / 4;
+  /* The operands widened to float32 once (bf16 is float32's top half). */
+  float x[16][32], y[16][32], acc[16][16];
+  for (int m = 0; m < rows; m++)
+    for (int i = 0; i < 2 * pairs; i++) {
+      uint16_t w;
+      memcpy(&w, &nnp_tile.data[a][m][2 * i], 2);
+      x[m][i] = nnp_flush(nnp_f32((uint32_t)w << 16));
+    }
+  for (int k = 0; k < pairs; k++)
+    for (int i = 0; i < 2 * cols; i++) {
+      uint16_t w;
+      memcpy(&w, &nnp_tile.data[b][k][2 * i], 2);
+      y[k][i] = nnp_flush(nnp_f32((uint32_t)w << 16));
+    }
+  memcpy(acc, nnp_tile.data[c], sizeof acc);
+  for (int m = 0; m < rows; m++)
+    for (int k = 0; k < pairs; k++)
+      for (int h = 0; h < 2; h++)
+        for (int n = 0; n < cols; n++)
+          acc[m][n] = nnp_flush(acc[m][n] + x[m][2 * k + h] * y[k][2 * n + h]);
+  memcpy(nnp_tile.data[c], acc, sizeof acc);
+}
+#define _tile_loadd(t, base, stride) nnp_tile_loadd(t, base, stride)
+#define _tile_stored(t, base, stride) nnp_tile_stored(t, base, stride)
+#define _tile_zero(t) nnp_tile_zero(t)
+#define _tile_dpbf16ps(c, a, b) nnp_tile_dpbf16ps(c, a, b)
 
 #endif
