@@ -183,6 +183,21 @@ int nn_bf16_select(nn_bf16_kernel *kernel, char *err, size_t errlen) {
   return -1;
 }
 
+/* AVX2 and FMA present (set by the first nn_bf16_reserve): the emulation's
+ * kernel and packing use them. */
+static int emulated_avx2, emulated_checked;
+
+int nn_bf16_emulated_simd(int on) {
+  const int was = emulated_avx2;
+#ifndef NN_BF16_PORTABLE
+  __builtin_cpu_init();
+  emulated_avx2 = on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  (void)on;
+#endif
+  return was;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Packing buffers                                                           */
 
@@ -190,6 +205,10 @@ static uint32_t *pack_pool;
 static int pack_threads;
 
 int nn_bf16_reserve(int threads) {
+  if (!emulated_checked) {
+    nn_bf16_emulated_simd(1);
+    emulated_checked = 1;
+  }
   if (threads < 1) threads = 1;
   if (threads <= pack_threads) return 0;
   size_t bytes = (size_t)threads * PACK_WORDS * sizeof(uint32_t);
@@ -320,6 +339,52 @@ BF16_TARGET static void pack_pairs_avx512(const float *p, size_t ks, int rows, i
   }
 }
 
+/* ---- AVX2 packing for the emulation (CPUs without AVX-512) ---- */
+
+#ifndef NN_BF16_PORTABLE
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+
+/* bf16_of on 8 floats at once, the same bits, in the low halves of the lanes. */
+AVX2_TARGET static inline __m256i bf16_of_avx2(__m256 f) {
+  const __m256i u = _mm256_castps_si256(f);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i rounded =
+      _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF)),
+                                         _mm256_set1_epi32(0x7F800000));
+  const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  return _mm256_blendv_epi8(rounded, quiet, nan);
+}
+
+/* d[j] = pair (r0[j], r1[j]) for j < n; r1 NULL: high halves zero. */
+AVX2_TARGET static void pairs_of_rows_avx2(const float *r0, const float *r1, int n, uint32_t *d) {
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256i w = bf16_of_avx2(_mm256_loadu_ps(r0 + j));
+    if (r1) w = _mm256_or_si256(w, _mm256_slli_epi32(bf16_of_avx2(_mm256_loadu_ps(r1 + j)), 16));
+    _mm256_storeu_si256((__m256i *)(d + j), w);
+  }
+  for (; j < n; j++) d[j] = bf16_of(r0[j]) | (r1 ? bf16_of(r1[j]) << 16 : 0u);
+}
+
+/* A run of kc floats along K: d[kp * ld] = pair (p[2kp], p[2kp + 1]). */
+AVX2_TARGET static void pairs_of_run_avx2(const float *p, int kc, uint32_t *d, size_t ld) {
+  int kp = 0;
+  for (; 2 * kp + 16 <= kc; kp += 8) {
+    /* 16 floats: bf16 in the low halves of two vectors, packed to 16-bit
+     * words (packus works per 128-bit lane: a0-3 b0-3 a4-7 b4-7), lanes put
+     * back in order, so 32-bit word i is the pair (2i, 2i + 1). */
+    const __m256i lo = bf16_of_avx2(_mm256_loadu_ps(p + 2 * kp));
+    const __m256i hi = bf16_of_avx2(_mm256_loadu_ps(p + 2 * kp + 8));
+    uint32_t w[8];
+    _mm256_storeu_si256((__m256i *)w, _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8));
+    for (int i = 0; i < 8; i++) d[(size_t)(kp + i) * ld] = w[i];
+  }
+  for (; 2 * kp < kc; kp++)
+    d[(size_t)kp * ld] = bf16_of(p[2 * kp]) | (2 * kp + 1 < kc ? bf16_of(p[2 * kp + 1]) << 16 : 0u);
+}
+#endif
+
 /* A rows [m0, m0 + mc), K [k0, k0 + kc) into panels: dst[panel][kp][MR].
  * Rows past mc and K past kc are zeros (rows M.., K.. of the matrix). */
 static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, size_t k0, int kc,
@@ -342,6 +407,21 @@ static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, siz
       pack_pairs_avx512(a->p + k0 * a->cs + m, a->cs, rows, kc, d);
       continue;
     }
+#ifndef NN_BF16_PORTABLE
+    if (kern == NN_BF16_EMULATED && emulated_avx2 && (a->cs == 1 || a->rs == 1)) {
+      if (rows < MR)
+        for (size_t i = 0; i < (size_t)kp_n * MR; i++) d[i] = 0;
+      if (a->cs == 1)
+        for (int r = 0; r < rows; r++)
+          pairs_of_run_avx2(a->p + (m + (size_t)r) * a->rs + k0, kc, d + r, MR);
+      else
+        for (int kp = 0; kp < kp_n; kp++) {
+          const float *r0 = a->p + (k0 + 2 * (size_t)kp) * a->cs + m;
+          pairs_of_rows_avx2(r0, 2 * kp + 1 < kc ? r0 + a->cs : NULL, rows, d + (size_t)kp * MR);
+        }
+      continue;
+    }
+#endif
     for (int r = 0; r < MR; r++) {
       for (int kp = 0; kp < kp_n; kp++) {
         const size_t k = k0 + 2 * (size_t)kp;
@@ -381,6 +461,22 @@ static void pack_b(nn_bf16_kernel kern, const operand *b, size_t k0, int kc, siz
       }
       continue;
     }
+#ifndef NN_BF16_PORTABLE
+    if (kern == NN_BF16_EMULATED && emulated_avx2 && (b->cs == 1 || b->rs == 1)) {
+      if (j_n < NR)
+        for (int kp = 0; kp < kp_n; kp++)
+          for (int j = j_n; j < NR; j++) d[(size_t)kp * NR + (size_t)j] = 0;
+      if (b->cs == 1)
+        for (int kp = 0; kp < kp_n; kp++) {
+          const float *r0 = b->p + (k0 + 2 * (size_t)kp) * b->rs + n;
+          pairs_of_rows_avx2(r0, 2 * kp + 1 < kc ? r0 + b->rs : NULL, j_n, d + (size_t)kp * NR);
+        }
+      else
+        for (int j = 0; j < j_n; j++)
+          pairs_of_run_avx2(b->p + (n + (size_t)j) * b->cs + k0, kc, d + j, NR);
+      continue;
+    }
+#endif
     for (int kp = 0; kp < kp_n; kp++) {
       const size_t k = k0 + 2 * (size_t)kp;
       for (int j = 0; j < NR; j++) {
@@ -442,8 +538,14 @@ BF16_TARGET static void kernel_avx512(int kp_n, const uint32_t *a, const uint32_
   }
 }
 
-static void kernel_emulated(int kp_n, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
-                            int acc, int mv, int nv) {
+/* The emulation adds each pair's two products to the float32 sum one at a
+ * time, the odd one first, as the SDM's pseudo-code of vdpbf16ps does: a
+ * product of two bf16 is exact in float32, so each addition rounds once,
+ * whether written as a multiply and an add or as an FMA. The AVX2 kernel and
+ * the plain C one therefore give the same bits (and vdpbf16ps's, but for its
+ * flushing of denormals). */
+static void kernel_emulated_c(int kp_n, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
+                              int acc, int mv, int nv) {
   float t[MR][NR];
   memset(t, 0, sizeof t);
   for (int kp = 0; kp < kp_n; kp++) {
@@ -454,7 +556,10 @@ static void kernel_emulated(int kp_n, const uint32_t *a, const uint32_t *b, floa
     }
     for (int r = 0; r < MR; r++) {
       const float a0 = bits_f32(a[r] << 16), a1 = bits_f32(a[r] & 0xFFFF0000u);
-      for (int j = 0; j < NR; j++) t[r][j] += a0 * b0[j] + a1 * b1[j];
+      for (int j = 0; j < NR; j++) {
+        t[r][j] += a1 * b1[j];
+        t[r][j] += a0 * b0[j];
+      }
     }
     a += MR;
     b += NR;
@@ -463,6 +568,64 @@ static void kernel_emulated(int kp_n, const uint32_t *a, const uint32_t *b, floa
     float *cr = c + (size_t)r * ldc;
     for (int j = 0; j < nv; j++) cr[j] = acc ? cr[j] + t[r][j] : t[r][j];
   }
+}
+
+#ifndef NN_BF16_PORTABLE
+/* AVX2 + FMA (16 ymm registers): the 12 x 32 tile as 3 x 2 blocks of 4 rows x
+ * 16 columns, 8 accumulators each. The panel's words are widened once into
+ * (even, odd) float pairs so that each row costs a broadcast from memory; a
+ * strip row's 16 words are widened in registers (shift for the even halves,
+ * mask for the odd) and serve the block's 4 rows. */
+__attribute__((target("avx2,fma"))) static void kernel_emulated_avx2(int kp_n, const uint32_t *a,
+                                                                     const uint32_t *b, float *c,
+                                                                     size_t ldc, int acc, int mv,
+                                                                     int nv) {
+  float aw[KC / 2][MR][2]; /* (even, odd) of the panel's words */
+  for (int kp = 0; kp < kp_n; kp++)
+    for (int r = 0; r < MR; r++) {
+      aw[kp][r][0] = bits_f32(a[(size_t)kp * MR + r] << 16);
+      aw[kp][r][1] = bits_f32(a[(size_t)kp * MR + r] & 0xFFFF0000u);
+    }
+  const __m256i odd_mask = _mm256_set1_epi32((int)0xFFFF0000u);
+  for (int r0 = 0; r0 < MR; r0 += 4)
+    for (int j0 = 0; j0 < NR; j0 += 16) {
+      __m256 t[4][2];
+      for (int r = 0; r < 4; r++) t[r][0] = t[r][1] = _mm256_setzero_ps();
+      const uint32_t *bp = b + j0;
+      for (int kp = 0; kp < kp_n; kp++, bp += NR) {
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)bp);
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(bp + 8));
+        const __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16));
+        const __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16));
+        const __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(w0, odd_mask));
+        const __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(w1, odd_mask));
+        for (int r = 0; r < 4; r++) {
+          const __m256 ae = _mm256_broadcast_ss(&aw[kp][r0 + r][0]);
+          const __m256 ao = _mm256_broadcast_ss(&aw[kp][r0 + r][1]);
+          t[r][0] = _mm256_fmadd_ps(ae, e0, _mm256_fmadd_ps(ao, o0, t[r][0]));
+          t[r][1] = _mm256_fmadd_ps(ae, e1, _mm256_fmadd_ps(ao, o1, t[r][1]));
+        }
+      }
+      for (int r = 0; r < 4 && r0 + r < mv; r++) {
+        float *cr = c + (size_t)(r0 + r) * ldc + j0;
+        float row[16];
+        _mm256_storeu_ps(row, t[r][0]);
+        _mm256_storeu_ps(row + 8, t[r][1]);
+        for (int j = 0; j < 16 && j0 + j < nv; j++) cr[j] = acc ? cr[j] + row[j] : row[j];
+      }
+    }
+}
+#endif
+
+static void kernel_emulated(int kp_n, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
+                            int acc, int mv, int nv) {
+#ifndef NN_BF16_PORTABLE
+  if (emulated_avx2) {
+    kernel_emulated_avx2(kp_n, a, b, c, ldc, acc, mv, nv);
+    return;
+  }
+#endif
+  kernel_emulated_c(kp_n, a, b, c, ldc, acc, mv, nv);
 }
 
 /* ------------------------------------------------------------------------ */

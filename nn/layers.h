@@ -32,6 +32,10 @@ void nn_bgemm(nn_bf16_kernel kern, int trans_a, int trans_b, int M, int N, int K
 int nn_bf16_reserve(int threads);
 /* f rounded to the nearest bf16 (ties to even), as a float. */
 float nn_bf16_round(float f);
+/* For tests: 0 makes the emulated kernel use its plain C code even where the
+ * CPU has AVX2 and FMA (1, the default there); returns whether the AVX2 code
+ * was in use. Both give the same bits (nn/bf16.c). */
+int nn_bf16_emulated_simd(int on);
 
 /* ---- convolution --------------------------------------------------------- */
 

@@ -23,7 +23,7 @@ target_compile_definitions(bf16_kernels_portable PRIVATE NN_BF16_PORTABLE)
 # differs from an AVX-512 build; every such function is static.
 target_compile_options(bf16_kernels_portable PRIVATE -Wno-psabi)
 target_link_libraries(bf16_kernels_portable PRIVATE testutil nn)
-foreach(kernel avx512_bf16 amx)
+foreach(kernel avx512_bf16 amx emulated)
   add_test(NAME nn_bf16_${kernel}_portable COMMAND bf16_kernels_portable ${kernel}
            WORKING_DIRECTORY ${CMAKE_BINARY_DIR}/test-tmp)
   set_tests_properties(nn_bf16_${kernel}_portable PROPERTIES ENVIRONMENT "${ALEXNET_TEST_ENV}"

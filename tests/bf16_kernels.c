@@ -107,6 +107,72 @@ static void test_gemm_accumulate_threads(void) {
   check_gemm(100, 1000, 200, 1, 1, 0.0f, 3);
 }
 
+/* Operands rounded exactly as nn_bf16_round rounds them, in every packing
+ * path: A (M, K) holds ties to even both ways, values just off ties, large
+ * and small exponents (and, for the emulation, denormals, which the bf16
+ * instructions flush), times B = the identity, so C = bf16(A) exactly. */
+static void test_packing_rounding(void) {
+  const int M = 37, K = 40; /* partial panels and tiles, runs past 16 */
+  float *a = malloc((size_t)M * K * sizeof(float)), *at = malloc((size_t)M * K * sizeof(float));
+  float *eye = calloc((size_t)K * K, sizeof(float)), *c = malloc((size_t)M * K * sizeof(float));
+  for (int k = 0; k < K; k++) eye[(size_t)k * K + k] = 1.0f;
+  for (int i = 0; i < M * K; i++) {
+    /* A float whose low 16 bits are a tie (0x8000), just under or over one,
+     * or random, with the kept bits' last bit odd or even. */
+    static const uint32_t lows[] = {0x8000u, 0x7FFFu, 0x8001u, 0x0000u, 0xFFFFu, 0x1234u};
+    /* exponent 1 to 253: no rounding up to infinity (inf x 0 would be NaN) */
+    const uint32_t hi = (uint32_t)(nn_hash64(5, (uint64_t)i) % 0x7E00u) + 0x0080u;
+    uint32_t u = (hi | (i % 2 ? 0x8000u : 0)) << 16 | lows[i % 6];
+    if (kern == NN_BF16_EMULATED && i % 37 == 5) u = 0x00012345u + (uint32_t)i; /* denormal */
+    memcpy(&a[i], &u, sizeof u);
+  }
+  for (int m = 0; m < M; m++)
+    for (int k = 0; k < K; k++) at[(size_t)k * M + m] = a[(size_t)m * K + k];
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++) {
+      nn_bgemm(kern, ta, tb, M, K, K, ta ? at : a, ta ? M : K, eye, K, 0.0f, c, K);
+      int wrong = 0;
+      for (int i = 0; i < M * K; i++) {
+        const float want = nn_bf16_round(a[i]);
+        wrong += memcmp(&c[i], &want, sizeof want) != 0;
+      }
+      if (wrong)
+        printf("\n  FAIL ta %d tb %d: %d of %d not rounded as nn_bf16_round", ta, tb, wrong, M * K);
+      CU_ASSERT(wrong == 0);
+    }
+  /* A NaN stays a NaN; its row's other products are unaffected. */
+  float *ones = malloc((size_t)K * K * sizeof(float));
+  for (int i = 0; i < K * K; i++) ones[i] = 1.0f;
+  a[3 * K + 7] = NAN;
+  nn_bgemm(kern, 0, 0, M, K, K, a, K, ones, K, 0.0f, c, K);
+  CU_ASSERT(isnan(c[3 * K]) && !isnan(c[2 * K]) && !isnan(c[4 * K]));
+  free(a), free(at), free(eye), free(c), free(ones);
+}
+
+/* The emulation's AVX2 code and its plain C code give the same bits (each
+ * product of two bf16 is exact, and both add them in the same order). */
+static void test_emulated_simd_same_bits(void) {
+  static const int shapes[][3] = {{13, 33, 3}, {25, 70, 257}, {40, 100, 600}, {64, 48, 33}};
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    for (int t = 0; t < 4; t++) {
+      const int M = shapes[i][0], N = shapes[i][1], K = shapes[i][2], ta = t & 1, tb = t >> 1;
+      const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5;
+      float *a = rand_floats((size_t)(ta ? K : M) * lda, 21 + M, 1.0f);
+      float *b = rand_floats((size_t)(tb ? N : K) * ldb, 23 + N, 2.0f);
+      float *c[2];
+      for (int v = 0; v < 2; v++) {
+        c[v] = rand_floats((size_t)M * N, 29, 0.5f);
+        nn_bf16_emulated_simd(v);
+        nn_bgemm(kern, ta, tb, M, N, K, a, lda, b, ldb, 1.0f, c[v], N);
+      }
+      nn_bf16_emulated_simd(1);
+      const int same = memcmp(c[0], c[1], (size_t)M * N * sizeof(float)) == 0;
+      if (!same) printf("\n  FAIL M %d N %d K %d ta %d tb %d: AVX2 and C differ", M, N, K, ta, tb);
+      CU_ASSERT(same);
+      free(a), free(b), free(c[0]), free(c[1]);
+    }
+}
+
 /* ---- layers of AlexNet's sizes against the float32 path ------------------ */
 
 static double rel_l2(const float *got, const float *want, size_t n) {
@@ -379,9 +445,19 @@ int main(int argc, char **argv) {
   unsetenv("ALEXNET_BF16_KERNEL");
   if (nn_bf16_reserve(4) != 0) return 1;
   printf("kernel %s\n", nn_bf16_kernel_name(kern));
-  tu_add_suite("bf16_gemm", (tu_test[]){{"shapes and transposes", test_gemm_shapes},
-                                        {"accumulate and threads", test_gemm_accumulate_threads},
-                                        {NULL, NULL}});
+  tu_add_suite("bf16_gemm",
+               (tu_test[]){{"shapes and transposes", test_gemm_shapes},
+                           {"accumulate and threads", test_gemm_accumulate_threads},
+                           {"operands rounded as nn_bf16_round", test_packing_rounding},
+                           {NULL, NULL}});
+  /* Only where the AVX2 code runs: the library's emulation on an AVX2 CPU. */
+  const int simd = nn_bf16_emulated_simd(1);
+  if (kern == NN_BF16_EMULATED && simd)
+    tu_add_suite("bf16_emulated",
+                 (tu_test[]){{"AVX2 and plain C give the same bits", test_emulated_simd_same_bits},
+                             {NULL, NULL}});
+  else if (kern == NN_BF16_EMULATED)
+    printf("emulated: plain C only here (no AVX2 and FMA, or the portable build)\n");
   tu_add_suite("bf16_layers",
                (tu_test[]){{"alexnet_owt convolutions", test_conv_alexnet_owt},
                            {"paper convolutions with groups", test_conv_paper_groups},
