@@ -645,7 +645,7 @@ static void kernel_emulated(int kp_n, const uint32_t *a, const uint32_t *b, floa
  *      half of a strip, 128 bytes apart.
  * K is padded with zero pairs to kp_pad, a multiple of KT = 16 pairs; rows past
  * M and columns past N are zeros too, and a C block that is not whole goes
- * through a 32 x 32 buffer. */
+ * through a 32 x 32 buffer. gemm_serial runs the blocks. */
 
 enum { AM = 32, KT = 16 };
 _Static_assert(MC % AM == 0 && (KC / 2) % KT == 0, "amx panels and tiles must fill the blocks");
@@ -777,65 +777,49 @@ AMX_TARGET static void kernel_amx(int kp_pad, const uint32_t *a, const uint32_t 
     for (int r = 0; r < mv; r++) memcpy(c + (size_t)r * ldc, part + (size_t)r * NR, nv * sizeof *c);
 }
 
-/* gemm_serial's loops for amx: the same blocks, K padded to whole tiles. */
-AMX_TARGET static void gemm_serial_amx(int M, int N, int K, const operand *a, const operand *b,
-                                       int accumulate, float *c, size_t ldc, uint32_t *ws) {
-  uint32_t *apack = ws, *bpack = ws + (size_t)MC * (KC / 2);
-  _tile_loadconfig(&amx_config); /* per thread: the tile state is */
-  for (int k0 = 0; k0 < K; k0 += KC) {
-    const int kc = K - k0 < KC ? K - k0 : KC;
-    const int kp_pad = ((kc + 1) / 2 + KT - 1) / KT * KT;
-    const int acc = accumulate || k0 > 0;
-    for (int n0 = 0; n0 < N; n0 += NC) {
-      const int nc = N - n0 < NC ? N - n0 : NC;
-      pack_b(NN_BF16_AMX, b, (size_t)k0, kc, (size_t)n0, nc, kp_pad, bpack);
-      for (int m0 = 0; m0 < M; m0 += MC) {
-        const int mc = M - m0 < MC ? M - m0 : MC;
-        pack_a_amx(a, (size_t)m0, mc, (size_t)k0, kc, kp_pad, apack);
-        for (int s = 0; s * NR < nc; s++) {
-          const uint32_t *bs = bpack + (size_t)s * (size_t)kp_pad * NR;
-          const int nv = nc - s * NR < NR ? nc - s * NR : NR;
-          for (int p = 0; p * AM < mc; p++) {
-            const int mv = mc - p * AM < AM ? mc - p * AM : AM;
-            float *ct = c + (size_t)(m0 + p * AM) * ldc + (size_t)n0 + (size_t)s * NR;
-            kernel_amx(kp_pad, apack + (size_t)p * AM * (size_t)kp_pad, bs, ct, ldc, acc, mv, nv);
-          }
-        }
-      }
-    }
-  }
+/* A thread's tiles: 8 of 16 rows x 64 bytes, before its first tile
+ * instruction; released after, so that Linux need not save them. */
+AMX_TARGET static void amx_begin(void) {
+  _tile_loadconfig(&amx_config);
+}
+AMX_TARGET static void amx_end(void) {
   _tile_release();
 }
 
 /* ------------------------------------------------------------------------ */
 /* The product                                                               */
 
-/* C (M, N) (+)= A (M, K) B (K, N) on one thread with packing slice ws. */
+/* C (M, N) (+)= A (M, K) B (K, N) on one thread with packing slice ws. amx
+ * packs A its own way, in panels of AM rows, and pads K to whole tiles. */
 static void gemm_serial(nn_bf16_kernel kern, int M, int N, int K, const operand *a,
                         const operand *b, int accumulate, float *c, size_t ldc, uint32_t *ws) {
-  if (kern == NN_BF16_AMX) {
-    gemm_serial_amx(M, N, K, a, b, accumulate, c, ldc, ws);
-    return;
-  }
+  const int amx = kern == NN_BF16_AMX, pr = amx ? AM : MR; /* rows of an A panel */
   uint32_t *apack = ws, *bpack = ws + (size_t)MC * (KC / 2);
+  if (amx) amx_begin();
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = K - k0 < KC ? K - k0 : KC, kp_n = (kc + 1) / 2;
+    const int kp_rows = amx ? (kp_n + KT - 1) / KT * KT : kp_n;
     const int acc = accumulate || k0 > 0;
     for (int n0 = 0; n0 < N; n0 += NC) {
       const int nc = N - n0 < NC ? N - n0 : NC;
-      pack_b(kern, b, (size_t)k0, kc, (size_t)n0, nc, kp_n, bpack);
+      pack_b(kern, b, (size_t)k0, kc, (size_t)n0, nc, kp_rows, bpack);
       for (int m0 = 0; m0 < M; m0 += MC) {
         const int mc = M - m0 < MC ? M - m0 : MC;
-        pack_a(kern, a, (size_t)m0, mc, (size_t)k0, kc, apack);
+        if (amx)
+          pack_a_amx(a, (size_t)m0, mc, (size_t)k0, kc, kp_rows, apack);
+        else
+          pack_a(kern, a, (size_t)m0, mc, (size_t)k0, kc, apack);
         for (int s = 0; s * NR < nc; s++) {
-          const uint32_t *bs = bpack + (size_t)s * (size_t)kp_n * NR;
+          const uint32_t *bs = bpack + (size_t)s * (size_t)kp_rows * NR;
           const int nv = nc - s * NR < NR ? nc - s * NR : NR;
-          for (int p = 0; p * MR < mc; p++) {
-            const int mv = mc - p * MR < MR ? mc - p * MR : MR;
-            float *ct = c + (size_t)(m0 + p * MR) * ldc + (size_t)n0 + (size_t)s * NR;
-            const uint32_t *ap = apack + (size_t)p * (size_t)kp_n * MR;
+          for (int p = 0; p * pr < mc; p++) {
+            const int mv = mc - p * pr < pr ? mc - p * pr : pr;
+            float *ct = c + (size_t)(m0 + p * pr) * ldc + (size_t)n0 + (size_t)s * NR;
+            const uint32_t *ap = apack + (size_t)p * (size_t)pr * (size_t)kp_rows;
             if (kern == NN_BF16_AVX512)
               kernel_avx512(kp_n, ap, bs, ct, ldc, acc, mv, nv);
+            else if (amx)
+              kernel_amx(kp_rows, ap, bs, ct, ldc, acc, mv, nv);
             else
               kernel_emulated(kp_n, ap, bs, ct, ldc, acc, mv, nv);
           }
@@ -843,6 +827,7 @@ static void gemm_serial(nn_bf16_kernel kern, int M, int N, int K, const operand 
       }
     }
   }
+  if (amx) amx_end();
 }
 
 void nn_bgemm(nn_bf16_kernel kern, int trans_a, int trans_b, int M, int N, int K, const float *A,
