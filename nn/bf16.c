@@ -542,8 +542,8 @@ BF16_TARGET static void kernel_avx512(int kp_n, const uint32_t *a, const uint32_
  * time, the odd one first, as the SDM's pseudo-code of vdpbf16ps does: a
  * product of two bf16 is exact in float32, so each addition rounds once,
  * whether written as a multiply and an add or as an FMA. The AVX2 kernel and
- * the plain C one therefore give the same bits (and vdpbf16ps's, but for its
- * flushing of denormals). */
+ * the plain C one therefore give the same bits (by the pseudo-code, also
+ * vdpbf16ps's but for its flushing of denormals: not yet compared on a CPU). */
 static void kernel_emulated_c(int kp_n, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
                               int acc, int mv, int nv) {
   float t[MR][NR];
