@@ -28,16 +28,15 @@
  * Kernels, chosen at run time (nn_bf16_select):
  *   avx512_bf16  vdpbf16ps (CPUs with AVX512-BF16: Intel Cooper Lake, Sapphire
  *                Rapids and later, AMD Zen 4 and later);
+ *   amx          tile multiplies (Sapphire Rapids and later), only when
+ *                ALEXNET_BF16_KERNEL=amx forces it (see "AMX" below);
  *   emulated     the same packed operands, widened to float32 and multiplied
- *                with float32 FMAs: the same arithmetic on the same rounded
- *                operands, for CPUs without bf16 instructions and for tests
- *                (not bitwise equal to vdpbf16ps, which rounds a pair's sum
- *                its own way and flushes denormals).
- * The avx512_bf16 code is also compiled against portable C versions of its
- * intrinsics (nn/bf16_portable.h, ctest nn_bf16_avx512_bf16_portable), so
- * that its packing and kernel are tested on CPUs without AVX512-BF16 too.
- * AMX (tile multiply, Sapphire Rapids) is not built: no machine of this
- * project's sessions that had it was available to test it on.
+ *                with float32 FMAs (AVX2 where the CPU has it, else plain C,
+ *                the same bits), for CPUs without bf16 instructions and for
+ *                tests.
+ * The avx512_bf16 and amx code is also compiled against portable C versions
+ * of its intrinsics (nn/bf16_portable.h, ctest nn_bf16_*_portable), so that
+ * its packing and kernels are tested on CPUs without those instructions too.
  *
  * Packing buffers: one slice per thread, reserved by nn_bf16_reserve (called
  * by nn_net_alloc), so the products never allocate.
@@ -183,17 +182,18 @@ int nn_bf16_select(nn_bf16_kernel *kernel, char *err, size_t errlen) {
   return -1;
 }
 
-/* AVX2 and FMA present (set by the first nn_bf16_reserve): the emulation's
- * kernel and packing use them. */
-static int emulated_avx2, emulated_checked;
+/* 1 when AVX2 and FMA are present: the emulation's kernel and packing use
+ * them; -1 until the first nn_bf16_reserve has looked. */
+static int emulated_avx2 = -1;
 
 int nn_bf16_emulated_simd(int on) {
-  const int was = emulated_avx2;
+  const int was = emulated_avx2 > 0;
 #ifndef NN_BF16_PORTABLE
   __builtin_cpu_init();
   emulated_avx2 = on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
   (void)on;
+  emulated_avx2 = 0;
 #endif
   return was;
 }
@@ -205,10 +205,7 @@ static uint32_t *pack_pool;
 static int pack_threads;
 
 int nn_bf16_reserve(int threads) {
-  if (!emulated_checked) {
-    nn_bf16_emulated_simd(1);
-    emulated_checked = 1;
-  }
+  if (emulated_avx2 < 0) nn_bf16_emulated_simd(1);
   if (threads < 1) threads = 1;
   if (threads <= pack_threads) return 0;
   size_t bytes = (size_t)threads * PACK_WORDS * sizeof(uint32_t);
@@ -385,6 +382,55 @@ AVX2_TARGET static void pairs_of_run_avx2(const float *p, int kc, uint32_t *d, s
 }
 #endif
 
+/* ---- packing any operand, the same for A and B ---- */
+/* A panel is `panel` rows (of A, or of B^T: B's columns) by pairs of K; pack_b
+ * passes B^T, its strides swapped, so both read an operand (rows, K). */
+
+/* The emulation's panel on AVX2: rows [r0, r0 + rows) of o, K [k0, k0 + kc)
+ * into d[kp][panel], zeros in rows past `rows`. Returns 0, having done
+ * nothing, without AVX2 or when neither stride is 1. */
+static int pack_panel_avx2(const operand *o, size_t r0, int rows, int panel, size_t k0, int kc,
+                           uint32_t *d) {
+#ifdef NN_BF16_PORTABLE
+  (void)o, (void)r0, (void)rows, (void)panel, (void)k0, (void)kc, (void)d;
+  return 0;
+#else
+  if (emulated_avx2 <= 0 || (o->cs != 1 && o->rs != 1)) return 0;
+  const int kp_n = (kc + 1) / 2;
+  if (rows < panel)
+    for (int kp = 0; kp < kp_n; kp++)
+      for (int r = rows; r < panel; r++) d[(size_t)kp * (size_t)panel + (size_t)r] = 0;
+  if (o->cs == 1)
+    for (int r = 0; r < rows; r++)
+      pairs_of_run_avx2(o->p + (r0 + (size_t)r) * o->rs + k0, kc, d + r, (size_t)panel);
+  else
+    for (int kp = 0; kp < kp_n; kp++) {
+      const float *p0 = o->p + (k0 + 2 * (size_t)kp) * o->cs + r0;
+      pairs_of_rows_avx2(p0, 2 * kp + 1 < kc ? p0 + o->cs : NULL, rows,
+                         d + (size_t)kp * (size_t)panel);
+    }
+  return 1;
+#endif
+}
+
+/* Any strides, one bf16_of at a time: the pair (2kp, 2kp + 1) of row r of
+ * rows [r0, r0 + rows), K from k0, at d[r * row_step + kp * kp_step], for
+ * r < panel and kp < kp_cols; zeros past `rows` and past kc. */
+static void pack_panel_scalar(const operand *o, size_t r0, int rows, int panel, size_t k0, int kc,
+                              int kp_cols, uint32_t *d, size_t row_step, size_t kp_step) {
+  const int kp_n = (kc + 1) / 2;
+  for (int r = 0; r < panel; r++)
+    for (int kp = 0; kp < kp_cols; kp++) {
+      const size_t k = k0 + 2 * (size_t)kp;
+      uint32_t w = 0;
+      if (r < rows && kp < kp_n) {
+        w = bf16_of(at(o, r0 + (size_t)r, k));
+        if (2 * kp + 1 < kc) w |= bf16_of(at(o, r0 + (size_t)r, k + 1)) << 16;
+      }
+      d[(size_t)r * row_step + (size_t)kp * kp_step] = w;
+    }
+}
+
 /* A rows [m0, m0 + mc), K [k0, k0 + kc) into panels: dst[panel][kp][MR].
  * Rows past mc and K past kc are zeros (rows M.., K.. of the matrix). */
 static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, size_t k0, int kc,
@@ -407,32 +453,8 @@ static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, siz
       pack_pairs_avx512(a->p + k0 * a->cs + m, a->cs, rows, kc, d);
       continue;
     }
-#ifndef NN_BF16_PORTABLE
-    if (kern == NN_BF16_EMULATED && emulated_avx2 && (a->cs == 1 || a->rs == 1)) {
-      if (rows < MR)
-        for (size_t i = 0; i < (size_t)kp_n * MR; i++) d[i] = 0;
-      if (a->cs == 1)
-        for (int r = 0; r < rows; r++)
-          pairs_of_run_avx2(a->p + (m + (size_t)r) * a->rs + k0, kc, d + r, MR);
-      else
-        for (int kp = 0; kp < kp_n; kp++) {
-          const float *r0 = a->p + (k0 + 2 * (size_t)kp) * a->cs + m;
-          pairs_of_rows_avx2(r0, 2 * kp + 1 < kc ? r0 + a->cs : NULL, rows, d + (size_t)kp * MR);
-        }
-      continue;
-    }
-#endif
-    for (int r = 0; r < MR; r++) {
-      for (int kp = 0; kp < kp_n; kp++) {
-        const size_t k = k0 + 2 * (size_t)kp;
-        uint32_t w = 0;
-        if (r < rows) {
-          w = bf16_of(at(a, m + (size_t)r, k));
-          if (2 * kp + 1 < kc) w |= bf16_of(at(a, m + (size_t)r, k + 1)) << 16;
-        }
-        d[(size_t)kp * MR + r] = w;
-      }
-    }
+    if (kern == NN_BF16_EMULATED && pack_panel_avx2(a, m, rows, MR, k0, kc, d)) continue;
+    pack_panel_scalar(a, m, rows, MR, k0, kc, kp_n, d, 1, MR);
   }
 }
 
@@ -442,6 +464,7 @@ static void pack_a(nn_bf16_kernel kern, const operand *a, size_t m0, int mc, siz
 static void pack_b(nn_bf16_kernel kern, const operand *b, size_t k0, int kc, size_t n0, int nc,
                    int kp_rows, uint32_t *dst) {
   const int kp_n = (kc + 1) / 2, strips = (nc + NR - 1) / NR;
+  const operand bt = {b->p, b->cs, b->rs}; /* B^T (N, K): a strip is a panel of it */
   for (int s = 0; s < strips; s++) {
     uint32_t *d = dst + (size_t)s * (size_t)kp_rows * NR;
     memset(d + (size_t)kp_n * NR, 0, (size_t)(kp_rows - kp_n) * NR * sizeof *d);
@@ -461,33 +484,8 @@ static void pack_b(nn_bf16_kernel kern, const operand *b, size_t k0, int kc, siz
       }
       continue;
     }
-#ifndef NN_BF16_PORTABLE
-    if (kern == NN_BF16_EMULATED && emulated_avx2 && (b->cs == 1 || b->rs == 1)) {
-      if (j_n < NR)
-        for (int kp = 0; kp < kp_n; kp++)
-          for (int j = j_n; j < NR; j++) d[(size_t)kp * NR + (size_t)j] = 0;
-      if (b->cs == 1)
-        for (int kp = 0; kp < kp_n; kp++) {
-          const float *r0 = b->p + (k0 + 2 * (size_t)kp) * b->rs + n;
-          pairs_of_rows_avx2(r0, 2 * kp + 1 < kc ? r0 + b->rs : NULL, j_n, d + (size_t)kp * NR);
-        }
-      else
-        for (int j = 0; j < j_n; j++)
-          pairs_of_run_avx2(b->p + (n + (size_t)j) * b->cs + k0, kc, d + j, NR);
-      continue;
-    }
-#endif
-    for (int kp = 0; kp < kp_n; kp++) {
-      const size_t k = k0 + 2 * (size_t)kp;
-      for (int j = 0; j < NR; j++) {
-        uint32_t w = 0;
-        if (j < j_n) {
-          w = bf16_of(at(b, k, n + (size_t)j));
-          if (2 * kp + 1 < kc) w |= bf16_of(at(b, k + 1, n + (size_t)j)) << 16;
-        }
-        d[(size_t)kp * NR + j] = w;
-      }
-    }
+    if (kern == NN_BF16_EMULATED && pack_panel_avx2(&bt, n, j_n, NR, k0, kc, d)) continue;
+    pack_panel_scalar(&bt, n, j_n, NR, k0, kc, kp_n, d, 1, NR);
   }
 }
 
@@ -620,7 +618,7 @@ __attribute__((target("avx2,fma"))) static void kernel_emulated_avx2(int kp_n, c
 static void kernel_emulated(int kp_n, const uint32_t *a, const uint32_t *b, float *c, size_t ldc,
                             int acc, int mv, int nv) {
 #ifndef NN_BF16_PORTABLE
-  if (emulated_avx2) {
+  if (emulated_avx2 > 0) {
     kernel_emulated_avx2(kp_n, a, b, c, ldc, acc, mv, nv);
     return;
   }
@@ -707,7 +705,7 @@ BF16_TARGET static void pack_pairs_amx(const float *p, size_t ks, int rows, int 
  * dst[panel][row][kp], kp < kp_pad. */
 static void pack_a_amx(const operand *a, size_t m0, int mc, size_t k0, int kc, int kp_pad,
                        uint32_t *dst) {
-  const int kp_n = (kc + 1) / 2, panels = (mc + AM - 1) / AM;
+  const int panels = (mc + AM - 1) / AM;
   for (int pnl = 0; pnl < panels; pnl++) {
     uint32_t *d = dst + (size_t)pnl * AM * (size_t)kp_pad;
     const int rows = mc - pnl * AM < AM ? mc - pnl * AM : AM;
@@ -722,16 +720,7 @@ static void pack_a_amx(const operand *a, size_t m0, int mc, size_t k0, int kc, i
                        d + (size_t)g * (size_t)kp_pad);
       continue;
     }
-    for (int r = 0; r < AM; r++)
-      for (int kp = 0; kp < kp_pad; kp++) {
-        const size_t k = k0 + 2 * (size_t)kp;
-        uint32_t w = 0;
-        if (r < rows && kp < kp_n) {
-          w = bf16_of(at(a, m + (size_t)r, k));
-          if (2 * kp + 1 < kc) w |= bf16_of(at(a, m + (size_t)r, k + 1)) << 16;
-        }
-        d[(size_t)r * (size_t)kp_pad + (size_t)kp] = w;
-      }
+    pack_panel_scalar(a, m, rows, AM, k0, kc, kp_pad, d, (size_t)kp_pad, 1);
   }
 }
 
