@@ -50,18 +50,9 @@ static inline nnp_lanes nnp_of(const void *v) {
   memcpy(&l, v, sizeof l);
   return l;
 }
+/* The lanes as a vector; a cast makes it any other 512-bit vector type. */
 static inline __m512 nnp_ps_of(nnp_lanes l) {
   __m512 r;
-  memcpy(&r, &l, sizeof r);
-  return r;
-}
-static inline __m512i nnp_si_of(nnp_lanes l) {
-  __m512i r;
-  memcpy(&r, &l, sizeof r);
-  return r;
-}
-static inline __m512bh nnp_bh_of(nnp_lanes l) {
-  __m512bh r;
   memcpy(&r, &l, sizeof r);
   return r;
 }
@@ -97,7 +88,7 @@ static inline __m512i _mm512_setzero_si512(void) {
 static inline __m512i _mm512_set1_epi32(int v) {
   nnp_lanes l;
   for (int i = 0; i < 16; i++) l.d[i] = (uint32_t)v;
-  return nnp_si_of(l);
+  return (__m512i)nnp_ps_of(l);
 }
 static inline __m512 _mm512_loadu_ps(const void *p) {
   __m512 r;
@@ -142,14 +133,14 @@ static inline __m512i _mm512_or_si512(__m512i a, __m512i b) {
 static inline __m512i _mm512_slli_epi32(__m512i a, unsigned n) {
   nnp_lanes l = nnp_of(&a);
   for (int i = 0; i < 16; i++) l.d[i] = n > 31 ? 0 : l.d[i] << n;
-  return nnp_si_of(l);
+  return (__m512i)nnp_ps_of(l);
 }
 static inline __m512i _mm512_cvtepu16_epi32(__m256i a) {
   uint16_t w[16];
   memcpy(w, &a, sizeof w);
   nnp_lanes l;
   for (int i = 0; i < 16; i++) l.d[i] = w[i];
-  return nnp_si_of(l);
+  return (__m512i)nnp_ps_of(l);
 }
 
 /* In each 128-bit lane: a0 b0 a1 b1 (lo), a2 b2 a3 b3 (hi). */
@@ -160,7 +151,7 @@ static inline __m512i nnp_unpack32(__m512i a, __m512i b, int hi) {
       r.d[4 * lane + 2 * i] = x.d[4 * lane + 2 * hi + i];
       r.d[4 * lane + 2 * i + 1] = y.d[4 * lane + 2 * hi + i];
     }
-  return nnp_si_of(r);
+  return (__m512i)nnp_ps_of(r);
 }
 static inline __m512i _mm512_unpacklo_epi32(__m512i a, __m512i b) {
   return nnp_unpack32(a, b, 0);
@@ -175,7 +166,7 @@ static inline __m512i nnp_unpack64(__m512i a, __m512i b, int hi) {
     r.q[2 * lane] = x.q[2 * lane + hi];
     r.q[2 * lane + 1] = y.q[2 * lane + hi];
   }
-  return nnp_si_of(r);
+  return (__m512i)nnp_ps_of(r);
 }
 static inline __m512i _mm512_unpacklo_epi64(__m512i a, __m512i b) {
   return nnp_unpack64(a, b, 0);
@@ -190,7 +181,7 @@ static inline __m512i _mm512_shuffle_i32x4(__m512i a, __m512i b, int imm) {
     const int pick = (imm >> (2 * lane)) & 3;
     memcpy(&r.d[4 * lane], lane < 2 ? &x.d[4 * pick] : &y.d[4 * pick], 16);
   }
-  return nnp_si_of(r);
+  return (__m512i)nnp_ps_of(r);
 }
 
 /* Words 0-15 from b, 16-31 from a. */
@@ -200,7 +191,7 @@ static inline __m512bh _mm512_cvtne2ps_pbh(__m512 a, __m512 b) {
     r.w[i] = nnp_bf16(y.f[i]);
     r.w[16 + i] = nnp_bf16(x.f[i]);
   }
-  return nnp_bh_of(r);
+  return (__m512bh)nnp_ps_of(r);
 }
 static inline __m256bh _mm512_cvtneps_pbh(__m512 a) {
   nnp_lanes x = nnp_of(&a);
